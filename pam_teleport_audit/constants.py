@@ -1,0 +1,51 @@
+"""Numbers and names shared by the PAM module and the helper command.
+
+Values come from <linux/netlink.h>, <linux/audit.h> and libaudit; they are
+part of the kernel ABI and never change.
+"""
+
+# Netlink (linux/netlink.h)
+NETLINK_AUDIT = 9
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+
+# Audit message types (linux/audit.h)
+AUDIT_GET = 1000
+AUDIT_USER_ACCT = 1101
+AUDIT_USER_START = 1105
+AUDIT_USER_END = 1106
+AUDIT_LOGIN = 1006
+AUDIT_TTY = 1319
+
+# The kernel refuses user record text longer than this (AUDIT_MESSAGE_TEXT_MAX).
+AUDIT_MESSAGE_TEXT_MAX = 8560
+# libaudit cuts acct= to the utmp name size (UT_NAMESIZE).
+ACCT_MAX_BYTES = 32
+# Our cap on exe=, so that a pathological path cannot crowd out the identity.
+EXE_MAX_BYTES = 2048
+# /proc/PID/loginuid and sessionid when unset.
+UNSET_ID = 4294967295
+
+# The PAM environment Teleport fills before pam_acct_mgmt (lib/pam).
+ENV_TELEPORT_USERNAME = "TELEPORT_USERNAME"
+ENV_TELEPORT_LOGIN = "TELEPORT_LOGIN"
+ENV_TELEPORT_ROLES = "TELEPORT_ROLES"
+
+# PAM return code (security/_pam_types.h), for when the handle itself fails us.
+PAM_IGNORE = 25
+
+# PAM_TTY that OpenSSH's sshd sets for every session (auth-pam.c).
+SSH_TTY_ITEM = "ssh"
+
+# Operations of our records, one per PAM phase, named like libpam's "PAM:<op>".
+OP_ACCOUNTING = "teleport:accounting"
+OP_SESSION_OPEN = "teleport:session_open"
+OP_SESSION_CLOSE = "teleport:session_close"
+
+# Name of the Teleport binary trusted when no teleport_exe= option is given.
+DEFAULT_TELEPORT_NAME = "teleport"
+# What the kernel appends to /proc/PID/exe when the file was replaced or unlinked.
+DELETED_SUFFIX = " (deleted)"
+MEMFD_PREFIX = "/memfd:"

@@ -1,0 +1,71 @@
+"""Who is logging in, and whether to believe it.
+
+The TELEPORT_* variables are plain PAM environment entries: any PAM
+application, and in the session stack pam_env reading the user's own
+~/.pam_environment, can set them. They are believed only when the PAM
+application itself is Teleport, running as root, in the account phase.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .constants import (
+    DEFAULT_TELEPORT_NAME,
+    DELETED_SUFFIX,
+    ENV_TELEPORT_LOGIN,
+    ENV_TELEPORT_ROLES,
+    ENV_TELEPORT_USERNAME,
+    MEMFD_PREFIX,
+)
+
+
+@dataclass(frozen=True)
+class TeleportIdentity:
+    user: str  # Teleport user name
+    login: str  # Linux login (the PAM user)
+    roles: tuple[str, ...]
+
+
+def exe_is_teleport(exe: str, allowed: tuple[str, ...]) -> bool:
+    """Whether /proc/self/exe names a Teleport binary.
+
+    A running binary that was replaced by an upgrade reads "PATH (deleted)"
+    and is still the binary that was trusted when it started; a binary run
+    from a memfd reads "/memfd:NAME (deleted)" and is trusted only when an
+    administrator listed "memfd:NAME".
+    """
+    exe = exe.removesuffix(DELETED_SUFFIX)
+    if exe.startswith(MEMFD_PREFIX):
+        return ("memfd:" + exe[len(MEMFD_PREFIX) :]) in allowed
+    if not exe.startswith("/"):
+        return False
+    if allowed:
+        return exe in allowed
+    return os.path.basename(exe) == DEFAULT_TELEPORT_NAME
+
+
+def trusted_identity(
+    getenv: Callable[[str], str | None],
+    pam_user: str | None,
+    exe: str,
+    euid: int,
+    allowed_exes: tuple[str, ...],
+) -> tuple[TeleportIdentity | None, str]:
+    """The identity to record, or None and the reason it is not believed."""
+    user = getenv(ENV_TELEPORT_USERNAME)
+    if not user:
+        return None, "no TELEPORT_USERNAME in the PAM environment"
+    if not exe_is_teleport(exe, allowed_exes):
+        return None, f"PAM application {exe!r} is not a trusted Teleport binary"
+    if euid != 0:
+        return None, "PAM application is not running as root"
+    if not pam_user:
+        return None, "no PAM user"
+    login = getenv(ENV_TELEPORT_LOGIN)
+    if login is not None and login != pam_user:
+        return None, "TELEPORT_LOGIN differs from the PAM user"
+    roles = tuple((getenv(ENV_TELEPORT_ROLES) or "").split())
+    return TeleportIdentity(user, pam_user, roles), "trusted"

@@ -1,0 +1,170 @@
+"""NETLINK_AUDIT client: the one place that talks to the kernel's audit.
+
+Message layouts are declared as data; AuditSocket only frames, sends and
+reads acknowledgements. Every failure is an AuditError carrying the errno
+and the system's message.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .constants import AUDIT_GET, NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+
+# struct nlmsghdr: len, type, flags, seq, pid
+NLMSGHDR = struct.Struct("=IHHII")
+# struct nlmsgerr: error, then the request's nlmsghdr
+NLMSGERR = struct.Struct("=i" + NLMSGHDR.format[1:])
+# struct audit_status (linux/audit.h), in order; older kernels send a prefix.
+AUDIT_STATUS_FIELDS = (
+    "mask",
+    "enabled",
+    "failure",
+    "pid",
+    "rate_limit",
+    "backlog_limit",
+    "lost",
+    "backlog",
+    "feature_bitmap",
+    "backlog_wait_time",
+    "backlog_wait_time_actual",
+)
+
+
+class AuditError(Exception):
+    """A record could not be written; errno is None when audit is disabled."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message if self.errno is None else f"[errno {self.errno}] {self.message}"
+
+    @classmethod
+    def from_errno(cls, code: int, context: str) -> AuditError:
+        return cls(code, f"{context}: {os.strerror(code)}")
+
+
+@dataclass(frozen=True)
+class AuditStatus:
+    enabled: int
+    failure: int
+    pid: int
+    rate_limit: int
+    backlog_limit: int
+    lost: int
+    backlog: int
+    backlog_wait_time: int | None = None
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> AuditStatus:
+        count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
+        if count < 8:
+            raise AuditError(errno_codes.EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
+        values = dict(zip(AUDIT_STATUS_FIELDS[:count], struct.unpack_from(f"={count}I", payload), strict=True))
+        return cls(
+            values["enabled"],
+            values["failure"],
+            values["pid"],
+            values["rate_limit"],
+            values["backlog_limit"],
+            values["lost"],
+            values["backlog"],
+            values.get("backlog_wait_time"),
+        )
+
+
+def frame(msg_type: int, payload: bytes, seq: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> bytes:
+    """One netlink message, padded to 4 bytes as NLMSG_SPACE() does."""
+    length = NLMSGHDR.size + len(payload)
+    return NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
+
+
+def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
+    """Split a datagram into (type, seq, payload) messages."""
+    out = []
+    offset = 0
+    while offset + NLMSGHDR.size <= len(buffer):
+        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(buffer, offset)
+        if length < NLMSGHDR.size or offset + length > len(buffer):
+            raise AuditError(errno_codes.EPROTO, "malformed netlink reply")
+        out.append((msg_type, seq, buffer[offset + NLMSGHDR.size : offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+class AuditSocket:
+    """A NETLINK_AUDIT socket with request/acknowledge semantics."""
+
+    def __init__(self, timeout: float = 1.0, factory: Callable[..., Any] = socket.socket) -> None:
+        try:
+            self._sock = factory(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+        except OSError as exc:
+            raise AuditError.from_errno(exc.errno or errno_codes.EIO, "cannot open NETLINK_AUDIT") from exc
+        self._sock.settimeout(timeout)
+        self._seq = 0
+
+    def __enter__(self) -> AuditSocket:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _request(self, msg_type: int, payload: bytes) -> bytes | None:
+        """Send one request; return the reply payload of msg_type, if any, once acked."""
+        self._seq += 1
+        seq = self._seq
+        try:
+            self._sock.send(frame(msg_type, payload, seq))
+        except OSError as exc:
+            raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"sending audit message {msg_type}") from exc
+        reply = None
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError as exc:
+                raise AuditError.from_errno(
+                    errno_codes.ETIMEDOUT, f"waiting for the kernel's ack of {msg_type}"
+                ) from exc
+            except OSError as exc:
+                raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"reading the ack of {msg_type}") from exc
+            for got_type, got_seq, body in parse(data):
+                if got_seq != seq:
+                    continue
+                if got_type == NLMSG_ERROR:
+                    code = -NLMSGERR.unpack_from(body)[0]
+                    if code:
+                        raise AuditError.from_errno(code, f"kernel refused audit message {msg_type}")
+                    if msg_type != AUDIT_GET or reply is not None:
+                        return reply
+                elif got_type == NLMSG_DONE:
+                    return reply
+                elif got_type == msg_type:
+                    reply = body
+                    if msg_type == AUDIT_GET:
+                        return reply
+
+    def status(self) -> AuditStatus:
+        """What `auditctl -s` shows (AUDIT_GET)."""
+        reply = self._request(AUDIT_GET, b"")
+        if reply is None:
+            raise AuditError(errno_codes.EPROTO, "no reply to AUDIT_GET")
+        return AuditStatus.unpack(reply)
+
+    def send_user(self, msg_type: int, text: str) -> None:
+        """Write a user-space record; raise AuditError unless the kernel acked it.
+
+        The kernel overwrites the last byte with NUL, so the text carries its own.
+        """
+        self._request(msg_type, text.encode("ascii") + b"\0")

@@ -1,0 +1,55 @@
+"""The script pam_python loads:
+
+    session optional pam_python.so /path/to/pam_teleport_audit/pam_entry.py [options]
+
+pam_python compiles this file from source at every PAM handle, so it stays
+tiny and imports the package that sits around it (whose bytecode is cached).
+Its globals live exactly as long as the PAM handle, which is what keeps the
+identity trusted at acct_mgmt for the session phases.
+"""
+
+import os
+import sys
+
+_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _PACKAGE_PARENT not in sys.path:
+    sys.path.append(_PACKAGE_PARENT)  # appended: the standard library still wins
+
+try:
+    from pam_teleport_audit.pam_module import TeleportAuditModule
+except Exception as _exc:  # package missing or broken: a login must not depend on it
+    _IMPORT_ERROR = repr(_exc)
+    _module = None
+else:
+    _module = TeleportAuditModule()
+
+
+def _unavailable(pamh, args):
+    # Without the package only fail_closed is understood; no record can be written.
+    try:
+        import syslog
+
+        syslog.syslog(syslog.LOG_AUTHPRIV | syslog.LOG_ERR, "pam_teleport_audit: cannot import: " + _IMPORT_ERROR)
+    except Exception:
+        pass
+    return 4 if "fail_closed" in args[1:] else 25  # PAM_SYSTEM_ERR / PAM_IGNORE
+
+
+def pam_sm_acct_mgmt(pamh, flags, args):
+    return _module.acct_mgmt(pamh, flags, args) if _module else _unavailable(pamh, args)
+
+
+def pam_sm_open_session(pamh, flags, args):
+    return _module.open_session(pamh, flags, args) if _module else _unavailable(pamh, args)
+
+
+def pam_sm_close_session(pamh, flags, args):
+    return _module.close_session(pamh, flags, args) if _module else 25
+
+
+def pam_sm_setcred(pamh, flags, args):
+    return 25  # PAM_IGNORE: nothing to do with credentials
+
+
+def pam_sm_authenticate(pamh, flags, args):
+    return 25  # PAM_IGNORE: Teleport authenticates; we only record

@@ -1,0 +1,177 @@
+"""The PAM side: pam_sm_* entry → identity → record text → netlink.
+
+pam_entry.py makes one TeleportAuditModule per PAM handle, so the identity
+captured at pam_acct_mgmt is the one the session phases record, whatever
+the PAM environment says by then.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import syslog
+from .constants import (
+    AUDIT_USER_ACCT,
+    AUDIT_USER_END,
+    AUDIT_USER_START,
+    ENV_TELEPORT_USERNAME,
+    OP_ACCOUNTING,
+    OP_SESSION_CLOSE,
+    OP_SESSION_OPEN,
+    PAM_IGNORE,
+    SSH_TTY_ITEM,
+)
+from .identity import TeleportIdentity, trusted_identity
+from .netlink import AuditError, AuditSocket
+from .options import Options, parse_options
+from .record import Fields, record_text
+
+
+class PamEnv(Protocol):
+    def get(self, key: str, default: None = None) -> str | None: ...
+
+
+class PamHandle(Protocol):
+    """The part of pam_python's handle this module uses."""
+
+    user: str | None
+    tty: str | None
+    rhost: str | None
+    service: str | None
+    env: PamEnv
+    PAM_SUCCESS: int
+    PAM_IGNORE: int
+    PAM_SYSTEM_ERR: int
+    PAM_SESSION_ERR: int
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str  # for log lines: "account", "session"
+    op: str
+    msg_type: int
+    refusal: str | None  # PAM code returned when fail_closed and nothing was written
+
+
+ACCOUNT = Phase("account", OP_ACCOUNTING, AUDIT_USER_ACCT, "PAM_SYSTEM_ERR")
+SESSION_OPEN = Phase("session", OP_SESSION_OPEN, AUDIT_USER_START, "PAM_SESSION_ERR")
+# Closing a session never blocks: the user is already in.
+SESSION_CLOSE = Phase("session", OP_SESSION_CLOSE, AUDIT_USER_END, None)
+
+
+def ip_literal(value: str | None) -> str | None:
+    """value when it is an IPv4 or IPv6 address, else None (no DNS: never block)."""
+    if not value:
+        return None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+            return value
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def write_record(msg_type: int, text: str, timeout: float) -> None:
+    """Send one user record; AuditError when the kernel will not log it."""
+    with AuditSocket(timeout) as audit:
+        if not audit.status().enabled:
+            raise AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
+        audit.send_user(msg_type, text)
+
+
+def program_path() -> str:
+    try:
+        return os.readlink("/proc/self/exe")
+    except OSError:
+        return "?"
+
+
+class TeleportAuditModule:
+    """One PAM handle's worth of state: the identity trusted at acct_mgmt."""
+
+    def __init__(self) -> None:
+        self.identity: TeleportIdentity | None = None
+        self._warned_options = False
+
+    def acct_mgmt(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+        return self._run(pamh, args, ACCOUNT)
+
+    def open_session(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+        return self._run(pamh, args, SESSION_OPEN)
+
+    def close_session(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+        return self._run(pamh, args, SESSION_CLOSE)
+
+    def _run(self, pamh: PamHandle, args: list[str], phase: Phase) -> int:
+        options = Options()
+        try:
+            try:
+                options = parse_options(args[1:])
+                return self._record(pamh, options, phase)
+            except AuditError as exc:
+                return self._failed(pamh, options, phase, f"audit record not written: {exc}")
+            except Exception as exc:  # a module bug must not lock anyone out
+                return self._failed(pamh, options, phase, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception:  # even the handle is unusable: stay out of the way
+            return PAM_IGNORE
+
+    def _record(self, pamh: PamHandle, options: Options, phase: Phase) -> int:
+        exe = program_path()
+        if options.problems and not self._warned_options:
+            self._warned_options = True
+            self._log(pamh, options, phase, syslog.LOG_WARNING, "; ".join(options.problems))
+        if phase is ACCOUNT:
+            self.identity, reason = trusted_identity(pamh.env.get, pamh.user, exe, os.geteuid(), options.teleport_exe)
+            if self.identity is None:
+                self._debug(pamh, options, phase, f"nothing recorded: {reason}")
+                return pamh.PAM_IGNORE
+            self._set_items(pamh, options)
+        identity = self.identity
+        if identity is None:
+            return pamh.PAM_IGNORE
+        if pamh.user != identity.login:
+            self._log(pamh, options, phase, syslog.LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
+            return pamh.PAM_IGNORE
+        if pamh.env.get(ENV_TELEPORT_USERNAME) != identity.user:
+            self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
+        rhost = pamh.rhost or None
+        text = record_text(
+            Fields(phase.op, identity.login, exe, rhost, ip_literal(rhost), pamh.tty, identity.user, identity.roles)
+        )
+        write_record(phase.msg_type, text, options.timeout_ms / 1000)
+        self._debug(pamh, options, phase, f"recorded {phase.op} for Teleport user {identity.user!r}")
+        return pamh.PAM_SUCCESS
+
+    @staticmethod
+    def _set_items(pamh: PamHandle, options: Options) -> None:
+        """Set the items sshd sets, so libpam's own records read like OpenSSH's."""
+        if not pamh.tty:
+            pamh.tty = SSH_TTY_ITEM
+        if options.rhost_env and not pamh.rhost:
+            address = ip_literal(pamh.env.get(options.rhost_env))
+            if address:
+                pamh.rhost = address
+
+    def _failed(self, pamh: PamHandle, options: Options, phase: Phase, why: str) -> int:
+        if options.fail_closed and phase.refusal:
+            self._log(pamh, options, phase, syslog.LOG_ERR, f"{why}; login refused (fail_closed)")
+            return int(getattr(pamh, phase.refusal))
+        self._log(pamh, options, phase, syslog.LOG_WARNING, f"{why}; login goes on")
+        return pamh.PAM_IGNORE
+
+    def _debug(self, pamh: PamHandle, options: Options, phase: Phase, text: str) -> None:
+        if options.debug:
+            self._log(pamh, options, phase, syslog.LOG_INFO, text)
+
+    @staticmethod
+    def _log(pamh: PamHandle, options: Options, phase: Phase, priority: int, text: str) -> None:
+        try:
+            service = pamh.service
+        except Exception:
+            service = "?"
+        ident = os.path.basename(program_path().removesuffix(" (deleted)")) or "pam"
+        syslog.log(priority, ident, f"pam_teleport_audit({service}:{phase.name}): {text}", options.log_socket)

@@ -1,0 +1,36 @@
+"""One-line messages to the system log (facility authpriv).
+
+Written straight to the log socket as syslog(3) would, because Python's
+syslog module calls openlog() and would rename the host application's own
+log lines (sshd's, teleport's) for the rest of the process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+LOG_AUTHPRIV = 10 << 3
+LOG_ERR = 3
+LOG_WARNING = 4
+LOG_INFO = 6
+
+
+def format_line(priority: int, ident: str, text: str, now: float | None = None) -> bytes:
+    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
+    # One line, whatever the text holds: control characters become spaces.
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return f"<{LOG_AUTHPRIV | priority}>{stamp} {ident}[{os.getpid()}]: {clean}".encode("utf-8", "replace")
+
+
+def log(priority: int, ident: str, text: str, path: str) -> bool:
+    """Send one line; False when no log daemon listens (never raises)."""
+    line = format_line(priority, ident, text)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.settimeout(0.5)
+            sock.sendto(line, path)
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,151 @@
+/*
+ * A stand-in for `teleport exec`: the PAM calls Teleport's SSH service makes
+ * for a session (gravitational/teleport lib/pam), from C, because a Python
+ * process driving a stack that holds pam_python.so crashes.
+ *
+ *   pam_start(service, login) ; pam_putenv TELEPORT_USERNAME/LOGIN/ROLES ;
+ *   pam_acct_mgmt ; pam_open_session ; a shell on a pty that is sent the
+ *   typed lines ; pam_close_session ; pam_end.
+ * Like Teleport it sets neither PAM_TTY nor PAM_RHOST, and passes flags 0.
+ *
+ * The tests compile it under the name `teleport`, the name the module trusts.
+ *
+ * usage: teleport [-s service] [-u tpuser] [-r roles] [-L tplogin|-] [-e NAME=VALUE]...
+ *                 [-i line]... [-n] [-c count] [-S] login
+ *   -n       no shell: acct_mgmt, open_session, close_session only
+ *   -c N     run N whole transactions in this process (prints max RSS)
+ *   -S       print each PAM step and its result
+ * Exit: 0 when every PAM call succeeded; 10+PAM code of acct_mgmt, 40+code
+ * of open_session, 70+code of close_session otherwise; 2 on usage errors.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <pty.h>
+#include <pwd.h>
+#include <security/pam_appl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ITEMS 64
+
+static int null_conv(int n, const struct pam_message **msg, struct pam_response **resp, void *data) {
+    (void)n; (void)msg; (void)resp; (void)data;
+    return PAM_CONV_ERR; /* Teleport answers no prompts in the account and session stacks */
+}
+
+static void pause_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int run_shell(const char *login, char **lines, int nlines) {
+    struct passwd *pw = getpwnam(login);
+    if (!pw) { fprintf(stderr, "no such user %s\n", login); return -1; }
+    int master;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    if (pid < 0) { perror("forkpty"); return -1; }
+    if (pid == 0) {
+        if (pw->pw_uid != 0 &&
+            (initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid))) {
+            perror("drop privileges");
+            _exit(127);
+        }
+        if (chdir(pw->pw_dir) != 0 && chdir("/") != 0) _exit(127);
+        char home[1024], user[256];
+        snprintf(home, sizeof home, "HOME=%s", pw->pw_dir);
+        snprintf(user, sizeof user, "USER=%s", pw->pw_name);
+        char *env[] = {home, user, "PATH=/usr/local/bin:/usr/bin:/bin", "PS1=$ ", "TERM=dumb", NULL};
+        execle("/bin/sh", "sh", "-i", (char *)NULL, env);
+        _exit(127);
+    }
+    /* Type each line as a person would, then leave; drain the output as we go. */
+    char buf[4096];
+    for (int i = 0; i <= nlines; i++) {
+        const char *line = i < nlines ? lines[i] : "exit";
+        pause_ms(100);
+        while (1) {
+            fd_set r; FD_ZERO(&r); FD_SET(master, &r);
+            struct timeval tv = {0, 50000};
+            if (select(master + 1, &r, NULL, NULL, &tv) <= 0) break;
+            if (read(master, buf, sizeof buf) <= 0) break;
+        }
+        if (write(master, line, strlen(line)) < 0 || write(master, "\n", 1) < 0) break;
+    }
+    while (read(master, buf, sizeof buf) > 0) {}
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(master);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int step(int verbose, const char *name, pam_handle_t *pamh, int rc) {
+    if (verbose) printf("%s=%d %s\n", name, rc, pam_strerror(pamh, rc));
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL;
+    char *env[MAX_ITEMS], *lines[MAX_ITEMS];
+    int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, opt;
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:S")) != -1) {
+        switch (opt) {
+        case 's': service = optarg; break;
+        case 'u': tpuser = optarg; break;
+        case 'r': roles = optarg; break;
+        case 'L': tplogin = optarg; break;
+        case 'e': if (nenv < MAX_ITEMS) env[nenv++] = optarg; break;
+        case 'i': if (nlines < MAX_ITEMS) lines[nlines++] = optarg; break;
+        case 'n': shell = 0; break;
+        case 'c': count = atoi(optarg); break;
+        case 'S': verbose = 1; break;
+        default: return 2;
+        }
+    }
+    if (optind != argc - 1 || count < 1) {
+        fprintf(stderr, "usage: %s [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
+                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] login\n", argv[0]);
+        return 2;
+    }
+    const char *login = argv[optind];
+    if (!tplogin) tplogin = login;
+    if (verbose) printf("pid=%d\n", (int)getpid());
+    struct pam_conv conv = {null_conv, NULL};
+    char item[16384];
+    for (int n = 0; n < count; n++) {
+        pam_handle_t *pamh = NULL;
+        int rc = pam_start(service, login, &conv, &pamh);
+        if (rc != PAM_SUCCESS) { fprintf(stderr, "pam_start: %d\n", rc); return 3; }
+        if (tpuser) { snprintf(item, sizeof item, "TELEPORT_USERNAME=%s", tpuser); pam_putenv(pamh, item); }
+        if (strcmp(tplogin, "-") != 0) { snprintf(item, sizeof item, "TELEPORT_LOGIN=%s", tplogin); pam_putenv(pamh, item); }
+        if (roles) { snprintf(item, sizeof item, "TELEPORT_ROLES=%s", roles); pam_putenv(pamh, item); }
+        for (int i = 0; i < nenv; i++) pam_putenv(pamh, env[i]);
+
+        if ((rc = step(verbose, "acct_mgmt", pamh, pam_acct_mgmt(pamh, 0))) != PAM_SUCCESS) {
+            pam_end(pamh, rc);
+            return 10 + rc;
+        }
+        if ((rc = step(verbose, "open_session", pamh, pam_open_session(pamh, 0))) != PAM_SUCCESS) {
+            pam_end(pamh, rc);
+            return 40 + rc;
+        }
+        if (shell) {
+            int shell_rc = run_shell(login, lines, nlines);
+            if (verbose) printf("shell=%d\n", shell_rc);
+        }
+        rc = step(verbose, "close_session", pamh, pam_close_session(pamh, 0));
+        pam_end(pamh, rc);
+        if (rc != PAM_SUCCESS) return 70 + rc;
+    }
+    if (count > 1) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("maxrss_kb=%ld\n", ru.ru_maxrss);
+    }
+    return 0;
+}
