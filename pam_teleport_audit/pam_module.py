@@ -95,7 +95,9 @@ class TeleportAuditModule:
 
     def __init__(self) -> None:
         self.identity: TeleportIdentity | None = None
-        self._warned_options = False
+        # Each distinct problem is logged once per PAM handle: one line per
+        # login, not one per phase.
+        self._reported: set[str] = set()
 
     def acct_mgmt(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
         return self._run(pamh, args, ACCOUNT)
@@ -121,8 +123,7 @@ class TeleportAuditModule:
 
     def _record(self, pamh: PamHandle, options: Options, phase: Phase) -> int:
         exe = program_path()
-        if options.problems and not self._warned_options:
-            self._warned_options = True
+        if options.problems:
             self._log(pamh, options, phase, syslog.LOG_WARNING, "; ".join(options.problems))
         if phase is ACCOUNT:
             self.identity, reason = trusted_identity(pamh.env.get, pamh.user, exe, os.geteuid(), options.teleport_exe)
@@ -167,8 +168,10 @@ class TeleportAuditModule:
         if options.debug:
             self._log(pamh, options, phase, syslog.LOG_INFO, text)
 
-    @staticmethod
-    def _log(pamh: PamHandle, options: Options, phase: Phase, priority: int, text: str) -> None:
+    def _log(self, pamh: PamHandle, options: Options, phase: Phase, priority: int, text: str) -> None:
+        if text in self._reported:
+            return
+        self._reported.add(text)
         try:
             service = pamh.service
         except Exception:

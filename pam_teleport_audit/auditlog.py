@@ -1,0 +1,80 @@
+"""Reading audit logs with auparse (python3-audit), for the helper and tests.
+
+Never imported by the PAM module. auparse is the parser made for these logs:
+it understands both RAW and ENRICHED formats, and msg='…' user records.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    type: str
+    serial: int
+    time: float
+    fields: dict[str, str]  # raw values, as stored (quotes and hex kept)
+    interpreted: dict[str, str] = field(repr=False, default_factory=dict)
+
+    def __getitem__(self, name: str) -> str:
+        return self.fields[name]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.fields.get(name, default)
+
+
+def parse_records(text: str) -> list[AuditRecord]:
+    """Every record in a buffer of audit log lines."""
+    import auparse
+
+    if not text.strip():
+        return []
+    parser = auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
+    out = []
+    while parser.parse_next_event():
+        while True:
+            stamp = parser.get_timestamp()
+            raw: dict[str, str] = {}
+            nice: dict[str, str] = {}
+            parser.first_field()
+            while True:
+                name = parser.get_field_name()
+                # The first occurrence wins: a crafted value can never override a field.
+                if name not in raw:
+                    raw[name] = parser.get_field_str()
+                    nice[name] = parser.interpret_field()
+                if not parser.next_field():
+                    break
+            out.append(AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice))
+            if not parser.next_record():
+                break
+    return out
+
+
+def ausearch_raw(*args: str) -> str:
+    """ausearch --raw over the system logs (never stdin, even from a pipe)."""
+    proc = subprocess.run(
+        ["ausearch", "--input-logs", "--raw", *args],
+        capture_output=True,
+        text=True,
+        env={"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        check=False,
+    )
+    if proc.returncode not in (0, 1):  # 1: nothing matched
+        raise RuntimeError(f"ausearch {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def records_since(start: float, *args: str) -> Iterator[AuditRecord]:
+    """Records at or after the epoch time start (second resolution for ausearch)."""
+    import time
+
+    # ausearch reads the date with strptime("%x"), in the C locale MM/DD/YY.
+    stamp = time.strftime("%m/%d/%y %H:%M:%S", time.localtime(int(start)))
+    date, clock = stamp.split()
+    for record in parse_records(ausearch_raw("-ts", date, clock, *args)):
+        if record.time >= int(start):
+            yield record

@@ -1,0 +1,205 @@
+"""Real-stack fixtures: scratch PAM services, scratch users, the C stand-in
+for `teleport exec`, a syslog catcher, and audit log queries.
+
+Everything made here has a unique name and is removed afterwards; the host's
+own /etc/pam.d files are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.auditlog import AuditRecord, records_since
+from pam_teleport_audit.netlink import AuditSocket
+from pam_teleport_audit.stanza import entry_script
+
+ROOT = Path(__file__).resolve().parents[2]
+DRIVER_SOURCE = ROOT / "tests" / "c" / "teleport_driver.c"
+EXAMPLE_SSHD = ROOT / "pam.d" / "sshd.example"
+INSTALLED_ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
+PAM_DIR = Path("/etc/pam.d")
+
+pytestmark = pytest.mark.system
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(4)}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def real_audit() -> None:
+    """Fail, never skip, when the machine cannot run the real stack."""
+    assert os.geteuid() == 0, "system tests run as root"
+    with AuditSocket() as audit:
+        status = audit.status()
+    assert status.enabled, "kernel audit is disabled: run `auditctl -e 1`"
+    assert status.pid, "auditd is not running: start it with `auditd`"
+
+
+@pytest.fixture(scope="session")
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The C stand-in for `teleport exec`, compiled under the name teleport."""
+    folder = tmp_path_factory.mktemp("bin")
+    folder.chmod(0o755)
+    binary = folder / "teleport"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(DRIVER_SOURCE), "-lpam", "-lutil"], check=True
+    )
+    return binary
+
+
+def debian_stack(*options: str, fail_closed: bool = False) -> str:
+    """The shipped example: stock Debian 12 sshd plus our stanza, run from this checkout."""
+    text = EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, entry_script())
+    if options or fail_closed:
+        words = (["fail_closed"] if fail_closed else []) + list(options)
+        text = text.replace(f"pam_python.so {entry_script()}", f"pam_python.so {entry_script()} {' '.join(words)}")
+    if fail_closed:
+        text = text.replace("optional   pam_python.so", "required   pam_python.so")
+    return text
+
+
+@pytest.fixture
+def pam_service() -> Iterator[Callable[[str], str]]:
+    """Factory: write a scratch /etc/pam.d/<name> holding the given stack; return its name."""
+    made: list[Path] = []
+
+    def make(text: str) -> str:
+        path = PAM_DIR / unique("pta-test-")
+        path.write_text(text)
+        made.append(path)
+        return path.name
+
+    yield make
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def linux_user() -> Iterator[Callable[[], str]]:
+    """Factory: a scratch Linux user with a home; removed afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = unique("pta")
+        subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", "-r", name], check=False, capture_output=True)
+
+
+@dataclass
+class Session:
+    returncode: int
+    pid: int
+    steps: dict[str, int]
+    output: str
+    started: float
+
+
+def run_driver(
+    driver: Path,
+    service: str,
+    login: str,
+    *,
+    user: str | None = None,
+    roles: str | None = None,
+    lines: tuple[str, ...] = (),
+    shell: bool = True,
+    extra: tuple[str, ...] = (),
+) -> Session:
+    """One Teleport-like session through the real PAM stack."""
+    argv = [str(driver), "-S", "-s", service]
+    if user is not None:
+        argv += ["-u", user]
+    if roles is not None:
+        argv += ["-r", roles]
+    for line in lines:
+        argv += ["-i", line]
+    if not shell:
+        argv.append("-n")
+    argv += [*extra, login]
+    started = time.time()
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    steps = {}
+    pid = 0
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key == "pid":
+            pid = int(value)
+        elif key in ("acct_mgmt", "open_session", "close_session"):
+            steps[key] = int(value.split()[0])
+    return Session(proc.returncode, pid, steps, proc.stdout + proc.stderr, started)
+
+
+# Record types of a PAM login; ausearch also returns the SYSCALL and
+# PROCTITLE records of the same events, which the tests do not look at.
+LOGIN_TYPES = frozenset({"USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "CRED_DISP", "TTY"})
+
+
+def wait_for_records(
+    started: float, predicate: Callable[[list[AuditRecord]], bool], *args: str, timeout: float = 10.0
+) -> list[AuditRecord]:
+    """Login records since started, polled until predicate holds (auditd writes asynchronously)."""
+    deadline = time.time() + timeout
+    while True:
+        records = [r for r in records_since(started, *args) if r.type in LOGIN_TYPES]
+        if predicate(records) or time.time() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def pid_records(started: float, pid: int, *, expect: int, timeout: float = 10.0) -> list[AuditRecord]:
+    """Login records a process wrote, waiting until at least `expect` of them are in the log."""
+    return wait_for_records(started, lambda rs: len(rs) >= expect, "-p", str(pid), timeout=timeout)
+
+
+class SyslogCatcher:
+    """A datagram socket standing in for /dev/log (module option log_socket=)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+
+    def lines(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536).decode("utf-8", "replace"))
+            except TimeoutError:
+                return out
+
+
+@pytest.fixture
+def syslog_catcher(tmp_path: Path) -> Iterator[SyslogCatcher]:
+    catcher = SyslogCatcher(tmp_path / "log.sock")
+    yield catcher
+    catcher.sock.close()
+
+
+@pytest.fixture
+def audit_disabled() -> Iterator[None]:
+    """Kernel audit switched off for the test, then restored as it was."""
+    with AuditSocket() as audit:
+        before = audit.status().enabled
+    assert before == 1, f"audit enabled={before}: cannot toggle (2 means locked)"
+    subprocess.run(["auditctl", "-e", "0"], check=True, capture_output=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["auditctl", "-e", str(before)], check=True, capture_output=True)

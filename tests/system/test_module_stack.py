@@ -1,0 +1,204 @@
+"""The module on the real stack: kernel audit, auditd, libpam, pam_python,
+pam_loginuid, pam_tty_audit, driven by a C Teleport stand-in and pamtester."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from pam_teleport_audit.auditlog import AuditRecord, records_since
+from pam_teleport_audit.record import decode_value
+
+from .conftest import debian_stack, pid_records, run_driver, unique, wait_for_records
+
+UNSET = "4294967295"
+
+
+def by_op(records: list[AuditRecord], op: str) -> AuditRecord:
+    found = [r for r in records if r.get("op") == op]
+    assert len(found) == 1, f"expected one {op} record, got {[r.fields for r in found]}"
+    return found[0]
+
+
+def teleport_records(started: float, name: str) -> list[AuditRecord]:
+    return [
+        r
+        for r in records_since(started, "-m", "USER_ACCT,USER_START,USER_END")
+        if "teleportUser" in r.fields and decode_value(r["teleportUser"]) == name.encode()
+    ]
+
+
+def test_teleport_session_gets_identity_session_id_and_keystrokes(driver, pam_service, linux_user):
+    login = linux_user()
+    service = pam_service(debian_stack())
+    tp_user = unique("alice-")
+    marker = unique("typed-")
+    session = run_driver(driver, service, login, user=tp_user, roles="access editor", lines=(f"echo {marker}", "id -u"))
+    assert session.returncode == 0, session.output
+    assert session.steps == {"acct_mgmt": 0, "open_session": 0, "close_session": 0}
+
+    # ours: USER_ACCT, USER_START, USER_END; libpam: the same three; kernel: LOGIN
+    records = pid_records(session.started, session.pid, expect=7)
+    ours = {r["op"]: r for r in records if r.get("op", "").startswith("teleport:")}
+    assert sorted(ours) == ["teleport:accounting", "teleport:session_close", "teleport:session_open"]
+    for record in ours.values():
+        assert record["teleportUser"] == tp_user
+        assert record["teleportRoles"] == "access,editor"
+        assert record["acct"] == f'"{login}"'
+        assert record["exe"] == f'"{driver}"'
+        assert record["terminal"] == "ssh"
+        assert record["res"] == "success"
+    assert ours["teleport:accounting"].type == "USER_ACCT"
+    assert ours["teleport:session_open"].type == "USER_START"
+    assert ours["teleport:session_close"].type == "USER_END"
+
+    # The account phase comes before pam_loginuid: no auid/ses yet, as for sshd.
+    assert ours["teleport:accounting"]["ses"] == UNSET
+    login_record = [r for r in records if r.type == "LOGIN"]
+    assert len(login_record) == 1
+    ses = login_record[0]["ses"]
+    uid = subprocess.run(["id", "-u", login], capture_output=True, text=True, check=True).stdout.strip()
+    assert login_record[0]["auid"] == uid
+    for op in ("teleport:session_open", "teleport:session_close"):
+        assert ours[op]["ses"] == ses
+        assert ours[op]["auid"] == uid
+
+    # libpam's own records now say terminal=ssh, as OpenSSH's do.
+    assert by_op(records, "PAM:accounting")["terminal"] == "ssh"
+    assert by_op(records, "PAM:session_open")["terminal"] == "ssh"
+    assert "pam_python" in by_op(records, "PAM:session_open")["grantors"]
+
+    # Keystrokes: TTY records of the shell, in the same session.
+    tty = wait_for_records(session.started, lambda rs: len(rs) >= 3, "-m", "TTY", "--session", ses)
+    typed = b"".join(bytes.fromhex(r["data"]) for r in tty)
+    assert f"echo {marker}\n".encode() in typed
+    assert all(r["ses"] == ses for r in tty)
+
+
+def test_pamtester_with_teleport_variables_is_not_trusted(pam_service, linux_user):
+    login = linux_user()
+    service = pam_service(debian_stack())
+    tp_user = unique("forged-")
+    started = time.time()
+    proc = subprocess.run(
+        [
+            "pamtester",
+            "-E",
+            f"TELEPORT_USERNAME={tp_user}",
+            "-E",
+            f"TELEPORT_LOGIN={login}",
+            service,
+            login,
+            "acct_mgmt",
+            "open_session",
+            "close_session",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The stack ran (libpam logged it) but nothing of ours, and no items were set.
+    libpam = wait_for_records(
+        started, lambda rs: len(rs) >= 3, "-m", "USER_ACCT,USER_START,USER_END", "-x", "/usr/bin/pamtester"
+    )
+    libpam = [r for r in libpam if r.get("acct") == f'"{login}"']
+    assert [r["op"] for r in libpam] == ["PAM:accounting", "PAM:session_open", "PAM:session_close"]
+    assert all(r["terminal"] == "?" for r in libpam)
+    assert all("teleportUser" not in r.fields for r in libpam)
+    assert teleport_records(started, tp_user) == []
+
+
+def test_login_mismatch_is_not_trusted(driver, pam_service, linux_user):
+    login = linux_user()
+    service = pam_service(debian_stack())
+    tp_user = unique("bob-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False, extra=("-L", "root"))
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=4)
+    assert {r.get("op") for r in records} >= {"PAM:accounting", "PAM:session_open", "PAM:session_close"}
+    assert not [r for r in records if "teleportUser" in r.fields]
+    assert by_op(records, "PAM:accounting")["terminal"] == "?"
+
+
+def test_pam_environment_cannot_forge_or_change_the_identity(driver, pam_service, linux_user):
+    """pam_env reads ~/.pam_environment in the session stack (Debian: user_readenv=1)."""
+    login = linux_user()
+    forged = unique("mallory-")
+    Path(f"/home/{login}/.pam_environment").write_text(f"TELEPORT_USERNAME DEFAULT={forged}\n")
+    service = pam_service(debian_stack())
+
+    real = unique("carol-")
+    session = run_driver(driver, service, login, user=real, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    named = [r["teleportUser"] for r in records if "teleportUser" in r.fields]
+    assert named == [real, real, real]
+
+    # No TELEPORT_USERNAME from Teleport: the one pam_env adds later is ignored.
+    session = run_driver(driver, service, login, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=4)
+    assert not [r for r in records if "teleportUser" in r.fields]
+    assert teleport_records(session.started, forged) == []
+
+
+def test_client_address_from_the_named_variable(driver, pam_service, linux_user):
+    login = linux_user()
+    service = pam_service(debian_stack("rhost_env=TELEPORT_CLIENT_ADDR"))
+    session = run_driver(
+        driver, service, login, user=unique("dave-"), shell=False, extra=("-e", "TELEPORT_CLIENT_ADDR=192.0.2.7")
+    )
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    for op in ("teleport:accounting", "PAM:accounting", "teleport:session_open", "PAM:session_open"):
+        assert by_op(records, op)["hostname"] == "192.0.2.7", op
+    assert by_op(records, "teleport:session_open")["addr"] == "192.0.2.7"
+
+
+def test_audit_disabled_fail_open_logs_one_line_and_login_goes_on(
+    driver, pam_service, linux_user, syslog_catcher, audit_disabled
+):
+    login = linux_user()
+    tp_user = unique("erin-")
+    service = pam_service(debian_stack(f"log_socket={syslog_catcher.path}"))
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    assert session.steps == {"acct_mgmt": 0, "open_session": 0, "close_session": 0}
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1, lines
+    assert "audit is disabled" in lines[0] and "login goes on" in lines[0]
+    assert lines[0].startswith("<84>")  # authpriv.warning
+    assert f"({service}:account)" in lines[0]
+
+
+def test_audit_disabled_fail_closed_refuses_at_acct_mgmt(
+    driver, pam_service, linux_user, syslog_catcher, audit_disabled
+):
+    login = linux_user()
+    service = pam_service(debian_stack(f"log_socket={syslog_catcher.path}", fail_closed=True))
+    session = run_driver(driver, service, login, user=unique("frank-"), shell=False)
+    assert session.steps == {"acct_mgmt": 4}  # PAM_SYSTEM_ERR: no session was opened
+    assert session.returncode == 14
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1 and "login refused (fail_closed)" in lines[0], lines
+
+
+def test_fail_closed_with_audit_working_lets_teleport_and_others_in(driver, pam_service, linux_user):
+    login = linux_user()
+    service = pam_service(debian_stack(fail_closed=True))
+    tp_user = unique("gina-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    assert len(teleport_records(session.started, tp_user)) >= 1
+    # Someone who is not Teleport is not refused by fail_closed: nothing to record.
+    proc = subprocess.run(
+        ["pamtester", service, login, "acct_mgmt", "open_session", "close_session"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    wait = wait_for_records(session.started, lambda rs: len(rs) >= 3, "-m", "USER_START,USER_END,USER_ACCT")
+    assert len([r for r in wait if r.get("teleportUser") == tp_user]) == 3
