@@ -7,6 +7,7 @@ own /etc/pam.d files are never touched.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import socket
@@ -36,13 +37,21 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def real_audit() -> None:
-    """Fail, never skip, when the machine cannot run the real stack."""
+def real_audit() -> Iterator[None]:
+    """Fail, never skip, when the machine cannot run the real stack.
+
+    Holds a lock for the whole run: some tests switch kernel audit off for a
+    moment, which would make a concurrent run on the same machine lose records.
+    """
     assert os.geteuid() == 0, "system tests run as root"
+    lock = open("/run/pam-teleport-audit-tests.lock", "w")  # noqa: SIM115 - held for the session
+    fcntl.flock(lock, fcntl.LOCK_EX)
     with AuditSocket() as audit:
         status = audit.status()
     assert status.enabled, "kernel audit is disabled: run `auditctl -e 1`"
     assert status.pid, "auditd is not running: start it with `auditd`"
+    yield
+    lock.close()
 
 
 @pytest.fixture(scope="session")
