@@ -1,0 +1,165 @@
+"""Record text and encoding, table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from pam_teleport_audit.constants import AUDIT_MESSAGE_TEXT_MAX
+from pam_teleport_audit.record import (
+    Fields,
+    bare_value,
+    decode_value,
+    libaudit_value,
+    needs_encoding,
+    record_text,
+)
+
+KEYS = ["op", "acct", "exe", "hostname", "addr", "terminal", "teleportUser", "teleportRoles", "res"]
+
+
+def fields(user: str = "alice", roles: tuple[str, ...] = ("access",), **kw: object) -> Fields:
+    base = dict(
+        op="teleport:session_open",
+        acct="root",
+        exe="/usr/local/bin/teleport",
+        hostname=None,
+        addr=None,
+        terminal="ssh",
+        teleport_user=user,
+        roles=roles,
+    )
+    base.update(kw)
+    return Fields(**base)  # type: ignore[arg-type]
+
+
+def split(text: str) -> list[tuple[str, str]]:
+    """Every value we write is free of spaces, so a space separates fields."""
+    return [tuple(part.split("=", 1)) for part in text.split(" ")]  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "encode"),
+    [
+        (b"alice", False),
+        (b"a b", True),
+        (b'a"b', True),
+        (b"a'b", False),  # libaudit does not encode ' or =
+        (b"a=b", False),
+        (b"tab\there", True),
+        (b"nl\n", True),
+        (b"\x00", True),
+        (b"\x7f", True),
+        ("caf\u00e9".encode(), True),
+        (b"~", False),
+    ],
+)
+def test_needs_encoding_matches_libaudit(raw: bytes, encode: bool) -> None:
+    assert needs_encoding(raw) is encode
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"root", '"root"'),
+        (b"a b", "612062"),
+        (b"/usr/local/bin/teleport", '"/usr/local/bin/teleport"'),
+        (b"/opt/my dir/teleport", "2F6F70742F6D79206469722F74656C65706F7274"),
+    ],
+)
+def test_libaudit_value(raw: bytes, expected: str) -> None:
+    assert libaudit_value(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"alice", "alice"),
+        (b"alice@example.com", "alice@example.com"),
+        (b"alice res=failed", "616C696365207265733D6661696C6564"),
+        (b' acct="root"', "20616363743D22726F6F7422"),
+        (b"a=b", "613D62"),  # '=' would confuse `grep teleportUser=`
+        (b"o'neil", "6F276E65696C"),
+        (b"back\\slash", "6261636B5C736C617368"),
+        (b"line\nbreak", "6C696E650A627265616B"),
+        (b"nul\x00", "6E756C00"),
+        ("jos\u00e9".encode(), "6A6F73C3A9"),
+        (b"\xff\xfe", "FFFE"),  # invalid UTF-8 is fine: bytes are bytes
+        (b"", ""),
+        (b"?", "3F"),  # "?" means unknown
+        (b"CAFE", "43414645"),  # looks like hex: encoded, so decoding is unambiguous
+        (b"cafe", "cafe"),
+    ],
+)
+def test_bare_value_and_its_inverse(raw: bytes, expected: str) -> None:
+    assert bare_value(raw) == expected
+    if raw:
+        assert decode_value(expected) == raw
+
+
+def test_decode_quoted() -> None:
+    assert decode_value('"root"') == b"root"
+
+
+def test_record_layout_follows_libpam_with_identity_before_res() -> None:
+    text = record_text(fields(roles=("access", "editor")))
+    assert text == (
+        'op=teleport:session_open acct="root" exe="/usr/local/bin/teleport" hostname=? addr=? terminal=ssh'
+        " teleportUser=alice teleportRoles=access,editor res=success"
+    )
+
+
+def test_record_without_roles_and_with_address() -> None:
+    text = record_text(fields(roles=(), hostname="192.0.2.7", addr="192.0.2.7", success=False))
+    assert dict(split(text))["teleportRoles"] == "?"
+    assert "hostname=192.0.2.7 addr=192.0.2.7" in text
+    assert text.endswith(" res=failed")
+
+
+INJECTIONS = [
+    "alice res=failed",
+    'alice acct="root"',
+    "alice\nop=forged",
+    "alice\rres=failed",
+    "alice\tx",
+    "alice\x00root",
+    "alice' res=failed '",
+    "teleportUser=mallory",
+    "\u202eevil",
+    "a" * 4096,
+    "b" * 10240,
+    "c d " * 3000,
+]
+
+
+@pytest.mark.parametrize("name", INJECTIONS, ids=lambda n: repr(n[:20]))
+@pytest.mark.parametrize("roles", [("access",), ("x res=failed", "y\nz"), ("r" * 9000,)], ids=["plain", "evil", "long"])
+def test_crafted_names_never_add_or_change_a_field(name: str, roles: tuple[str, ...]) -> None:
+    text = record_text(fields(user=name, roles=roles))
+    assert len(text.encode()) <= AUDIT_MESSAGE_TEXT_MAX
+    assert text.isascii() and text.isprintable()
+    pairs = split(text)
+    assert [k for k, _ in pairs] == KEYS
+    values = dict(pairs)
+    assert values["acct"] == '"root"' and values["res"] == "success"
+    user = decode_value(values["teleportUser"])
+    assert name.encode().startswith(user) and len(user) > 0
+
+
+def test_long_values_are_cut_roles_first() -> None:
+    text = record_text(fields(user="u" * 3000, roles=("r" * 9000,)))
+    values = dict(split(text))
+    assert values["teleportUser"] == "u" * 3000  # kept whole
+    assert 0 < len(values["teleportRoles"]) < 9000
+    assert len(text) == AUDIT_MESSAGE_TEXT_MAX
+
+
+def test_acct_is_cut_to_32_bytes_like_libaudit() -> None:
+    values = dict(split(record_text(fields(acct="x" * 40))))
+    assert values["acct"] == '"' + "x" * 32 + '"'
+
+
+def test_unsafe_acct_exe_and_terminal_are_hex() -> None:
+    values = dict(split(record_text(fields(acct="a b", exe="/tmp/my teleport", terminal="pts 1"))))
+    assert decode_value(values["acct"]) == b"a b"
+    assert decode_value(values["exe"]) == b"/tmp/my teleport"
+    assert decode_value(values["terminal"]) == b"pts 1"
