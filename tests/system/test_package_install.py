@@ -1,0 +1,59 @@
+"""The package as an administrator installs it: pip with the distro Python,
+then `pam-teleport-audit stanza` names the entry script, which pam_python
+loads from wherever the package went."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, pid_records, run_driver, unique
+
+
+def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, linux_user) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--root-user-action=ignore",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    entry = target / "pam_teleport_audit" / "pam_entry.py"
+    assert entry.is_file()
+    stanza = subprocess.run(
+        [
+            "/usr/bin/python3",
+            "-I",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(target)!r}); "
+            "from pam_teleport_audit.cli import main; sys.exit(main(['stanza']))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout
+    module_lines = [line for line in stanza.splitlines() if "pam_python.so" in line]
+    assert len(module_lines) == 2 and all(line.endswith(f"pam_python.so {entry}") for line in module_lines)
+
+    service = pam_service(EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, str(entry)))
+    tp_user = unique("henry-")
+    session = run_driver(driver, service, linux_user(), user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == [
+        "teleport:accounting",
+        "teleport:session_open",
+        "teleport:session_close",
+    ]
