@@ -9,8 +9,6 @@ application itself is Teleport, running as root, in the account phase.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from .constants import (
     DEFAULT_TELEPORT_NAME,
@@ -20,10 +18,15 @@ from .constants import (
     ENV_TELEPORT_USERNAME,
     MEMFD_PREFIX,
 )
+from .struct_type import Struct
+
+TYPE_CHECKING = False  # typing costs an import at every PAM handle
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
-@dataclass(frozen=True)
-class TeleportIdentity:
+class TeleportIdentity(Struct):
+    __slots__ = ("user", "login", "roles")
     user: str  # Teleport user name
     login: str  # Linux login (the PAM user)
     roles: tuple[str, ...]

@@ -7,15 +7,18 @@ and the system's message.
 
 from __future__ import annotations
 
+import _socket  # the C module: `socket` costs ~9 ms of imports at every PAM handle
 import errno as errno_codes
 import os
-import socket
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from .constants import AUDIT_GET, NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from .struct_type import Struct
+
+TYPE_CHECKING = False  # typing costs an import at every PAM handle
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 # struct nlmsghdr: len, type, flags, seq, pid
 NLMSGHDR = struct.Struct("=IHHII")
@@ -53,8 +56,9 @@ class AuditError(Exception):
         return cls(code, f"{context}: {os.strerror(code)}")
 
 
-@dataclass(frozen=True)
-class AuditStatus:
+class AuditStatus(Struct):
+    __slots__ = ("enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog", "backlog_wait_time")
+    _defaults = {"backlog_wait_time": None}  # noqa: RUF012
     enabled: int
     failure: int
     pid: int
@@ -62,7 +66,7 @@ class AuditStatus:
     backlog_limit: int
     lost: int
     backlog: int
-    backlog_wait_time: int | None = None
+    backlog_wait_time: int | None
 
     @classmethod
     def unpack(cls, payload: bytes) -> AuditStatus:
@@ -104,9 +108,9 @@ def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
 class AuditSocket:
     """A NETLINK_AUDIT socket with request/acknowledge semantics."""
 
-    def __init__(self, timeout: float = 1.0, factory: Callable[..., Any] = socket.socket) -> None:
+    def __init__(self, timeout: float = 1.0, factory: Callable[..., Any] = _socket.socket) -> None:
         try:
-            self._sock = factory(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+            self._sock = factory(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         except OSError as exc:
             raise AuditError.from_errno(exc.errno or errno_codes.EIO, "cannot open NETLINK_AUDIT") from exc
         self._sock.settimeout(timeout)

@@ -10,25 +10,34 @@ a login.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from .struct_type import Struct
 
 DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_LOG_SOCKET = "/dev/log"
 
 
-@dataclass(frozen=True)
-class Options:
-    fail_closed: bool = False
-    debug: bool = False
+class Options(Struct):
+    __slots__ = ("fail_closed", "debug", "teleport_exe", "rhost_env", "timeout_ms", "log_socket", "problems")
+    _defaults = {  # noqa: RUF012
+        "fail_closed": False,
+        "debug": False,
+        "teleport_exe": (),
+        "rhost_env": None,
+        "timeout_ms": DEFAULT_TIMEOUT_MS,
+        "log_socket": DEFAULT_LOG_SOCKET,
+        "problems": (),
+    }
+    fail_closed: bool
+    debug: bool
     # Empty: trust any executable named "teleport". Otherwise absolute paths
     # and "memfd:NAME" entries, matched exactly.
-    teleport_exe: tuple[str, ...] = ()
+    teleport_exe: tuple[str, ...]
     # PAM environment variable that carries the client address, if any.
-    rhost_env: str | None = None
-    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    rhost_env: str | None
+    timeout_ms: int
     # Where the syslog daemon listens (a chroot or a test may use another).
-    log_socket: str = DEFAULT_LOG_SOCKET
-    problems: tuple[str, ...] = field(default=(), compare=False)
+    log_socket: str
+    problems: tuple[str, ...]  # what was wrong with the arguments, to be logged
 
 
 def parse_options(argv: list[str] | tuple[str, ...]) -> Options:

@@ -11,10 +11,10 @@ identity trusted at acct_mgmt for the session phases.
 import os
 import sys
 
+# Import the package this script belongs to, not another copy that happens to
+# come earlier on sys.path; the folder is on the path only while we import.
 _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _PACKAGE_PARENT not in sys.path:
-    sys.path.append(_PACKAGE_PARENT)  # appended: the standard library still wins
-
+sys.path.insert(0, _PACKAGE_PARENT)
 try:
     from pam_teleport_audit.pam_module import TeleportAuditModule
 except Exception as _exc:  # package missing or broken: a login must not depend on it
@@ -22,6 +22,8 @@ except Exception as _exc:  # package missing or broken: a login must not depend 
     _module = None
 else:
     _module = TeleportAuditModule()
+finally:
+    sys.path.remove(_PACKAGE_PARENT)
 
 
 def _unavailable(pamh, args):

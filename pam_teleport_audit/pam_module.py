@@ -7,10 +7,8 @@ the PAM environment says by then.
 
 from __future__ import annotations
 
+import _socket  # not `socket`: see netlink.py
 import os
-import socket
-from dataclasses import dataclass
-from typing import Protocol
 
 from . import syslog
 from .constants import (
@@ -28,28 +26,31 @@ from .identity import TeleportIdentity, trusted_identity
 from .netlink import AuditError, AuditSocket
 from .options import Options, parse_options
 from .record import Fields, record_text
+from .struct_type import Struct
+
+TYPE_CHECKING = False  # typing costs an import at every PAM handle
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class PamEnv(Protocol):
+        def get(self, key: str, default: None = None) -> str | None: ...
+
+    class PamHandle(Protocol):
+        """The part of pam_python's handle this module uses."""
+
+        user: str | None
+        tty: str | None
+        rhost: str | None
+        service: str | None
+        env: PamEnv
+        PAM_SUCCESS: int
+        PAM_IGNORE: int
+        PAM_SYSTEM_ERR: int
+        PAM_SESSION_ERR: int
 
 
-class PamEnv(Protocol):
-    def get(self, key: str, default: None = None) -> str | None: ...
-
-
-class PamHandle(Protocol):
-    """The part of pam_python's handle this module uses."""
-
-    user: str | None
-    tty: str | None
-    rhost: str | None
-    service: str | None
-    env: PamEnv
-    PAM_SUCCESS: int
-    PAM_IGNORE: int
-    PAM_SYSTEM_ERR: int
-    PAM_SESSION_ERR: int
-
-
-@dataclass(frozen=True)
-class Phase:
+class Phase(Struct):
+    __slots__ = ("name", "op", "msg_type", "refusal")
     name: str  # for log lines: "account", "session"
     op: str
     msg_type: int
@@ -66,9 +67,9 @@ def ip_literal(value: str | None) -> str | None:
     """value when it is an IPv4 or IPv6 address, else None (no DNS: never block)."""
     if not value:
         return None
-    for family in (socket.AF_INET, socket.AF_INET6):
+    for family in (_socket.AF_INET, _socket.AF_INET6):
         try:
-            socket.inet_pton(family, value)
+            _socket.inet_pton(family, value)
             return value
         except (OSError, ValueError):
             continue

@@ -16,16 +16,19 @@ always tell the two apart.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from .constants import ACCT_MAX_BYTES, AUDIT_MESSAGE_TEXT_MAX, EXE_MAX_BYTES
+from .struct_type import Struct
 
 UNKNOWN = "?"
-_HEX_LOOKING = re.compile(r"(?:[0-9A-F]{2})+")
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
 # Bytes a bare value may hold: printable ASCII except the quote characters,
 # '=' and the backslash, which log readers treat specially.
 _BARE_BYTES = frozenset(range(0x21, 0x7F)) - frozenset(b"\"'=\\")
+
+
+def looks_like_hex(text: str) -> bool:
+    """What libaudit's hex encoding produces: pairs of uppercase hex digits."""
+    return bool(text) and len(text) % 2 == 0 and _HEX_DIGITS.issuperset(text)
 
 
 def needs_encoding(value: bytes) -> bool:
@@ -46,7 +49,7 @@ def bare_value(value: bytes) -> str:
     """A value written bare when plainly safe, as hex otherwise."""
     if value and value != b"?" and all(b in _BARE_BYTES for b in value):
         text = value.decode("ascii")
-        if not _HEX_LOOKING.fullmatch(text):
+        if not looks_like_hex(text):
             return text
     return hex_value(value)
 
@@ -55,7 +58,7 @@ def decode_value(field: str) -> bytes:
     """Inverse of bare_value() and libaudit_value(), for readers of the log."""
     if len(field) >= 2 and field[0] == field[-1] == '"':
         return field[1:-1].encode()
-    if _HEX_LOOKING.fullmatch(field):
+    if looks_like_hex(field):
         return bytes.fromhex(field)
     return field.encode()
 
@@ -76,10 +79,11 @@ def _fit(value: bytes, budget: int) -> str:
     return encoded
 
 
-@dataclass(frozen=True)
-class Fields:
+class Fields(Struct):
     """What one of our records says, before encoding."""
 
+    __slots__ = ("op", "acct", "exe", "hostname", "addr", "terminal", "teleport_user", "roles", "success")
+    _defaults = {"success": True}  # noqa: RUF012
     op: str
     acct: str
     exe: str
@@ -88,7 +92,7 @@ class Fields:
     terminal: str | None
     teleport_user: str
     roles: tuple[str, ...]
-    success: bool = True
+    success: bool
 
 
 def _optional(value: str | None) -> str:

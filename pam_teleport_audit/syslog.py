@@ -7,8 +7,8 @@ log lines (sshd's, teleport's) for the rest of the process.
 
 from __future__ import annotations
 
+import _socket  # not `socket`: see netlink.py
 import os
-import socket
 import time
 
 LOG_AUTHPRIV = 10 << 3
@@ -28,9 +28,14 @@ def log(priority: int, ident: str, text: str, path: str) -> bool:
     """Send one line; False when no log daemon listens (never raises)."""
     line = format_line(priority, ident, text)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.settimeout(0.5)
-            sock.sendto(line, path)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        sock.settimeout(0.5)
+        sock.sendto(line, path)
         return True
     except OSError:
         return False
+    finally:
+        sock.close()
