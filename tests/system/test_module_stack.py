@@ -171,6 +171,7 @@ def test_audit_disabled_fail_open_logs_one_line_and_login_goes_on(
     assert "audit is disabled" in lines[0] and "login goes on" in lines[0]
     assert lines[0].startswith("<84>")  # authpriv.warning
     assert f"({service}:account)" in lines[0]
+    assert teleport_records(session.started, tp_user) == []
 
 
 def test_audit_disabled_fail_closed_refuses_at_acct_mgmt(
