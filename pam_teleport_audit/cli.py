@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__
@@ -16,6 +17,31 @@ def _tty_audit(value: str) -> str | None:
 def cmd_stanza(args: argparse.Namespace) -> int:
     stanza = Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
     sys.stdout.write(stanza.render())
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from . import search
+
+    try:
+        since = search.parse_time(args.since) if args.since else None
+        until = search.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"pam-teleport-audit search: {exc}", file=sys.stderr)
+        return 2
+    try:
+        parser = search.open_parser(args.input)
+    except (OSError, ImportError) as exc:
+        print(f"pam-teleport-audit search: cannot read the audit log: {exc}", file=sys.stderr)
+        return 1
+    lookback = None if since is None else since - search.ACCOUNT_LOOKBACK
+    sessions = search.find_sessions(
+        search.iter_records(parser, lookback), args.teleport_user, since=since, until=until, node=args.node
+    )
+    # Records from this machine's own logs carry no node=: name them after this host.
+    host = None if args.input else os.uname().nodename
+    render = search.render_json if args.format == "json" else search.render_text
+    sys.stdout.write(render(sessions, host))
     return 0
 
 
@@ -45,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
     )
     stanza.set_defaults(func=cmd_stanza)
+
+    find = sub.add_parser("search", help="sessions and typed input of a Teleport user, from the audit log")
+    find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
+    find.add_argument("--since", metavar="TIME", help="sessions started at or after TIME")
+    find.add_argument("--until", metavar="TIME", help="sessions started at or before TIME")
+    find.add_argument("--node", metavar="NAME", help="only records with node=NAME (aggregated logs)")
+    find.add_argument(
+        "--input",
+        nargs="+",
+        metavar="PATH",
+        help="audit log files, oldest first (default: auditd's logs with the rotated ones)",
+    )
+    find.add_argument(
+        "--format", choices=("text", "json"), default="text", help="json: one object per session and line"
+    )
+    find.set_defaults(func=cmd_search)
     return parser
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -119,18 +120,18 @@ class Session:
     started: float
 
 
-def run_driver(
+def driver_argv(
     driver: Path,
     service: str,
     login: str,
     *,
     user: str | None = None,
     roles: str | None = None,
-    lines: tuple[str, ...] = (),
+    lines: tuple[str, ...] | list[str] = (),
     shell: bool = True,
     extra: tuple[str, ...] = (),
-) -> Session:
-    """One Teleport-like session through the real PAM stack."""
+) -> list[str]:
+    """The command line of one Teleport-like session."""
     argv = [str(driver), "-S", "-s", service]
     if user is not None:
         argv += ["-u", user]
@@ -140,9 +141,15 @@ def run_driver(
         argv += ["-i", line]
     if not shell:
         argv.append("-n")
-    argv += [*extra, login]
+    return [*argv, *extra, login]
+
+
+def run_driver(driver: Path, service: str, login: str, **kw: Any) -> Session:
+    """One Teleport-like session through the real PAM stack."""
     started = time.time()
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        driver_argv(driver, service, login, **kw), capture_output=True, text=True, timeout=60, check=False
+    )
     steps = {}
     pid = 0
     for line in proc.stdout.splitlines():

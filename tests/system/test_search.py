@@ -1,0 +1,129 @@
+"""pam-teleport-audit search: sessions and keystrokes of one Teleport user,
+on fixture logs (rotated, RAW and ENRICHED) and on sessions made right now."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from pam_teleport_audit import search
+
+from .conftest import ROOT, debian_stack, driver_argv, unique, wait_for_records
+
+FIXTURES = ROOT / "tests" / "fixtures" / "audit"
+TYPED = {
+    "alice": ["echo alice-one\n", "sleep 0.5\n", "echo alice-two\n", "exit\n"],
+    'bob "the admin" smith': ["echo bob-one\n", "echo bob-two\n", "exit\n"],
+    "carol": ["echo carol-one\n", "exit\n"],
+}
+
+
+def run_search(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["/usr/bin/python3", "-m", "pam_teleport_audit", "search", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def json_sessions(*args: str) -> list[dict]:
+    proc = run_search(*args, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["raw", "enriched"])
+@pytest.mark.parametrize("name", list(TYPED))
+def test_fixture_logs_attribute_every_keystroke(fmt: str, name: str) -> None:
+    files = [str(FIXTURES / fmt / "audit.log.1"), str(FIXTURES / fmt / "audit.log")]
+    (session,) = json_sessions("--teleport-user", name, "--input", *files)
+    assert session["teleport_user"] == name
+    assert [k["text"] for k in session["input"]] == TYPED[name]
+    assert session["login"] == "tpdemo" and session["auid"] == 1002
+    assert session["end"] is not None and session["end_result"] == "success"
+    ops = [e["op"] for e in session["events"]]
+    assert ops[:2] == ["teleport:accounting", "PAM:accounting"]
+    assert "teleport:session_open" in ops and "teleport:session_close" in ops
+    assert {e["pid"] for e in session["events"]} == {session["pid"]}
+
+
+def test_fixture_roles_hex_name_and_keys_as_aureport_shows_them() -> None:
+    files = [str(FIXTURES / "raw" / "audit.log.1"), str(FIXTURES / "raw" / "audit.log")]
+    (bob,) = json_sessions("--teleport-user", 'bob "the admin" smith', "--input", *files)
+    assert bob["roles"] == ["editor", "root=all"]
+    assert bob["input"][0]["keys"] == '"echo bob-one",<nl>'
+    assert bob["ses"] == 72 and bob["host"] is None
+    # Part of a name, or its hex form, is not the name.
+    assert json_sessions("--teleport-user", "bob", "--input", *files) == []
+    assert json_sessions("--teleport-user", "616C696365", "--input", *files) == []
+
+
+def test_a_session_cut_by_rotation_needs_both_files() -> None:
+    (alice,) = json_sessions("--teleport-user", "alice", "--input", str(FIXTURES / "raw" / "audit.log.1"))
+    assert alice["end"] is None
+    assert [k["text"] for k in alice["input"]] == TYPED["alice"][:2]
+
+
+def test_time_window_selects_sessions_by_start() -> None:
+    files = [str(FIXTURES / "enriched" / "audit.log.1"), str(FIXTURES / "enriched" / "audit.log")]
+    # alice started at 1795842017.826, carol at 1795842020.078
+    assert len(json_sessions("--teleport-user", "carol", "--since", "@1795842020", "--input", *files)) == 1
+    assert json_sessions("--teleport-user", "carol", "--until", "@1795842020", "--input", *files) == []
+    assert json_sessions("--teleport-user", "alice", "--since", "@1795842018", "--input", *files) == []
+
+
+def test_text_output_and_errors() -> None:
+    files = [str(FIXTURES / "raw" / "audit.log.1"), str(FIXTURES / "raw" / "audit.log")]
+    out = run_search("--teleport-user", "carol", "--input", *files).stdout
+    assert out.splitlines()[0].startswith("session 73 on ?: Teleport user carol as tpdemo (auid 1002)")
+    assert '"echo carol-one",<nl>' in out
+    assert run_search("--teleport-user", "nobody", "--input", *files).stdout == "no sessions found\n"
+    bad = run_search("--teleport-user", "carol", "--since", "last tuesday")
+    assert bad.returncode == 2 and "cannot read time" in bad.stderr
+    missing = run_search("--teleport-user", "carol", "--input", "/nonexistent/audit.log")
+    assert missing.returncode == 1 and "cannot read the audit log" in missing.stderr
+
+
+def test_parse_time_forms() -> None:
+    now = 1_800_000_000.0
+    assert search.parse_time("@1795842020") == 1795842020.0
+    assert search.parse_time("2026-11-28T05:00:20Z") == 1795842020.0
+    assert search.parse_time("recent", now) == now - 600
+    assert search.parse_time("yesterday", now) == search.parse_time("today", now) - 86400
+    assert search.parse_time("2026-11-28") == time.mktime((2026, 11, 28, 0, 0, 0, 0, 0, -1))
+
+
+def test_interleaved_live_sessions_on_one_login(driver, pam_service, linux_user) -> None:
+    login = linux_user()
+    service = pam_service(debian_stack())
+    users = {unique("ann-"): "one", unique('zed "x"=y ') + "\u00e9": "two"}
+    started = time.time()
+    procs = []
+    for name, word in users.items():
+        lines = [f"echo {word}-a", "sleep 0.6", f"echo {word}-b"]
+        procs.append(
+            subprocess.Popen(
+                driver_argv(driver, service, login, user=name, lines=lines), stdout=subprocess.PIPE, text=True
+            )
+        )
+        time.sleep(0.3)
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    wait_for_records(started, lambda rs: sum(r.type == "USER_END" for r in rs) >= 4, "-m", "USER_END")
+    time.sleep(0.5)
+    found = {}
+    for name in users:
+        sessions = json_sessions("--teleport-user", name, "--since", f"@{int(started)}")
+        assert len(sessions) == 1, sessions
+        found[name] = sessions[0]
+    (a, b) = found.values()
+    assert a["ses"] != b["ses"] and a["login"] == b["login"] == login
+    assert a["start"] < b["start"] < a["end"]  # they overlapped
+    for name, word in users.items():
+        typed = [k["text"] for k in found[name]["input"]]
+        assert typed == [f"echo {word}-a\n", "sleep 0.6\n", f"echo {word}-b\n", "exit\n"], (name, typed)
+        assert found[name]["host"] == __import__("os").uname().nodename
