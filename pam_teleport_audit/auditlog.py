@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class AuditRecord:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.fields.get(name, default)
+
+
+def interpret(parser: Any) -> str:
+    """auparse's reading of the current field; the raw value when it is not UTF-8.
+
+    (The binding raises UnicodeDecodeError when an interpretation holds other bytes,
+    e.g. keystrokes of a non-UTF-8 terminal.)
+    """
+    try:
+        return parser.interpret_field()
+    except UnicodeDecodeError:
+        return parser.get_field_str()
 
 
 def parse_records(text: str) -> list[AuditRecord]:
@@ -45,7 +58,7 @@ def parse_records(text: str) -> list[AuditRecord]:
                 # The first occurrence wins: a crafted value can never override a field.
                 if name not in raw:
                     raw[name] = parser.get_field_str()
-                    nice[name] = parser.interpret_field()
+                    nice[name] = interpret(parser)
                 if not parser.next_field():
                     break
             out.append(AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice))

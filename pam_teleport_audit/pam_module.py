@@ -30,6 +30,7 @@ from .struct_type import Struct
 
 TYPE_CHECKING = False  # typing costs an import at every PAM handle
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Protocol
 
     class PamEnv(Protocol):
@@ -61,6 +62,19 @@ ACCOUNT = Phase("account", OP_ACCOUNTING, AUDIT_USER_ACCT, "PAM_SYSTEM_ERR")
 SESSION_OPEN = Phase("session", OP_SESSION_OPEN, AUDIT_USER_START, "PAM_SESSION_ERR")
 # Closing a session never blocks: the user is already in.
 SESSION_CLOSE = Phase("session", OP_SESSION_CLOSE, AUDIT_USER_END, None)
+
+
+def pam_string(read: Callable[[], str | None]) -> str | None:
+    """A PAM item or environment value, whatever its bytes.
+
+    pam_python decodes PAM strings as strict UTF-8 and raises on anything
+    else; the raw bytes ride on the exception, and surrogate escapes keep
+    them exact (record.to_bytes() turns them back into the same bytes).
+    """
+    try:
+        return read()
+    except UnicodeDecodeError as exc:
+        return bytes(exc.object).decode("utf-8", "surrogateescape")
 
 
 def ip_literal(value: str | None) -> str | None:
@@ -126,8 +140,10 @@ class TeleportAuditModule:
         exe = program_path()
         if options.problems:
             self._log(pamh, options, phase, syslog.LOG_WARNING, "; ".join(options.problems))
+        user = pam_string(lambda: pamh.user)
         if phase is ACCOUNT:
-            self.identity, reason = trusted_identity(pamh.env.get, pamh.user, exe, os.geteuid(), options.teleport_exe)
+            getenv = lambda name: pam_string(lambda: pamh.env.get(name))  # noqa: E731
+            self.identity, reason = trusted_identity(getenv, user, exe, os.geteuid(), options.teleport_exe)
             if self.identity is None:
                 self._debug(pamh, options, phase, f"nothing recorded: {reason}")
                 return pamh.PAM_IGNORE
@@ -135,14 +151,15 @@ class TeleportAuditModule:
         identity = self.identity
         if identity is None:
             return pamh.PAM_IGNORE
-        if pamh.user != identity.login:
+        if user != identity.login:
             self._log(pamh, options, phase, syslog.LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
             return pamh.PAM_IGNORE
-        if pamh.env.get(ENV_TELEPORT_USERNAME) != identity.user:
+        if pam_string(lambda: pamh.env.get(ENV_TELEPORT_USERNAME)) != identity.user:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
-        rhost = pamh.rhost or None
+        rhost = pam_string(lambda: pamh.rhost) or None
+        tty = pam_string(lambda: pamh.tty)
         text = record_text(
-            Fields(phase.op, identity.login, exe, rhost, ip_literal(rhost), pamh.tty, identity.user, identity.roles)
+            Fields(phase.op, identity.login, exe, rhost, ip_literal(rhost), tty, identity.user, identity.roles)
         )
         write_record(phase.msg_type, text, options.timeout_ms / 1000)
         self._debug(pamh, options, phase, f"recorded {phase.op} for Teleport user {identity.user!r}")
@@ -151,10 +168,10 @@ class TeleportAuditModule:
     @staticmethod
     def _set_items(pamh: PamHandle, options: Options) -> None:
         """Set the items sshd sets, so libpam's own records read like OpenSSH's."""
-        if not pamh.tty:
+        if not pam_string(lambda: pamh.tty):
             pamh.tty = SSH_TTY_ITEM
-        if options.rhost_env and not pamh.rhost:
-            address = ip_literal(pamh.env.get(options.rhost_env))
+        if options.rhost_env and not pam_string(lambda: pamh.rhost):
+            address = ip_literal(pam_string(lambda: pamh.env.get(options.rhost_env)))
             if address:
                 pamh.rhost = address
 

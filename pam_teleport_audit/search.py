@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .auditlog import interpret
 from .constants import OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
 from .record import decode_value
 
@@ -124,7 +125,7 @@ class _Record:
             if name not in self.fields:  # the first one counts, as for ausearch
                 self.fields[name] = parser.get_field_str()
                 if name == "data":
-                    self.interpreted[name] = parser.interpret_field()
+                    self.interpreted[name] = interpret(parser)
             if not parser.next_field():
                 break
 

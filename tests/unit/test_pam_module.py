@@ -201,3 +201,17 @@ def test_debug_explains_decisions(sink) -> None:
     sink.exe = "/usr/sbin/sshd"
     login(pam_module.TeleportAuditModule(), FakePamh(), "debug")
     assert "not a trusted Teleport binary" in sink.logs[0][1]
+
+
+def test_non_utf8_names_keep_their_bytes(sink) -> None:
+    """pam_python raises UnicodeDecodeError on PAM strings that are not UTF-8."""
+
+    class Env(dict):
+        def get(self, key, default=None):
+            if key == "TELEPORT_USERNAME":
+                raise UnicodeDecodeError("utf-8", b"bad\xff", 3, 4, "invalid start byte")
+            return super().get(key, default)
+
+    pamh = FakePamh(env=Env(TELEPORT_LOGIN="root"))
+    assert login(pam_module.TeleportAuditModule(), pamh) == [0, 0, 0]
+    assert all("teleportUser=626164FF " in text for _, text in sink.records)

@@ -1,0 +1,250 @@
+"""pam-teleport-audit doctor: is this host ready to tell who did what?
+
+Each check returns one Check: pass, warn or fail, with the fix in one
+sentence. Checks read the system and change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+from .constants import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, UNSET_ID
+from .netlink import AuditError, AuditSocket, AuditStatus
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+MODULE_DIRS = (
+    "/lib/x86_64-linux-gnu/security",
+    "/usr/lib/x86_64-linux-gnu/security",
+    "/lib/security",
+    "/usr/lib/security",
+    "/lib64/security",
+    "/usr/lib64/security",
+    "/lib/aarch64-linux-gnu/security",
+)
+RECOMMENDED_BACKLOG = 8192
+DEFAULT_TELEPORT_CONFIG = "/etc/teleport.yaml"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        fix = f" Fix: {self.fix}" if self.fix and self.status != PASS else ""
+        return f"{self.status.upper():<4}  {self.name}: {self.message}.{fix}"
+
+
+def audit_checks(status_reader: Callable[[], AuditStatus] | None = None) -> Iterator[Check]:
+    """Kernel audit, auditd, backlog and lost records, as `auditctl -s` reads them."""
+    try:
+        if status_reader is None:
+            with AuditSocket() as audit:
+                status = audit.status()
+        else:
+            status = status_reader()
+    except AuditError as exc:
+        yield Check(
+            "kernel audit",
+            FAIL,
+            f"cannot query kernel audit (AUDIT_GET): {exc}",
+            "run as root on a kernel with CONFIG_AUDIT, in the initial namespaces",
+        )
+        return
+    if status.enabled == 0:
+        yield Check(
+            "kernel audit",
+            FAIL,
+            "audit is disabled: the kernel drops every record",
+            "run `auditctl -e 1` and check -e in /etc/audit/rules.d",
+        )
+    else:
+        locked = " and locked" if status.enabled == 2 else ""
+        yield Check("kernel audit", PASS, f"enabled{locked}")
+    if status.pid and os.path.exists(f"/proc/{status.pid}"):
+        yield Check("auditd", PASS, f"running, pid {status.pid}")
+    else:
+        yield Check(
+            "auditd",
+            FAIL,
+            "no audit daemon is registered: records go to the kernel log or are lost",
+            "start it: `systemctl start auditd` (or `auditd` where no init system runs)",
+        )
+    if status.backlog_limit < RECOMMENDED_BACKLOG:
+        yield Check(
+            "backlog",
+            WARN,
+            f"backlog_limit {status.backlog_limit} is below {RECOMMENDED_BACKLOG}",
+            f"add `-b {RECOMMENDED_BACKLOG}` to /etc/audit/rules.d/audit.rules and run augenrules --load",
+        )
+    else:
+        yield Check("backlog", PASS, f"backlog_limit {status.backlog_limit}")
+    if status.lost:
+        yield Check(
+            "lost records",
+            WARN,
+            f"the kernel lost {status.lost} records since boot",
+            "raise backlog_limit and check that auditd keeps up (auditctl -s)",
+        )
+    else:
+        yield Check("lost records", PASS, "none lost since boot")
+
+
+def find_pam_python(dirs: tuple[str, ...] = MODULE_DIRS) -> str | None:
+    for folder in dirs:
+        path = os.path.join(folder, "pam_python.so")
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def embedded_python(pam_python: str) -> str | None:
+    """The interpreter pam_python.so links against (libpython3.X → /usr/bin/python3.X)."""
+    try:
+        out = subprocess.run(["ldd", pam_python], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return None
+    match = re.search(r"libpython(\d+\.\d+)", out)
+    return f"/usr/bin/python{match.group(1)}" if match else None
+
+
+def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[Check]:
+    """pam_python present, and our package importable by the Python it embeds."""
+    pam_python = find_pam_python(dirs)
+    if pam_python is None:
+        yield Check("pam_python", FAIL, "pam_python.so is not installed", "apt-get install libpam-python")
+        return
+    yield Check("pam_python", PASS, pam_python)
+    python = embedded_python(pam_python)
+    if python is None or not os.path.exists(python):
+        yield Check(
+            "module import",
+            FAIL,
+            f"cannot tell which Python {pam_python} embeds",
+            "reinstall libpam-python and its python3 dependency",
+        )
+        return
+    parent = os.path.dirname(os.path.dirname(entry))
+    code = f"import sys; sys.path.insert(0, {parent!r}); import pam_teleport_audit.pam_module"
+    proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, check=False)
+    if not os.path.isfile(entry):
+        yield Check(
+            "module import",
+            FAIL,
+            f"entry script {entry} does not exist",
+            "install the package with Debian's python3 (see README) and use the path `stanza` prints",
+        )
+    elif proc.returncode:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        yield Check(
+            "module import",
+            FAIL,
+            f"{python} cannot import the module from {parent}: {last}",
+            f"install the package for {python}: `{python} -m pip install --break-system-packages .`",
+        )
+    else:
+        yield Check("module import", PASS, f"{entry} imports under {python}")
+
+
+def teleport_processes(
+    proc: str = "/proc", names: tuple[str, ...] = (DEFAULT_TELEPORT_NAME,)
+) -> Iterator[tuple[int, str, int, int]]:
+    """(pid, exe, uid, loginuid) of running processes whose program is named teleport."""
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            exe = os.readlink(f"{proc}/{entry}/exe").removesuffix(DELETED_SUFFIX)
+            if os.path.basename(exe) not in names:
+                continue
+            with open(f"{proc}/{entry}/loginuid") as f:
+                loginuid = int(f.read().strip())
+            uid = os.stat(f"{proc}/{entry}").st_uid
+        except (OSError, ValueError):
+            continue  # gone, or a kernel thread
+        yield int(entry), exe, uid, loginuid
+
+
+def process_checks(proc: str = "/proc") -> Iterator[Check]:
+    found = list(teleport_processes(proc))
+    if not found:
+        yield Check(
+            "teleport processes",
+            WARN,
+            "no running process named teleport",
+            "start Teleport (as root, from systemd) and run doctor again",
+        )
+        return
+    for pid, exe, uid, loginuid in found:
+        name = f"teleport pid {pid}"
+        if uid != 0:
+            yield Check(
+                name, FAIL, f"{exe} runs as uid {uid}: it cannot run PAM or write audit records", "run Teleport as root"
+            )
+        elif loginuid != UNSET_ID:
+            yield Check(
+                name,
+                FAIL,
+                f"its loginuid is {loginuid}, so pam_loginuid cannot give sessions a correct ses",
+                "start Teleport from systemd (or another daemon manager), not from a login shell",
+            )
+        else:
+            yield Check(name, PASS, f"{exe} runs as root with loginuid unset")
+
+
+def teleport_config_checks(path: str) -> Iterator[Check]:
+    """ssh_service.pam in Teleport's config; yields the PAM service name's file as the last Check's message."""
+    try:
+        import yaml
+    except ImportError:
+        yield Check("teleport config", WARN, "cannot read YAML", "apt-get install python3-yaml")
+        return
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        yield Check(
+            "teleport config",
+            WARN,
+            f"{path} does not exist",
+            "pass --teleport-config with the path Teleport is started with",
+        )
+        return
+    except (OSError, yaml.YAMLError) as exc:
+        yield Check("teleport config", FAIL, f"cannot read {path}: {exc}", "fix the file's YAML")
+        return
+    ssh = config.get("ssh_service") or {} if isinstance(config, dict) else {}
+    pam = ssh.get("pam") or {} if isinstance(ssh, dict) else {}
+    enabled = isinstance(pam, dict) and pam.get("enabled") in (True, "yes", "true")
+    service = str(pam.get("service_name") or "sshd") if isinstance(pam, dict) else "sshd"
+    if not enabled:
+        yield Check(
+            "teleport config",
+            FAIL,
+            f"ssh_service.pam.enabled is not true in {path}",
+            "set ssh_service.pam.enabled: true and restart Teleport",
+        )
+    else:
+        yield Check("teleport config", PASS, f"PAM enabled, service {service} (/etc/pam.d/{service})")
+
+
+def pam_service_of(path: str) -> str | None:
+    """The PAM service name Teleport's config names (default sshd), None when unreadable."""
+    try:
+        import yaml
+
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+        return str(((config.get("ssh_service") or {}).get("pam") or {}).get("service_name") or "sshd")
+    except Exception:
+        return None
+
+
+def summary(checks: list[Check]) -> dict[str, object]:
+    return {"ok": all(c.status != FAIL for c in checks), "checks": [asdict(c) for c in checks]}
