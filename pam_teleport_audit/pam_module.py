@@ -91,11 +91,19 @@ def ip_literal(value: str | None) -> str | None:
 
 
 def write_record(msg_type: int, text: str, timeout: float) -> None:
-    """Send one user record; AuditError when the kernel will not log it."""
+    """Send one user record; AuditError when it will not reach the audit log."""
     with AuditSocket(timeout) as audit:
-        if not audit.status().enabled:
+        status = audit.status()
+        if not status.enabled:
+            # The kernel acks records while disabled, and drops them.
             raise AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
+        if status.backlog_limit and status.backlog >= status.backlog_limit:
+            # Sending now would sleep in the kernel for up to backlog_wait_time
+            # (uninterruptibly, whatever our timeout) and then drop the record.
+            raise AuditError(None, f"kernel audit backlog is full ({status.backlog}/{status.backlog_limit})")
         audit.send_user(msg_type, text)
+        if not status.pid:
+            raise AuditError(None, "no audit daemon is running: the record went to the kernel log only")
 
 
 def program_path() -> str:

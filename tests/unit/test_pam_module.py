@@ -215,3 +215,56 @@ def test_non_utf8_names_keep_their_bytes(sink) -> None:
     pamh = FakePamh(env=Env(TELEPORT_LOGIN="root"))
     assert login(pam_module.TeleportAuditModule(), pamh) == [0, 0, 0]
     assert all("teleportUser=626164FF " in text for _, text in sink.records)
+
+
+class FakeAudit:
+    """Stands in for AuditSocket in write_record()."""
+
+    def __init__(self, status) -> None:
+        self._status = status
+        self.sent: list[tuple[int, str]] = []
+
+    def __call__(self, timeout: float) -> FakeAudit:
+        return self
+
+    def __enter__(self) -> FakeAudit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def status(self):
+        return self._status
+
+    def send_user(self, msg_type: int, text: str) -> None:
+        self.sent.append((msg_type, text))
+
+
+def status(**kw: int):
+    from pam_teleport_audit.netlink import AuditStatus
+
+    base = dict(enabled=1, failure=1, pid=100, rate_limit=0, backlog_limit=8192, lost=0, backlog=0)
+    base.update(kw)
+    return AuditStatus(**base)
+
+
+@pytest.mark.parametrize(
+    ("state", "sent", "error"),
+    [
+        (status(), True, None),
+        (status(enabled=2), True, None),  # locked is enabled
+        (status(enabled=0), False, "audit is disabled"),
+        (status(backlog=64, backlog_limit=64), False, r"backlog is full \(64/64\)"),
+        (status(backlog=10, backlog_limit=0), True, None),  # 0: no limit
+        (status(pid=0), True, "no audit daemon"),  # sent: the kernel logs it to kmsg
+    ],
+)
+def test_write_record_reads_the_kernel_state_first(monkeypatch, state, sent, error) -> None:
+    audit = FakeAudit(state)
+    monkeypatch.setattr(pam_module, "AuditSocket", audit)
+    if error:
+        with pytest.raises(AuditError, match=error):
+            pam_module.write_record(1105, "x", 1.0)
+    else:
+        pam_module.write_record(1105, "x", 1.0)
+    assert bool(audit.sent) is sent
