@@ -129,27 +129,27 @@ class AuditSocket:
         """Send one request; return the reply payload of msg_type, if any, once acked."""
         self._seq += 1
         seq = self._seq
+        # Named by kind, not number: a login's three records fail with one message.
+        what = "AUDIT_GET" if msg_type == AUDIT_GET else "the audit record"
         try:
             self._sock.send(frame(msg_type, payload, seq))
         except OSError as exc:
-            raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"sending audit message {msg_type}") from exc
+            raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"sending {what}") from exc
         reply = None
         while True:
             try:
                 data = self._sock.recv(65536)
             except TimeoutError as exc:
-                raise AuditError.from_errno(
-                    errno_codes.ETIMEDOUT, f"waiting for the kernel's ack of {msg_type}"
-                ) from exc
+                raise AuditError.from_errno(errno_codes.ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
             except OSError as exc:
-                raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"reading the ack of {msg_type}") from exc
+                raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"reading the ack of {what}") from exc
             for got_type, got_seq, body in parse(data):
                 if got_seq != seq:
                     continue
                 if got_type == NLMSG_ERROR:
                     code = -NLMSGERR.unpack_from(body)[0]
                     if code:
-                        raise AuditError.from_errno(code, f"kernel refused audit message {msg_type}")
+                        raise AuditError.from_errno(code, f"kernel refused {what}")
                     if msg_type != AUDIT_GET or reply is not None:
                         return reply
                 elif got_type == NLMSG_DONE:

@@ -26,15 +26,26 @@ finally:
     sys.path.remove(_PACKAGE_PARENT)
 
 
-def _unavailable(pamh, args):
-    # Without the package only fail_closed is understood; no record can be written.
-    try:
-        import syslog
+_reported = False
 
-        syslog.syslog(syslog.LOG_AUTHPRIV | syslog.LOG_ERR, "pam_teleport_audit: cannot import: " + _IMPORT_ERROR)
-    except Exception:
-        pass
-    return 4 if "fail_closed" in args[1:] else 25  # PAM_SYSTEM_ERR / PAM_IGNORE
+
+def _unavailable(pamh, args):
+    # Without the package only fail_closed and log_socket= are understood, and
+    # nothing is recorded. One log line per PAM handle, as for other failures.
+    global _reported
+    refuse = "fail_closed" in args[1:]
+    if not _reported:
+        _reported = True
+        path = next((a[len("log_socket=") :] for a in args[1:] if a.startswith("log_socket=")), "/dev/log")
+        verdict = "login refused (fail_closed)" if refuse else "login goes on"
+        text = f"pam_teleport_audit: cannot load: {_IMPORT_ERROR}; {verdict}"
+        try:
+            from pam_teleport_audit import syslog
+
+            syslog.log(syslog.LOG_ERR, "pam_python", text, path)
+        except Exception:
+            pass
+    return 4 if refuse else 25  # PAM_SYSTEM_ERR / PAM_IGNORE
 
 
 def pam_sm_acct_mgmt(pamh, flags, args):

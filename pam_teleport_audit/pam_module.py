@@ -100,7 +100,7 @@ def write_record(msg_type: int, text: str, timeout: float) -> None:
         if status.backlog_limit and status.backlog >= status.backlog_limit:
             # Sending now would sleep in the kernel for up to backlog_wait_time
             # (uninterruptibly, whatever our timeout) and then drop the record.
-            raise AuditError(None, f"kernel audit backlog is full ({status.backlog}/{status.backlog_limit})")
+            raise AuditError(None, f"kernel audit backlog is full (backlog_limit {status.backlog_limit})")
         audit.send_user(msg_type, text)
         if not status.pid:
             raise AuditError(None, "no audit daemon is running: the record went to the kernel log only")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,9 +209,9 @@ def syslog_catcher(tmp_path: Path) -> Iterator[SyslogCatcher]:
     catcher.sock.close()
 
 
-@pytest.fixture
-def audit_disabled() -> Iterator[None]:
-    """Kernel audit switched off for the test, then restored as it was."""
+@contextmanager
+def audit_switched_off() -> Iterator[None]:
+    """Kernel audit switched off, then restored as it was."""
     with AuditSocket() as audit:
         before = audit.status().enabled
     assert before == 1, f"audit enabled={before}: cannot toggle (2 means locked)"
@@ -219,3 +220,9 @@ def audit_disabled() -> Iterator[None]:
         yield
     finally:
         subprocess.run(["auditctl", "-e", str(before)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def audit_disabled() -> Iterator[None]:
+    with audit_switched_off():
+        yield

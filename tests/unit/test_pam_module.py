@@ -254,7 +254,7 @@ def status(**kw: int):
         (status(), True, None),
         (status(enabled=2), True, None),  # locked is enabled
         (status(enabled=0), False, "audit is disabled"),
-        (status(backlog=64, backlog_limit=64), False, r"backlog is full \(64/64\)"),
+        (status(backlog=64, backlog_limit=64), False, r"backlog is full \(backlog_limit 64\)"),
         (status(backlog=10, backlog_limit=0), True, None),  # 0: no limit
         (status(pid=0), True, "no audit daemon"),  # sent: the kernel logs it to kmsg
     ],

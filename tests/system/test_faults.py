@@ -1,0 +1,174 @@
+"""Faults on the real stack: with fail-open every Teleport login goes on and
+one log line says why; with fail_closed each is refused at acct_mgmt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.constants import AUDIT_USER_START
+from pam_teleport_audit.netlink import AuditSocket, AuditStatus
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import (
+    EXAMPLE_SSHD,
+    INSTALLED_ENTRY,
+    ROOT,
+    audit_switched_off,
+    driver_argv,
+    unique,
+)
+
+AUDIT_USER = 1005  # a plain user message, for flooding the backlog
+
+
+def status() -> AuditStatus:
+    with AuditSocket() as audit:
+        return audit.status()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@contextmanager
+def auditd_stopped() -> Iterator[None]:
+    pid = status().pid
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: status().pid == 0, "auditd to stop")
+    try:
+        yield
+    finally:
+        subprocess.run(["auditd"], check=True)
+        wait_until(lambda: status().pid != 0, "auditd to start")
+
+
+@contextmanager
+def backlog_full() -> Iterator[None]:
+    """auditd paused, a tiny backlog, and a burst of records to fill it."""
+    before = status()
+    subprocess.run(["auditctl", "-b", "16", "--backlog_wait_time", "0"], check=True, capture_output=True)
+    os.kill(before.pid, signal.SIGSTOP)
+    try:
+        with AuditSocket() as audit:
+            for _ in range(5000):
+                audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
+                if audit.status().backlog >= 16:
+                    break
+            assert audit.status().backlog >= 16, "could not fill the backlog"
+        yield
+    finally:
+        os.kill(before.pid, signal.SIGCONT)
+        subprocess.run(
+            ["auditctl", "-b", str(before.backlog_limit), "--backlog_wait_time", str(before.backlog_wait_time)],
+            check=True,
+            capture_output=True,
+        )
+        wait_until(lambda: status().backlog == 0, "the backlog to drain")
+
+
+def package_copy(tmp: Path, broken: str, replace: tuple[str, str] | None) -> str:
+    """A copy of the package with one file broken; returns its entry script."""
+    target = tmp / "pkg" / "pam_teleport_audit"
+    shutil.copytree(ROOT / "pam_teleport_audit", target, ignore=shutil.ignore_patterns("__pycache__"))
+    path = target / broken
+    if replace is None:
+        path.write_bytes(b"\\x00\\xff this is not python (\\n")
+    else:
+        text = path.read_text()
+        assert replace[0] in text
+        path.write_text(text.replace(replace[0], replace[1]))
+    return str(target / "pam_entry.py")
+
+
+FORCED = ("    head = (", '    raise RuntimeError("forced by the test")\n    head = (')
+
+# fault: (context, command prefix, which module copy, what the log line says)
+FAULTS: dict[str, tuple[Callable[[], AbstractContextManager[None]], list[str], tuple | None, str]] = {
+    "audit disabled": (audit_switched_off, [], None, "audit is disabled"),
+    "auditd stopped": (auditd_stopped, [], None, "no audit daemon is running"),
+    "backlog full": (backlog_full, [], None, "backlog is full"),
+    "EPERM (no CAP_AUDIT_WRITE)": (
+        nullcontext,
+        ["capsh", "--drop=cap_audit_write", "--", "-c", 'exec "$0" "$@"'],
+        None,
+        "Operation not permitted",
+    ),
+    "netlink refused (user namespace)": (
+        nullcontext,
+        ["unshare", "--user", "--map-root-user"],
+        None,
+        "Connection refused",
+    ),
+    "module file corrupt": (nullcontext, [], ("pam_module.py", None), "cannot load"),
+    "exception inside the module": (nullcontext, [], ("record.py", FORCED), "internal error: RuntimeError"),
+}
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault(fault, fail_closed, tmp_path, driver, pam_service, linux_user, syslog_catcher) -> None:
+    context, prefix, broken, says = FAULTS[fault]
+    entry = package_copy(tmp_path, *broken) if broken else entry_script()
+    options = f"log_socket={syslog_catcher.path}" + (" fail_closed" if fail_closed else "")
+    stack = EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, f"{entry} {options}")
+    if fail_closed:
+        stack = stack.replace("optional   pam_python.so", "required   pam_python.so")
+    service = pam_service(stack)
+    login = linux_user()
+    argv = prefix + driver_argv(driver, service, login, user=unique("fault-"), shell=False)
+    with context():
+        started = time.time()
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        took = time.time() - started
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1, (proc.stdout, lines)
+    assert says in lines[0], lines[0]
+    assert took < 5, f"the login waited {took:.1f} s"
+    if fail_closed:
+        assert proc.returncode == 14, proc.stdout  # acct_mgmt: PAM_SYSTEM_ERR
+        assert "acct_mgmt=4 " in proc.stdout and "open_session" not in proc.stdout
+        assert "login refused (fail_closed)" in lines[0]
+    else:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "close_session=0 " in proc.stdout
+        assert "login goes on" in lines[0]
+
+
+def test_fail_closed_close_session_always_closes(driver, pam_service, syslog_catcher) -> None:
+    """Audit switched off during the session (by the root user in it): the session still closes."""
+    stack = EXAMPLE_SSHD.read_text().replace(
+        INSTALLED_ENTRY, f"{entry_script()} fail_closed log_socket={syslog_catcher.path}"
+    )
+    service = pam_service(stack.replace("optional   pam_python.so", "required   pam_python.so"))
+    with AuditSocket() as audit:
+        assert audit.status().enabled == 1
+    try:
+        proc = subprocess.run(
+            driver_argv(driver, service, "root", user=unique("root-"), lines=["/usr/sbin/auditctl -e 0"]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        subprocess.run(["auditctl", "-e", "1"], check=True, capture_output=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "acct_mgmt=0 " in proc.stdout and "open_session=0 " in proc.stdout and "close_session=0 " in proc.stdout
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1 and "audit is disabled" in lines[0] and "login goes on" in lines[0], lines
+
+
+def test_fault_catalogue_covers_the_issue() -> None:
+    assert len(FAULTS) == 7 and AUDIT_USER_START == 1105
