@@ -1,0 +1,86 @@
+"""Forged identities: TELEPORT_* variables from anything but Teleport, or a
+`teleport` that is not the configured one, never yield a teleportUser record."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import debian_stack, pid_records, run_driver, unique, wait_for_records
+
+
+def named_records(started: float, name: str) -> list:
+    return [
+        r
+        for r in wait_for_records(started, lambda rs: False, "-m", "USER_ACCT,USER_START,USER_END", timeout=1.0)
+        if r.get("teleportUser") == name
+    ]
+
+
+def test_su_with_teleport_variables_from_pam_env(tmp_path: Path, pam_service, linux_user) -> None:
+    """su runs the stack with TELEPORT_USERNAME from the user's ~/.pam_environment (pam_env)."""
+    login = linux_user()
+    forged = unique("mallory-")
+    Path(f"/home/{login}/.pam_environment").write_text(
+        f"TELEPORT_USERNAME DEFAULT={forged}\nTELEPORT_LOGIN DEFAULT={login}\n"
+    )
+    # su's service name is fixed ("su"): give it our stack in a private mount namespace only.
+    stack = tmp_path / "su"
+    stack.write_text(
+        "auth sufficient pam_rootok.so\n"
+        "account required pam_permit.so\n"
+        f"account optional pam_python.so {entry_script()}\n"
+        "session required pam_env.so readenv=1 user_readenv=1\n"
+        "session required pam_loginuid.so\n"
+        f"session optional pam_python.so {entry_script()}\n"
+    )
+    started = time.time()
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount --bind {stack} /etc/pam.d/su && exec su -c 'echo su-ran' {login}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0 and "su-ran" in proc.stdout, proc.stderr
+    # The stack did run (libpam logged su's session), yet nothing of ours.
+    libpam = wait_for_records(
+        started, lambda rs: any(r.get("op") == "PAM:session_open" for r in rs), "-m", "USER_START", "-x", "/usr/bin/su"
+    )
+    ours = [r for r in libpam if r.get("acct") == f'"{login}"' and r.get("op") == "PAM:session_open"]
+    assert ours and "pam_python" in ours[-1]["grantors"]  # our stack ran, not the host's su file
+    assert named_records(started, forged) == []
+
+
+def test_teleport_outside_the_configured_path_is_not_trusted(driver, pam_service, linux_user, tmp_path) -> None:
+    login = linux_user()
+    real = tmp_path / "opt" / "teleport" / "bin" / "teleport"
+    real.parent.mkdir(parents=True)
+    shutil.copy2(driver, real)
+    for folder in (tmp_path, real.parent.parent.parent, real.parent.parent, real.parent):
+        folder.chmod(0o755)
+    service = pam_service(debian_stack(f"teleport_exe={real}"))
+
+    impostor = unique("impostor-")
+    session = run_driver(driver, service, login, user=impostor, shell=False)  # named teleport, elsewhere
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=4)
+    assert not [r for r in records if "teleportUser" in r.fields]
+
+    genuine = unique("genuine-")
+    session = run_driver(real, service, login, user=genuine, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [genuine] * 3
