@@ -60,7 +60,8 @@ def test_su_with_teleport_variables_from_pam_env(tmp_path: Path, pam_service, li
         started, lambda rs: any(r.get("op") == "PAM:session_open" for r in rs), "-m", "USER_START", "-x", "/usr/bin/su"
     )
     ours = [r for r in libpam if r.get("acct") == f'"{login}"' and r.get("op") == "PAM:session_open"]
-    assert ours and "pam_python" in ours[-1]["grantors"]  # our stack ran, not the host's su file
+    # our stack ran (the host's su file has no pam_loginuid), and our module stayed out (PAM_IGNORE)
+    assert ours and ours[-1]["grantors"] == "pam_env,pam_loginuid"
     assert named_records(started, forged) == []
 
 
