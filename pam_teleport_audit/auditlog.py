@@ -82,12 +82,12 @@ def ausearch_raw(*args: str) -> str:
 
 
 def records_since(start: float, *args: str) -> Iterator[AuditRecord]:
-    """Records at or after the epoch time start (second resolution for ausearch)."""
+    """Records at or after the epoch time start (ausearch selects by second, this by millisecond)."""
     import time
 
     # ausearch reads the date with strptime("%x"), in the C locale MM/DD/YY.
     stamp = time.strftime("%m/%d/%y %H:%M:%S", time.localtime(int(start)))
     date, clock = stamp.split()
     for record in parse_records(ausearch_raw("-ts", date, clock, *args)):
-        if record.time >= int(start):
+        if record.time >= start - 0.001:  # log times are cut to the millisecond
             yield record

@@ -30,6 +30,7 @@ DRIVER_SOURCE = ROOT / "tests" / "c" / "teleport_driver.c"
 EXAMPLE_SSHD = ROOT / "pam.d" / "sshd.example"
 INSTALLED_ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
 PAM_DIR = Path("/etc/pam.d")
+UNSET_SES = "4294967295"
 
 pytestmark = pytest.mark.system
 
@@ -164,7 +165,9 @@ def run_driver(driver: Path, service: str, login: str, **kw: Any) -> Session:
 
 # Record types of a PAM login; ausearch also returns the SYSCALL and
 # PROCTITLE records of the same events, which the tests do not look at.
-LOGIN_TYPES = frozenset({"USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "CRED_DISP", "TTY"})
+LOGIN_TYPES = frozenset(
+    {"USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "CRED_DISP", "TTY", "CONFIG_CHANGE", "USER_LOGIN"}
+)
 
 
 def wait_for_records(
@@ -226,3 +229,19 @@ def audit_switched_off() -> Iterator[None]:
 def audit_disabled() -> Iterator[None]:
     with audit_switched_off():
         yield
+
+
+@pytest.fixture
+def openssh() -> Iterator[Callable[..., Any]]:
+    """Factory: a real sshd on loopback running the given scratch PAM service."""
+    from .openssh import OpenSSHServer
+
+    servers: list[OpenSSHServer] = []
+
+    def start(service: str, **kw: Any) -> OpenSSHServer:
+        servers.append(OpenSSHServer(service, **kw))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

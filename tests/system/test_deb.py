@@ -43,7 +43,9 @@ def deb(tmp_path: Path) -> Path:
 
 def test_build_lint_install_use_remove_purge(deb: Path, driver, pam_service, linux_user) -> None:
     assert deb.name == f"{PACKAGE}_0.1.0_all.deb"
-    lint = subprocess.run(["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, check=False)
+    lint = subprocess.run(
+        ["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, check=False
+    )
     errors = [line for line in lint.stdout.splitlines() if line.startswith("E:")]
     assert errors == [], lint.stdout
 

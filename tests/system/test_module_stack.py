@@ -10,9 +10,7 @@ from pathlib import Path
 from pam_teleport_audit.auditlog import AuditRecord, records_since
 from pam_teleport_audit.record import decode_value
 
-from .conftest import debian_stack, pid_records, run_driver, unique, wait_for_records
-
-UNSET = "4294967295"
+from .conftest import UNSET_SES, debian_stack, pid_records, run_driver, unique, wait_for_records
 
 
 def by_op(records: list[AuditRecord], op: str) -> AuditRecord:
@@ -54,7 +52,7 @@ def test_teleport_session_gets_identity_session_id_and_keystrokes(driver, pam_se
     assert ours["teleport:session_close"].type == "USER_END"
 
     # The account phase comes before pam_loginuid: no auid/ses yet, as for sshd.
-    assert ours["teleport:accounting"]["ses"] == UNSET
+    assert ours["teleport:accounting"]["ses"] == UNSET_SES
     login_record = [r for r in records if r.type == "LOGIN"]
     assert len(login_record) == 1
     ses = login_record[0]["ses"]
