@@ -85,3 +85,22 @@ def test_teleport_outside_the_configured_path_is_not_trusted(driver, pam_service
     assert session.returncode == 0, session.output
     records = pid_records(session.started, session.pid, expect=7)
     assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [genuine] * 3
+
+
+def test_sshd_with_client_sent_teleport_variables(pam_service, linux_user, openssh) -> None:
+    """AcceptEnv TELEPORT_*: the client sends TELEPORT_USERNAME; sshd is not Teleport."""
+    service = pam_service(debian_stack())
+    server = openssh(service, accept_env="TELEPORT_*")
+    login = linux_user()
+    forged = unique("mallory-")
+    started = time.time()
+    proc = server.login(
+        login, ["echo TELEPORT_USERNAME=$TELEPORT_USERNAME"], env={"TELEPORT_USERNAME": forged, "TELEPORT_LOGIN": login}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"TELEPORT_USERNAME={forged}" in proc.stdout  # the variable did reach the session
+    libpam = wait_for_records(
+        started, lambda rs: any(r.get("op") == "PAM:session_close" for r in rs), "-m", "USER_START,USER_END"
+    )
+    assert any(r.get("acct") == f'"{login}"' for r in libpam)
+    assert named_records(started, forged) == []
