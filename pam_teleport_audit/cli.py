@@ -45,6 +45,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from . import doctor
+
+    checks = doctor.run_all(args.pam_file, args.teleport_config)
+    if args.json:
+        print(json.dumps(doctor.summary(checks), sort_keys=True))
+    else:
+        for check in checks:
+            print(check.line())
+    return 0 if all(c.status != doctor.FAIL for c in checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pam-teleport-audit",
@@ -71,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
     )
     stanza.set_defaults(func=cmd_stanza)
+
+    doc = sub.add_parser("doctor", help="check this host: kernel audit, auditd, the module, the stanza, Teleport")
+    doc.add_argument("--json", action="store_true", help="one JSON object: ok and the checks")
+    doc.add_argument("--pam-file", metavar="PATH",
+                     help="PAM file to check (default: the one Teleport's config names, else /etc/pam.d/sshd)")
+    doc.add_argument("--teleport-config", metavar="PATH", default="/etc/teleport.yaml",
+                     help="Teleport's config file (default: %(default)s)")
+    doc.set_defaults(func=cmd_doctor)
 
     find = sub.add_parser("search", help="sessions and typed input of a Teleport user, from the audit log")
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")

@@ -246,5 +246,22 @@ def pam_service_of(path: str) -> str | None:
         return None
 
 
+def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
+    """Every check, in the order an administrator fixes things."""
+    from .stanza import entry_script
+
+    service = pam_service_of(teleport_config)
+    path = pam_file or f"/etc/pam.d/{service or 'sshd'}"
+    checks = list(audit_checks())
+    checks += stanza_checks(path)
+    checks += module_checks(entry_in(path) or entry_script())
+    checks += teleport_config_checks(teleport_config)
+    if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
+        checks.append(Check("teleport config", WARN, f"Teleport uses /etc/pam.d/{service}, not {path}",
+                            f"check /etc/pam.d/{service}, or set ssh_service.pam.service_name"))
+    checks += process_checks()
+    return checks
+
+
 def summary(checks: list[Check]) -> dict[str, object]:
     return {"ok": all(c.status != FAIL for c in checks), "checks": [asdict(c) for c in checks]}
