@@ -88,10 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="check this host: kernel audit, auditd, the module, the stanza, Teleport")
     doc.add_argument("--json", action="store_true", help="one JSON object: ok and the checks")
-    doc.add_argument("--pam-file", metavar="PATH",
-                     help="PAM file to check (default: the one Teleport's config names, else /etc/pam.d/sshd)")
-    doc.add_argument("--teleport-config", metavar="PATH", default="/etc/teleport.yaml",
-                     help="Teleport's config file (default: %(default)s)")
+    doc.add_argument(
+        "--pam-file",
+        metavar="PATH",
+        help="PAM file to check (default: the one Teleport's config names, else /etc/pam.d/sshd)",
+    )
+    doc.add_argument(
+        "--teleport-config",
+        metavar="PATH",
+        default="/etc/teleport.yaml",
+        help="Teleport's config file (default: %(default)s)",
+    )
     doc.set_defaults(func=cmd_doctor)
 
     find = sub.add_parser("search", help="sessions and typed input of a Teleport user, from the audit log")

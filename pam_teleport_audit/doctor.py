@@ -246,6 +246,77 @@ def pam_service_of(path: str) -> str | None:
         return None
 
 
+def _module_lines(path: str) -> list:  # list[pamfile.Line]
+    from .pamedit import ENTRY_SUFFIX
+    from .pamfile import parse
+
+    with open(path, "rb") as f:
+        lines = parse(f.read())
+    return [x for x in lines if x.module_name == "pam_python" and x.args and x.args[0].endswith(ENTRY_SUFFIX)]
+
+
+def entry_in(path: str) -> str | None:
+    """The entry script the PAM file's module lines name, if any."""
+    try:
+        lines = _module_lines(path)
+    except OSError:
+        return None
+    return lines[0].args[0] if lines else None
+
+
+def stanza_checks(path: str) -> Iterator[Check]:
+    """The stanza complete and in order, with controls that match the failure policy."""
+    from .pamedit import status
+
+    try:
+        with open(path, "rb") as f:
+            state = status(f.read())
+        module_lines = _module_lines(path)
+    except OSError as exc:
+        yield Check("stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file")
+        return
+    if not state.installed:
+        yield Check(
+            "stanza",
+            FAIL,
+            f"{path}: " + "; ".join(state.problems),
+            f"run `pam-teleport-audit install --pam-file {path}`",
+        )
+        return
+    tty = {
+        "ours": "pam_tty_audit from the stanza",
+        "existing": "the file's own pam_tty_audit",
+        "none": "no pam_tty_audit (keystrokes are not recorded)",
+    }[state.tty_audit]
+    yield Check(
+        "stanza",
+        PASS if state.tty_audit != "none" else WARN,
+        f"{path}: complete, pam_loginuid then pam_tty_audit then the module; {tty}",
+        "install with --tty-audit PATTERNS to record keystrokes",
+    )
+    for line in module_lines:
+        fail_closed = "fail_closed" in line.args[1:]
+        control = (line.control or "").lower()
+        if fail_closed and control != "required":
+            yield Check(
+                "failure policy",
+                FAIL,
+                f"line {line.number}: fail_closed with control {line.control}: a refusal is ignored",
+                f"run `pam-teleport-audit install --fail-closed --pam-file {path}`",
+            )
+        elif not fail_closed and control == "required":
+            yield Check(
+                "failure policy",
+                WARN,
+                f"line {line.number}: control required without fail_closed: if the module cannot load, "
+                "every login through this file fails",
+                f"run `pam-teleport-audit install --pam-file {path}`",
+            )
+    if all(("fail_closed" in x.args[1:]) == ((x.control or "").lower() == "required") for x in module_lines):
+        policy = "fail-closed" if module_lines and "fail_closed" in module_lines[0].args[1:] else "fail-open"
+        yield Check("failure policy", PASS, f"{policy}, controls match")
+
+
 def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
     """Every check, in the order an administrator fixes things."""
     from .stanza import entry_script
@@ -257,8 +328,14 @@ def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
     checks += module_checks(entry_in(path) or entry_script())
     checks += teleport_config_checks(teleport_config)
     if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
-        checks.append(Check("teleport config", WARN, f"Teleport uses /etc/pam.d/{service}, not {path}",
-                            f"check /etc/pam.d/{service}, or set ssh_service.pam.service_name"))
+        checks.append(
+            Check(
+                "teleport config",
+                WARN,
+                f"Teleport uses /etc/pam.d/{service}, not {path}",
+                f"check /etc/pam.d/{service}, or set ssh_service.pam.service_name",
+            )
+        )
     checks += process_checks()
     return checks
 
