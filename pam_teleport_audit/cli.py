@@ -126,6 +126,26 @@ def _add_common(parser: argparse.ArgumentParser, *, edits: bool) -> None:
         parser.add_argument("--diff", action="store_true", help="show the change as a unified diff")
 
 
+def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str], str | None]) -> None:
+    """The options that choose the Stanza (stanza and install share them)."""
+    parser.add_argument("--entry", help="path of pam_entry.py (default: the installed one)")
+    parser.add_argument(
+        "--tty-audit",
+        type=tty_type,
+        default=DEFAULT_TTY_AUDIT,
+        metavar="PATTERNS|off",
+        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
+    )
+    parser.add_argument("--fail-closed", action="store_true", help="refuse logins that cannot be audited")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
+    )
+
+
 def cmd_stanza(args: argparse.Namespace) -> int:
     stanza = Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
     sys.stdout.write(stanza.render())
@@ -141,39 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stanza = sub.add_parser("stanza", help="print the PAM lines to add to /etc/pam.d/sshd")
-    stanza.add_argument("--entry", help="path of pam_entry.py (default: the installed one)")
-    stanza.add_argument(
-        "--tty-audit",
-        type=_tty_audit,
-        default=DEFAULT_TTY_AUDIT,
-        metavar="PATTERNS|off",
-        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
-    )
-    stanza.add_argument("--fail-closed", action="store_true", help="refuse logins that cannot be audited")
-    stanza.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="OPT",
-        help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
-    )
+    _add_stanza_options(stanza, _tty_audit)
     stanza.set_defaults(func=cmd_stanza)
 
     install = sub.add_parser("install", help="add the stanza to a PAM file (idempotent)")
     _add_common(install, edits=True)
-    install.add_argument(
-        "--tty-audit",
-        type=_tty_patterns,
-        default=DEFAULT_TTY_AUDIT,
-        metavar="PATTERNS|off",
-        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
-    )
-    install.add_argument("--fail-closed", action="store_true", help="control required + fail_closed option")
+    _add_stanza_options(install, _tty_patterns)
     install.add_argument(
         "--backup", action="store_true", help=f"keep the replaced file as PATH{atomicwrite.BACKUP_SUFFIX}"
     )
-    install.add_argument("--entry", help="path of pam_entry.py (default: the installed one)")
-    install.add_argument("--option", action="append", default=[], metavar="OPT", help="extra module option")
     install.set_defaults(func=cmd_install)
 
     uninstall = sub.add_parser("uninstall", help="remove exactly what install added")
