@@ -3,15 +3,148 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import json
 import os
+import re
 import sys
+from collections.abc import Callable
 
-from . import __version__
+from . import __version__, atomicwrite, pamedit
+from .pamedit import Refusal, Result
 from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
+
+DEFAULT_PAM_FILE = "/etc/pam.d/sshd"
+# Exit statuses of install / uninstall / status (docs/installer.md). argparse uses 2 for usage errors.
+EXIT_OK = 0  # done, or nothing to do; status: installed and correct
+EXIT_WOULD_CHANGE = 3  # --check: the file would change
+EXIT_REFUSED = 4  # refused: the file is left byte-for-byte as it was
+EXIT_IO = 5  # could not read, lock or write (nothing changed)
+EXIT_NOT_INSTALLED = 6  # status: no block of ours
+EXIT_BROKEN = 7  # status: present but incomplete, duplicated or out of order
+# One pam.d token: no blanks, comment, brackets or backslash, or libpam would read another line.
+_PATTERNS = re.compile(r"[^\s#\[\]\\]+")
 
 
 def _tty_audit(value: str) -> str | None:
     return None if value == "off" else value
+
+
+def _tty_patterns(value: str) -> str | None:
+    if value != "off" and not _PATTERNS.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"{value!r}: patterns must be one word without '#', brackets or blanks")
+    return _tty_audit(value)
+
+
+def _diff(path: str, old: bytes, new: bytes) -> str:
+    def lines(data: bytes) -> list[str]:
+        return data.decode("utf-8", "backslashreplace").splitlines(keepends=True)
+
+    return "".join(difflib.unified_diff(lines(old), lines(new), path, f"{path} (new)"))
+
+
+def _report(args: argparse.Namespace, code: int, info: dict[str, object]) -> int:
+    info["exit"] = code
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return code
+    for note in info.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    if "diff" in info:
+        sys.stdout.write(str(info["diff"]))
+    if "error" in info:
+        print(f"pam-teleport-audit {args.command}: {info['error']}", file=sys.stderr)
+    elif "summary" in info:
+        print(info["summary"])
+    return code
+
+
+def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
+    """Read, edit and replace the file under the folder lock; report what happened."""
+    path = args.pam_file
+    info: dict[str, object] = {"command": args.command, "path": path, "changed": False, "check": args.check}
+    try:
+        with atomicwrite.folder_lock(path):
+            atomicwrite.check_replaceable(path)
+            with open(path, "rb") as f:
+                old = f.read()
+            result = edit(old)
+            changed = result.data != old
+            info["notes"] = result.notes
+            if args.diff:
+                info["diff"] = _diff(path, old, result.data)
+            if changed and not args.check:
+                atomicwrite.remove_stale_temps(path)
+                info["backup"] = atomicwrite.replace_file(path, result.data, backup=args.backup)
+                info["changed"] = True
+    except Refusal as exc:
+        info.update(error=f"refused, {path} left unchanged: {exc}", reason=str(exc), refused=True)
+        return _report(args, EXIT_REFUSED, info)
+    except OSError as exc:
+        info.update(error=f"I/O error, {path} left unchanged: {exc}", reason=str(exc), refused=False)
+        return _report(args, EXIT_IO, info)
+    info["would_change"] = changed
+    verb = "would change" if args.check and changed else ("changed" if changed else "unchanged")
+    info["summary"] = f"{path}: {verb}"
+    return _report(args, EXIT_WOULD_CHANGE if args.check and changed else EXIT_OK, info)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    stanza = Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
+    return _edit(args, lambda data: pamedit.install(data, stanza))
+
+
+def cmd_uninstall(args: argparse.Namespace) -> int:
+    return _edit(args, pamedit.uninstall)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = args.pam_file
+    info: dict[str, object] = {"command": "status", "path": path, "changed": False}
+    try:
+        with open(path, "rb") as f:
+            found = pamedit.status(f.read())
+    except OSError as exc:
+        info.update(error=f"I/O error: {exc}", reason=str(exc))
+        return _report(args, EXIT_IO, info)
+    info.update(found.as_dict())
+    if found.installed:
+        code, info["summary"] = EXIT_OK, f"{path}: installed (pam_tty_audit: {found.tty_audit})"
+    elif not found.account and not found.session:
+        code, info["summary"] = EXIT_NOT_INSTALLED, f"{path}: not installed"
+    else:
+        code, info["summary"] = EXIT_BROKEN, f"{path}: needs repair: " + "; ".join(found.problems)
+    return _report(args, code, info)
+
+
+def _add_common(parser: argparse.ArgumentParser, *, edits: bool) -> None:
+    parser.add_argument("--pam-file", default=DEFAULT_PAM_FILE, metavar="PATH", help="default: %(default)s")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    if edits:
+        parser.add_argument(
+            "--check", action="store_true", help=f"write nothing; exit {EXIT_WOULD_CHANGE} if it would change"
+        )
+        parser.add_argument("--diff", action="store_true", help="show the change as a unified diff")
+
+
+def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str], str | None]) -> None:
+    """The options that choose the Stanza (stanza and install share them)."""
+    parser.add_argument("--entry", help="path of pam_entry.py (default: the installed one)")
+    parser.add_argument(
+        "--tty-audit",
+        type=tty_type,
+        default=DEFAULT_TTY_AUDIT,
+        metavar="PATTERNS|off",
+        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
+    )
+    parser.add_argument("--fail-closed", action="store_true", help="refuse logins that cannot be audited")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="OPT",
+        help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
+    )
 
 
 def cmd_stanza(args: argparse.Namespace) -> int:
@@ -46,7 +179,6 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    import json
 
     from . import doctor
 
@@ -68,23 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     stanza = sub.add_parser("stanza", help="print the PAM lines to add to /etc/pam.d/sshd")
-    stanza.add_argument("--entry", help="path of pam_entry.py (default: the installed one)")
-    stanza.add_argument(
-        "--tty-audit",
-        type=_tty_audit,
-        default=DEFAULT_TTY_AUDIT,
-        metavar="PATTERNS|off",
-        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
-    )
-    stanza.add_argument("--fail-closed", action="store_true", help="refuse logins that cannot be audited")
-    stanza.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="OPT",
-        help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
-    )
+    _add_stanza_options(stanza, _tty_audit)
     stanza.set_defaults(func=cmd_stanza)
+
+    install = sub.add_parser("install", help="add the stanza to a PAM file (idempotent)")
+    _add_common(install, edits=True)
+    _add_stanza_options(install, _tty_patterns)
+    install.add_argument(
+        "--backup", action="store_true", help=f"keep the replaced file as PATH{atomicwrite.BACKUP_SUFFIX}"
+    )
+    install.set_defaults(func=cmd_install)
+
+    uninstall = sub.add_parser("uninstall", help="remove exactly what install added")
+    _add_common(uninstall, edits=True)
+    uninstall.set_defaults(func=cmd_uninstall, backup=False)
+
+    status = sub.add_parser("status", help="is the stanza present, complete and in order?")
+    _add_common(status, edits=False)
+    status.set_defaults(func=cmd_status)
 
     doc = sub.add_parser("doctor", help="check this host: kernel audit, auditd, the module, the stanza, Teleport")
     doc.add_argument("--json", action="store_true", help="one JSON object: ok and the checks")

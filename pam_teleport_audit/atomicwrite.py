@@ -1,0 +1,153 @@
+"""Replace a file so that a crash at any moment leaves the old or the new bytes.
+
+Temporary file in the same folder (rename is atomic only within one file
+system), fsync, rename over the target, fsync of the folder (so the rename
+itself survives a power cut). The new file gets the old one's owner, mode and
+SELinux label before it becomes visible. A lock on the folder serialises our
+own concurrent runs, so two read-edit-write cycles cannot interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import time
+from collections.abc import Callable, Iterator
+
+from .pamedit import Refusal
+
+SELINUX_XATTR = "security.selinux"
+TEMP_PREFIX = ".pam-teleport-audit."
+BACKUP_SUFFIX = ".pam-teleport-audit.bak"
+# Steps at which the fault hook is called, in order (tests kill the process there).
+STEPS = ("temp-created", "temp-written", "temp-synced", "renamed", "folder-synced")
+
+Hook = Callable[[str], None]
+
+
+def check_replaceable(path: str) -> os.stat_result:
+    """The target's stat, or a Refusal when replacing it by rename would be wrong.
+
+    Symlinks are refused rather than followed or replaced: replacing one would
+    cut it from the file it points to (e.g. one another tool manages), and
+    writing through it would edit a file under another name. Name the real file
+    with --pam-file instead. Hard links are refused too: a rename would leave the
+    other names on the old bytes.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise Refusal(f"{path} does not exist") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise Refusal(f"{path} is a symbolic link to {os.readlink(path)!r}: pass the real file with --pam-file")
+    if not stat.S_ISREG(st.st_mode):
+        raise Refusal(f"{path} is not a regular file")
+    if st.st_nlink > 1:
+        raise Refusal(f"{path} has {st.st_nlink} hard links: replacing it would split them")
+    return st
+
+
+@contextlib.contextmanager
+def folder_lock(path: str, timeout: float = 30.0) -> Iterator[None]:
+    """flock on the target's folder: held from reading the file to its replacement.
+
+    The folder, not a lock file, so that nothing is left behind in /etc/pam.d.
+    """
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(errno.EWOULDBLOCK, "another pam-teleport-audit run holds the lock", path) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _copy_label(source: str, fd: int) -> None:
+    try:
+        label = os.getxattr(source, SELINUX_XATTR, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return  # no label to keep
+        raise
+    os.setxattr(fd, SELINUX_XATTR, label)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: str, data: bytes, like: os.stat_result, label_from: str, hook: Hook) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        hook("temp-created")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        hook("temp-written")
+        # Owner and mode before the label and the rename: never visible with the wrong ones.
+        os.fchown(fd, like.st_uid, like.st_gid)
+        os.fchmod(fd, stat.S_IMODE(like.st_mode))
+        _copy_label(label_from, fd)
+        os.fsync(fd)
+        hook("temp-synced")
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    hook("renamed")
+    _fsync_folder(folder)
+    hook("folder-synced")
+
+
+def replace_file(path: str, data: bytes, *, backup: bool = False, hook: Hook | None = None) -> str | None:
+    """Atomically give path the bytes data; returns the backup's path when one was made.
+
+    The caller holds folder_lock. The backup (the bytes being replaced, same
+    owner, mode and label) is written the same atomic way, before the target.
+    """
+    like = check_replaceable(path)
+    saved = None
+    if backup:
+        saved = path + BACKUP_SUFFIX
+        with open(path, "rb") as old:
+            _write_new(saved, old.read(), like, path, _no_hook)
+    _write_new(path, data, like, path, hook or _no_hook)
+    return saved
+
+
+def _no_hook(_step: str) -> None:
+    pass
+
+
+def remove_stale_temps(path: str) -> list[str]:
+    """Temporary files of ours left by a killed run (the target itself is intact)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
+    removed = []
+    for name in os.listdir(folder):
+        if name.startswith(prefix):
+            os.unlink(os.path.join(folder, name))
+            removed.append(name)
+    return removed

@@ -1,0 +1,293 @@
+"""Pure edits of a PAM service file: install, uninstall and status of our stanza.
+
+Bytes in, bytes out (or a Refusal with the reason); no I/O here. Lines outside
+our marked blocks are never changed, so install then uninstall gives the
+original bytes back.
+
+Placement (see docs/installer.md):
+- account block: after the last line of the account stack (an `account` line,
+  or an `@include` of a file named *account, e.g. Debian's common-account);
+- session block: after pam_loginuid, or after an existing pam_tty_audit if
+  that comes later (our module must run after pam_tty_audit);
+- never inside the range of a `[value=N]` jump: that would change which lines
+  the jump skips. When the place is inside one, refuse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .pamfile import Kind, Line, parse
+from .stanza import Stanza
+
+PARTS = ("account", "session")
+ENTRY_SUFFIX = "pam_teleport_audit/pam_entry.py"
+
+
+class Refusal(Exception):
+    """The file cannot be edited safely; it is left as it was. str() is the reason."""
+
+
+@dataclass(frozen=True)
+class Block:
+    part: str
+    start: int  # index of the BEGIN line (or of the first line of an orphan run)
+    end: int  # index after the END line
+    complete: bool  # BEGIN and END both present
+
+
+@dataclass
+class Result:
+    data: bytes
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Status:
+    installed: bool  # both blocks present, complete and in a correct place
+    account: bool  # account block present
+    session: bool  # session block present
+    complete: bool  # every present block has BEGIN, END and its module line
+    order_ok: bool
+    tty_audit: str  # "ours", "existing" or "none"
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def _marker(line: Line, word: str, part: str) -> bool:
+    # Matched on the stable prefix, so a hand-edited marker tail still counts as ours.
+    text = line.raw.strip().decode("utf-8", "replace")
+    return line.kind is Kind.BLANK and text.startswith(f"# {word} pam_teleport_audit {part}")
+
+
+def _is_ours(line: Line) -> bool:
+    """A module line we write: pam_python with our entry script."""
+    return line.module_name == "pam_python" and bool(line.args) and line.args[0].endswith(ENTRY_SUFFIX)
+
+
+def _is_our_tty(line: Line) -> bool:
+    return line.module_name == "pam_tty_audit"
+
+
+def find_blocks(lines: list[Line]) -> list[Block]:
+    """Our blocks: BEGIN..END, or an orphan marker with the lines of ours right after/before it."""
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        part = next((p for p in PARTS if _marker(lines[i], "BEGIN", p)), None)
+        if part is None:
+            end_part = next((p for p in PARTS if _marker(lines[i], "END", p)), None)
+            if end_part is not None:  # END without BEGIN: take it and our lines just above
+                start = i
+                while start > 0 and (_is_ours(lines[start - 1]) or _is_our_tty(lines[start - 1])):
+                    start -= 1
+                if blocks and blocks[-1].end > start:
+                    start = blocks[-1].end
+                blocks.append(Block(end_part, start, i + 1, False))
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and not any(_marker(lines[j], w, p) for w in ("BEGIN", "END") for p in PARTS):
+            j += 1
+        if j < len(lines) and _marker(lines[j], "END", part):
+            blocks.append(Block(part, i, j + 1, True))
+            i = j + 1
+            continue
+        # BEGIN without END: take only the lines of ours right after it
+        j = i + 1
+        while j < len(lines) and (_is_ours(lines[j]) or _is_our_tty(lines[j])):
+            j += 1
+        blocks.append(Block(part, i, j, False))
+        i = j
+    return blocks
+
+
+def _without_blocks(lines: list[Line], blocks: list[Block]) -> list[Line]:
+    drop = {k for b in blocks for k in range(b.start, b.end)}
+    kept = [line for k, line in enumerate(lines) if k not in drop]
+    # A block at the very end without a final newline: install gave the line
+    # before it a newline, so take that newline away again.
+    if kept and len(lines) - 1 in drop and lines[-1].ending == b"":
+        last = kept[-1]
+        kept[-1] = dataclasses.replace(last, raw=last.raw[: len(last.raw) - len(last.ending)])
+    return kept
+
+
+def _covered(lines: list[Line], at: int, type_: str) -> Line | None:
+    """The jumping line whose range would hold a new `type_` line inserted before index `at`.
+
+    A [value=N] jump skips the next N modules of its stack. An include, substack
+    or @include between the jump and `at` brings in modules we cannot count
+    here, so the range is then taken to reach `at`.
+    """
+    for k in range(at - 1, -1, -1):
+        line = lines[k]
+        if line.kind is not Kind.RULE or line.type != type_ or not line.jump:
+            continue
+        between = lines[k + 1 : at]
+        if any(x.kind is Kind.AT_INCLUDE or (x.type == type_ and x.is_include) for x in between):
+            return line
+        if sum(1 for x in between if x.kind is Kind.RULE and x.type == type_) < line.jump:
+            return line
+    return None
+
+
+def _in_account_stack(line: Line) -> bool:
+    if line.kind is Kind.AT_INCLUDE:
+        return bool(line.module) and line.module.endswith("account")
+    return line.kind is Kind.RULE and line.type == "account"
+
+
+def _encode(block: list[str], ending: bytes) -> list[bytes]:
+    return [text.encode("utf-8", "surrogateescape") + ending for text in block]
+
+
+def _insert(lines: list[Line], after: int, block: list[bytes]) -> list[Line]:
+    """Block lines inserted after index `after`; an unterminated last line gets the block's ending."""
+    anchor = lines[after]
+    head = lines[: after + 1]
+    if anchor.ending == b"":
+        ending = block[0][-2:] if block[0].endswith(b"\r\n") else block[0][-1:]
+        head[-1] = dataclasses.replace(anchor, raw=anchor.raw + ending)
+        block = [*block[:-1], block[-1][: len(block[-1]) - len(ending)]]
+    new = [Line(raw=b, number=0, kind=Kind.BLANK) for b in block]
+    return head + new + lines[after + 1 :]
+
+
+def _dominant_ending(lines: list[Line]) -> bytes:
+    crlf = sum(1 for line in lines if line.ending == b"\r\n")
+    lf = sum(1 for line in lines if line.ending == b"\n")
+    return b"\r\n" if crlf > lf else b"\n"
+
+
+def _check_parseable(lines: list[Line]) -> None:
+    for line in lines:
+        if line.kind is Kind.INVALID:
+            raise Refusal(f"line {line.number} cannot be parsed ({line.error}): {line.text!r}")
+
+
+def _stray(lines: list[Line]) -> None:
+    for line in lines:
+        if _is_ours(line):
+            raise Refusal(
+                f"line {line.number} loads pam_teleport_audit outside the managed markers: {line.text!r}; "
+                "remove it by hand (or run uninstall if it was ours) before install"
+            )
+
+
+def _find(lines: list[Line], module: str, type_: str = "session") -> int | None:
+    return next((k for k, x in enumerate(lines) if x.type == type_ and x.module_name == module), None)
+
+
+def install(data: bytes, stanza: Stanza) -> Result:
+    """data with our two blocks, in place; any old or broken block of ours is replaced."""
+    lines = parse(data)
+    _check_parseable(lines)
+    blocks = find_blocks(lines)
+    notes: list[str] = []
+    base = _without_blocks(lines, blocks)
+    _stray(base)
+
+    loginuid = _find(base, "pam_loginuid")
+    if loginuid is None:
+        raise Refusal("no pam_loginuid in the session stack of this file: the session block must follow it")
+    existing_tty = _find(base, "pam_tty_audit")
+    if existing_tty is not None and stanza.tty_audit is not None:
+        kept = base[existing_tty]
+        notes.append(f"keeping the existing pam_tty_audit at line {kept.number}: {kept.text!r}")
+        if existing_tty < loginuid:
+            notes.append("warning: that pam_tty_audit runs before pam_loginuid, so its records lack the session id")
+        stanza = dataclasses.replace(stanza, tty_audit=None)
+    session_after = loginuid if existing_tty is None else max(loginuid, existing_tty)
+
+    account_lines = [k for k, x in enumerate(base) if _in_account_stack(x)]
+    if not account_lines:
+        raise Refusal("no account stack in this file to add the account line to")
+    account_after = account_lines[-1]
+
+    ending = _dominant_ending(base)
+    # Insert the later one first so the earlier index stays valid.
+    plan = sorted([("account", account_after), ("session", session_after)], key=lambda p: p[1], reverse=True)
+    out = base
+    for part, after in plan:
+        jump = _covered(base, after + 1, part)
+        if jump is not None:
+            raise Refusal(
+                f"the {part} block would go after line {base[after].number}, inside the range of the jump "
+                f"at line {jump.number} ({jump.text!r}); inserting there would change what it skips"
+            )
+        out = _insert(out, after, _encode(stanza.block(part), ending))
+    result = b"".join(x.raw for x in out)
+    # Read back what we made the way libpam will; a stanza that does not parse
+    # (say an entry path with a space) must never reach the disk.
+    check = status(result)
+    if not check.installed:
+        raise Refusal(f"the edited file would not be correct: {'; '.join(check.problems)}")
+    if result != data:
+        notes += [f"replacing the {b.part} block at line {b.start + 1}" for b in blocks]
+    return Result(result, notes)
+
+
+def uninstall(data: bytes) -> Result:
+    """data without any block of ours; other lines keep every byte."""
+    lines = parse(data)
+    blocks = find_blocks(lines)
+    notes = [f"removing the {b.part} block at line {b.start + 1}" for b in blocks]
+    return Result(b"".join(x.raw for x in _without_blocks(lines, blocks)), notes)
+
+
+def status(data: bytes) -> Status:
+    lines = parse(data)
+    blocks = find_blocks(lines)
+    problems = [f"line {x.number} cannot be parsed ({x.error})" for x in lines if x.kind is Kind.INVALID]
+    by_part = {p: [b for b in blocks if b.part == p] for p in PARTS}
+    for part, found in by_part.items():
+        if len(found) > 1:
+            problems.append(f"{len(found)} {part} blocks")
+        for b in found:
+            inner = lines[b.start : b.end]
+            if not b.complete:
+                problems.append(f"{part} block at line {b.start + 1} lacks a marker")
+            if not any(_is_ours(x) and x.type == part for x in inner):
+                problems.append(f"{part} block at line {b.start + 1} lacks the module line")
+    complete = not problems
+    order_ok = True
+    tty = "none"
+    session = by_part["session"][0] if by_part["session"] else None
+    if session is not None:
+        inner = lines[session.start : session.end]
+        ours_tty = [session.start + k for k, x in enumerate(inner) if _is_our_tty(x)]
+        module = [session.start + k for k, x in enumerate(inner) if _is_ours(x)]
+        loginuid = _find(lines, "pam_loginuid")
+        existing = [k for k, x in enumerate(lines) if _is_our_tty(x) and k not in ours_tty and x.type == "session"]
+        tty = "ours" if ours_tty else ("existing" if existing else "none")
+        checks = [
+            (loginuid is None or loginuid < session.start, "the session block comes before pam_loginuid"),
+            (loginuid is not None, "no pam_loginuid in the session stack"),
+            (all(t < m for t in ours_tty + existing for m in module), "our module runs before pam_tty_audit"),
+            (_covered(lines, session.start, "session") is None, "the session block is inside a jump range"),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                order_ok = False
+                problems.append(problem)
+    account = by_part["account"][0] if by_part["account"] else None
+    if account is not None and _covered(lines, account.start, "account") is not None:
+        order_ok = False
+        problems.append("the account block is inside a jump range")
+    present = {p: bool(by_part[p]) for p in PARTS}
+    for part in PARTS:
+        if not present[part]:
+            problems.append(f"no {part} block")
+    return Status(
+        installed=all(present.values()) and complete and order_ok,
+        account=present["account"],
+        session=present["session"],
+        complete=complete,
+        order_ok=order_ok,
+        tty_audit=tty,
+        problems=problems,
+    )

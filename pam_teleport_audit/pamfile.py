@@ -1,0 +1,237 @@
+"""A lossless parser of /etc/pam.d service files, read the way libpam reads them.
+
+Every logical line keeps its exact original bytes (continuations, spacing,
+comments, CR LF), so render(parse(data)) == data for any bytes at all. The
+parsed fields are only for deciding where to edit; nothing is ever re-rendered
+from them.
+
+libpam's reading, as followed here: a physical line is cut at its first '#'
+(also inside brackets); if what remains ends with a backslash (before trailing
+blanks) the next physical line continues it. Tokens are separated by space,
+tab or newline. A line is `[-]type control module [args...]` or `@include name`;
+type, control words and `@include` match case-insensitively; a control may be
+`[value=action ...]`, and an argument `[text with spaces]`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+TYPES = frozenset({"auth", "account", "session", "password"})
+CONTROL_WORDS = frozenset({"required", "requisite", "sufficient", "optional", "include", "substack"})
+INCLUDE_WORDS = frozenset({"include", "substack"})
+# libpam/pam_handlers.c: the return values a [value=action] control may name.
+CONTROL_VALUES = frozenset(
+    (
+        "success",
+        "open_err",
+        "symbol_err",
+        "service_err",
+        "system_err",
+        "buf_err",
+        "perm_denied",
+        "auth_err",
+        "cred_insufficient",
+        "authinfo_unavail",
+        "user_unknown",
+        "maxtries",
+        "new_authtok_reqd",
+        "acct_expired",
+        "session_err",
+        "cred_unavail",
+        "cred_expired",
+        "cred_err",
+        "no_module_data",
+        "conv_err",
+        "authtok_err",
+        "authtok_recover_err",
+        "authtok_lock_busy",
+        "authtok_disable_aging",
+        "try_again",
+        "ignore",
+        "abort",
+        "authtok_expired",
+        "module_unknown",
+        "bad_item",
+        "conv_again",
+        "incomplete",
+        "default",
+    )
+)
+CONTROL_ACTIONS = frozenset({"ignore", "ok", "done", "bad", "die", "reset"})
+_BLANKS = b" \t\n"
+_PHYSICAL = re.compile(rb"[^\n]*\n|[^\n]+")
+
+
+class Kind(Enum):
+    BLANK = "blank"  # nothing but blanks and/or a comment
+    RULE = "rule"  # type control module args (control may be include/substack)
+    AT_INCLUDE = "@include"  # @include name: all four stacks of another file
+    INVALID = "invalid"  # libpam would fail the stack on this line
+
+
+@dataclass(frozen=True)
+class Line:
+    raw: bytes  # exact bytes, continuations and line ending included
+    number: int  # 1-based physical line number where it starts
+    kind: Kind
+    type: str | None = None  # lower-case stack name, without the '-'
+    dash: bool = False  # '-type': a missing module is silently skipped
+    control: str | None = None  # control token as written
+    actions: dict[str, str] = field(default_factory=dict)  # of a [value=action ...] control
+    module: str | None = None  # module path (or included file name)
+    args: tuple[str, ...] = ()  # as written, brackets kept
+    comment: bytes = b""  # trailing comment bytes of the first physical line, from '#'
+    error: str | None = None  # why the line is INVALID
+
+    @property
+    def ending(self) -> bytes:
+        """The line terminator: CR LF, LF, or nothing at the end of the file."""
+        if self.raw.endswith(b"\r\n"):
+            return b"\r\n"
+        return b"\n" if self.raw.endswith(b"\n") else b""
+
+    @property
+    def module_name(self) -> str | None:
+        """pam_x for `pam_x.so` or `/lib/security/pam_x.so`."""
+        if self.kind is not Kind.RULE or self.is_include or self.module is None:
+            return None
+        base = os.path.basename(self.module)
+        return base[:-3] if base.endswith(".so") else base
+
+    @property
+    def is_include(self) -> bool:
+        return self.control is not None and self.control.lower() in INCLUDE_WORDS
+
+    @property
+    def jump(self) -> int:
+        """The longest forward jump of a [value=N] control (0: none)."""
+        return max((int(a) for a in self.actions.values() if a.isdigit()), default=0)
+
+    @property
+    def text(self) -> str:
+        """The first physical line without its ending, for messages."""
+        return self.raw.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _strip_ending(physical: bytes) -> bytes:
+    if physical.endswith(b"\r\n"):
+        return physical[:-2]
+    return physical[:-1] if physical.endswith(b"\n") else physical
+
+
+def _cut_comment(content: bytes) -> tuple[bytes, bytes]:
+    at = content.find(b"#")
+    return (content, b"") if at < 0 else (content[:at], content[at:])
+
+
+def _tokens(text: bytes) -> list[bytes]:
+    """Split on blanks, keeping a token that starts with '[' whole up to its ']' (\\] escapes)."""
+    out: list[bytes] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in _BLANKS:
+            i += 1
+            continue
+        start = i
+        if text[i : i + 1] == b"[":
+            i += 1
+            while i < n and text[i : i + 1] != b"]":
+                i += 2 if text[i : i + 2] == b"\\]" else 1
+            if i >= n:
+                raise ValueError("unterminated '['")
+            i += 1
+            # libpam ends a bracketed token at ']' only; text glued after it is a new token
+        else:
+            while i < n and text[i] not in _BLANKS:
+                i += 1
+        out.append(text[start:i])
+    return out
+
+
+def _parse_actions(token: str) -> dict[str, str]:
+    actions: dict[str, str] = {}
+    for item in token[1:-1].split():
+        value, eq, action = item.partition("=")
+        value, action = value.lower(), action.lower()
+        if not eq or value not in CONTROL_VALUES:
+            raise ValueError(f"unknown control value {item!r}")
+        if action not in CONTROL_ACTIONS and not (action.isdigit() and int(action) > 0):
+            raise ValueError(f"unknown control action {item!r}")
+        actions[value] = action
+    if not actions:
+        raise ValueError("empty [] control")
+    return actions
+
+
+def _classify(raw: bytes, number: int, logical: bytes, comment: bytes) -> Line:
+    base = {"raw": raw, "number": number, "comment": comment}
+    try:
+        tokens = [t.decode("utf-8", "surrogateescape") for t in _tokens(logical)]
+    except ValueError as exc:
+        return Line(kind=Kind.INVALID, error=str(exc), **base)
+    if not tokens:
+        return Line(kind=Kind.BLANK, **base)
+    if tokens[0].lower() == "@include":
+        if len(tokens) != 2:
+            return Line(kind=Kind.INVALID, error="@include takes exactly one file name", **base)
+        return Line(kind=Kind.AT_INCLUDE, module=tokens[1], **base)
+    dash = tokens[0].startswith("-")
+    type_ = tokens[0][1:].lower() if dash else tokens[0].lower()
+    if type_ not in TYPES:
+        return Line(kind=Kind.INVALID, error=f"unknown type {tokens[0]!r}", **base)
+    if len(tokens) < 3:
+        return Line(kind=Kind.INVALID, error="missing control or module", **base)
+    control, actions = tokens[1], {}
+    if control.startswith("["):
+        try:
+            actions = _parse_actions(control)
+        except ValueError as exc:
+            return Line(kind=Kind.INVALID, error=str(exc), **base)
+    elif control.lower() not in CONTROL_WORDS:
+        return Line(kind=Kind.INVALID, error=f"unknown control {control!r}", **base)
+    return Line(
+        kind=Kind.RULE,
+        type=type_,
+        dash=dash,
+        control=control,
+        actions=actions,
+        module=tokens[2],
+        args=tuple(tokens[3:]),
+        **base,
+    )
+
+
+def parse(data: bytes) -> list[Line]:
+    """Logical lines of a PAM service file; b''.join(line.raw) gives data back."""
+    lines: list[Line] = []
+    physical = _PHYSICAL.findall(data)
+    i = 0
+    while i < len(physical):
+        number, raw, logical = i + 1, b"", b""
+        first_comment: bytes | None = None
+        while True:
+            part = physical[i]
+            i += 1
+            raw += part
+            content, comment = _cut_comment(_strip_ending(part))
+            if first_comment is None:
+                first_comment = comment
+            stripped = content.rstrip(b" \t\r\v\f")
+            if stripped.endswith(b"\\"):
+                logical += stripped[:-1] + b" "
+                if i < len(physical):
+                    continue
+                lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
+                break
+            logical += content
+            lines.append(_classify(raw, number, logical, first_comment))
+            break
+    return lines
+
+
+def render(lines: list[Line]) -> bytes:
+    return b"".join(line.raw for line in lines)

@@ -1,0 +1,98 @@
+"""install on the real stack: a scratch service made from the stock Debian sshd file, then a real
+OpenSSH login and a Teleport-like session through it; a read-only folder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pam_teleport_audit import cli
+from pam_teleport_audit.auditlog import records_since
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import PAM_DIR, ROOT, pid_records, run_driver, unique, wait_for_records
+from .sshd import ScratchSshd
+
+STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
+
+
+def install(service: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(PAM_DIR / service)]
+    argv += ["--entry", entry_script(), *extra]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_openssh_login_through_the_installed_stack(pam_service, linux_user):
+    service = pam_service(STOCK)
+    done = install(service)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    assert "# BEGIN pam_teleport_audit session" in (PAM_DIR / service).read_text()
+    user = linux_user()
+    marker = unique("typed-")
+    with ScratchSshd(service) as sshd:
+        login = sshd.login(user, [f"echo {marker}", "id -un"])
+        logs = sshd.logs()
+    assert login.returncode == 0, login.output + logs
+    assert marker in login.output and user in login.output
+    # libpam's session record of that sshd: the stack with our block succeeded and our pam_tty_audit
+    # ran. (Our module ignores sshd, which is not Teleport, so it is not among the grantors.)
+    opened = wait_for_records(
+        login.started,
+        lambda rs: any(r.get("op") == "PAM:session_open" for r in rs),
+        "-m",
+        "USER_START",
+        "-x",
+        str(Path(sshd.folder) / service),
+    )
+    opened = [r for r in opened if r.get("acct") == f'"{user}"' and r.get("op") == "PAM:session_open"]
+    assert len(opened) == 1, logs
+    assert "pam_tty_audit" in opened[0]["grantors"].split(",")
+    assert opened[0]["res"] == "success"
+
+
+def test_teleport_session_through_the_installed_stack(driver, pam_service, linux_user):
+    service = pam_service(STOCK)
+    assert install(service).returncode == cli.EXIT_OK
+    login = linux_user()
+    tp_user = unique("dave-")
+    session = run_driver(driver, service, login, user=tp_user, roles="access", shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    ours = {r["op"]: r for r in records if "teleportUser" in r.fields}
+    assert sorted(ours) == ["teleport:accounting", "teleport:session_close", "teleport:session_open"]
+    assert all(r["teleportUser"] == tp_user for r in ours.values())
+    # uninstall gives back the stock bytes.
+    argv = [sys.executable, "-m", "pam_teleport_audit", "uninstall", "--pam-file", str(PAM_DIR / service)]
+    assert subprocess.run(argv, cwd=ROOT, capture_output=True, check=False).returncode == cli.EXIT_OK
+    assert (PAM_DIR / service).read_text() == STOCK
+    assert records_since(session.started, "-p", str(session.pid))  # the log query itself worked
+
+
+def test_read_only_folder_is_a_clear_io_error_and_changes_nothing():
+    mount = Path(tempfile.mkdtemp(prefix="pta-ro-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        target = mount / "sshd"
+        target.write_text(STOCK)
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        argv = [
+            sys.executable,
+            "-m",
+            "pam_teleport_audit",
+            "install",
+            "--pam-file",
+            str(target),
+            "--entry",
+            entry_script(),
+        ]
+        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+        assert proc.returncode == cli.EXIT_IO, proc.stderr
+        assert "Read-only file system" in proc.stderr and "left unchanged" in proc.stderr
+        assert target.read_text() == STOCK
+        check = subprocess.run([*argv, "--check"], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert check.returncode == cli.EXIT_WOULD_CHANGE, check.stderr
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+        mount.rmdir()

@@ -1,0 +1,208 @@
+"""pamedit: where the blocks go, what is refused, and the three properties."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pam_teleport_audit import pamedit
+from pam_teleport_audit.pamedit import Refusal, install, status, uninstall
+from pam_teleport_audit.stanza import Stanza
+
+from .pam_strategies import ENTRY, noisy_bytes, pam_file
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "pam"
+STANZA = Stanza(ENTRY)
+STOCK = ["debian-12", "ubuntu-24.04", "rhel-8", "rhel-9"]
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def test_debian_install_gives_exactly_the_shipped_example() -> None:
+    result = install(fixture("debian-12/sshd"), STANZA)
+    assert result.data == (ROOT / "pam.d" / "sshd.example").read_bytes()
+    assert result.notes == []
+
+
+@pytest.mark.parametrize("distro", STOCK)
+def test_stock_files_install_uninstall_and_status(distro: str) -> None:
+    original = fixture(f"{distro}/sshd")
+    assert status(original).installed is False
+    done = install(original, STANZA).data
+    lines = done.decode().splitlines()
+    loginuid = next(i for i, x in enumerate(lines) if "pam_loginuid.so" in x)
+    assert lines[loginuid + 1 : loginuid + 5] == STANZA.block("session")
+    account = lines.index(STANZA.block("account")[0])
+    assert all(not x.startswith("account") for x in lines[account + 3 :])  # after the whole account stack
+    assert status(done).installed is True
+    assert install(done, STANZA).data == done
+    assert uninstall(done).data == original
+
+
+def test_rhel_account_block_follows_the_password_auth_include() -> None:
+    lines = install(fixture("rhel-9/sshd"), STANZA).data.decode().splitlines()
+    at = lines.index("account    include      password-auth")
+    assert lines[at + 1 : at + 4] == STANZA.block("account")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("alpine/sshd", "no pam_loginuid"),
+        ("hard/no-loginuid", "no pam_loginuid"),
+        ("hard/jump-over-loginuid", "inside the range of the jump at line 2"),
+        ("hard/jump-through-include", "inside the range of the jump at line 2"),
+        ("hard/account-jump-at-end", "account block would go after line 2"),
+        ("hard/bad-control", "line 2 cannot be parsed (unknown control 'requred')"),
+        ("hard/bad-bracket", "line 2 cannot be parsed"),
+        ("hard/stray-line", "line 2 loads pam_teleport_audit outside the managed markers"),
+    ],
+)
+def test_refusals_say_why(name: str, reason: str) -> None:
+    with pytest.raises(Refusal, match=None) as caught:
+        install(fixture(name), STANZA)
+    assert reason in str(caught.value)
+
+
+def test_jump_that_ends_before_the_place_is_fine() -> None:
+    done = install(fixture("hard/jump-before-loginuid"), STANZA).data.decode().splitlines()
+    at = done.index("session    required     pam_loginuid.so")
+    assert done[at + 1 : at + 5] == STANZA.block("session")
+
+
+def test_existing_tty_audit_is_kept_and_reported() -> None:
+    original = fixture("hard/existing-tty-audit")
+    result = install(original, STANZA)
+    lines = result.data.decode().splitlines()
+    tty = [x for x in lines if "pam_tty_audit" in x]
+    assert tty == ["session    required     pam_tty_audit.so enable=root,admin* log_passwd"]
+    at = lines.index(tty[0])
+    assert lines[at + 1 : at + 4] == dataclasses.replace(STANZA, tty_audit=None).block("session")
+    assert any("keeping the existing pam_tty_audit at line 3" in n for n in result.notes)
+    assert status(result.data).tty_audit == "existing"
+    assert uninstall(result.data).data == original
+
+
+def test_crlf_file_gets_crlf_lines() -> None:
+    original = fixture("hard/crlf")
+    done = install(original, STANZA).data
+    assert done.count(b"\n") == done.count(b"\r\n")
+    assert uninstall(done).data == original
+
+
+def test_no_final_newline() -> None:
+    original = fixture("hard/no-final-newline")
+    done = install(original, STANZA).data
+    assert done.endswith(b"# END pam_teleport_audit session")
+    assert status(done).installed
+    assert uninstall(done).data == original
+
+
+@pytest.mark.parametrize(("name", "well_formed"), [("hard/half-installed", False), ("hard/hand-edited", True)])
+def test_broken_blocks_are_repaired(name: str, well_formed: bool) -> None:
+    broken = fixture(name)
+    # A hand edit that keeps the structure is still "installed"; a cut block is not.
+    assert status(broken).installed is well_formed
+    result = install(broken, STANZA)
+    assert result.data == (ROOT / "pam.d" / "sshd.example").read_bytes()
+    assert any("replacing" in n for n in result.notes)
+    assert uninstall(broken).data == fixture("debian-12/sshd")
+
+
+def test_already_installed_is_unchanged() -> None:
+    data = fixture("hard/already-installed")
+    assert install(data, STANZA).data == data
+    assert status(data).installed
+
+
+def test_options_fail_closed_and_tty_off() -> None:
+    stanza = Stanza(ENTRY, tty_audit=None, fail_closed=True)
+    done = install(fixture("debian-12/sshd"), stanza).data.decode()
+    assert "pam_tty_audit" not in done
+    assert f"session    required   pam_python.so {ENTRY} fail_closed\n" in done
+    assert f"account    required   pam_python.so {ENTRY} fail_closed\n" in done
+    # Switching options rewrites the blocks in place, still one of each.
+    again = install(done.encode(), Stanza(ENTRY, tty_audit="root")).data.decode()
+    assert again.count("# BEGIN pam_teleport_audit") == 2
+    assert "enable=root" in again and "fail_closed" not in again
+
+
+def test_entry_path_that_would_not_parse_is_refused() -> None:
+    with pytest.raises(Refusal, match="would not be correct"):
+        install(fixture("debian-12/sshd"), Stanza("/opt/my dir/pam_teleport_audit/pam_entry.py"))
+
+
+def test_status_finds_wrong_order() -> None:
+    done = install(fixture("debian-12/sshd"), STANZA).data
+    swapped = done.replace(b"session    required     pam_loginuid.so\n", b"", 1).replace(
+        b"# Create a new session keyring.", b"session    required     pam_loginuid.so\n# Create a new session keyring."
+    )
+    found = status(swapped)
+    assert not found.installed and not found.order_ok
+    assert "the session block comes before pam_loginuid" in found.problems
+
+
+# --- properties -----------------------------------------------------------------------------------
+
+_stanzas = st.builds(
+    Stanza,
+    st.just(ENTRY),
+    st.sampled_from(["*", None, "root,adm*"]),
+    st.booleans(),
+    st.sampled_from([(), ("rhost_env=TELEPORT_CLIENT_ADDR",)]),
+)
+
+
+@settings(max_examples=600)
+@given(pam_file(), _stanzas)
+def test_install_twice_equals_once_and_uninstall_undoes_it(data: bytes, stanza: Stanza) -> None:
+    try:
+        once = install(data, stanza)
+    except Refusal:
+        return  # refusals are their own tests; the assert below checks most inputs do install
+    assert install(once.data, stanza).data == once.data
+    assert uninstall(once.data).data == data
+    assert status(once.data).installed
+
+
+@settings(max_examples=300)
+@given(noisy_bytes())
+def test_install_on_any_bytes_refuses_or_round_trips(data: bytes) -> None:
+    try:
+        done = install(data, STANZA).data
+    except Refusal as exc:
+        assert str(exc)
+        return
+    assert uninstall(done).data == data
+
+
+def test_the_generator_mostly_produces_installable_files() -> None:
+    """Guards the property above against passing by refusing everything."""
+    ok = 0
+
+    @settings(max_examples=300, database=None)
+    @given(pam_file())
+    def count(data: bytes) -> None:
+        nonlocal ok
+        try:
+            install(data, STANZA)
+            ok += 1
+        except Refusal:
+            pass
+
+    count()
+    assert ok >= 60, ok
+
+
+def test_uninstall_of_a_file_without_blocks_is_identity() -> None:
+    for name in STOCK:
+        data = fixture(f"{name}/sshd")
+        assert uninstall(data).data == data
+    assert pamedit.find_blocks([]) == []

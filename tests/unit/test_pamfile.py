@@ -1,0 +1,100 @@
+"""The lossless parser: bytes back exactly, fields read the way libpam reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from pam_teleport_audit.pamfile import Kind, parse, render
+
+from .pam_strategies import noisy_bytes
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pam"
+ALL = sorted(p for p in FIXTURES.rglob("*") if p.is_file() and p.name != "README.md")
+
+
+@settings(max_examples=1000)
+@given(noisy_bytes())
+def test_render_of_parse_is_identity_on_any_bytes(data: bytes) -> None:
+    lines = parse(data)
+    assert render(lines) == data
+    assert all(line.raw for line in lines)  # no empty logical lines: each holds its bytes
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: str(p.relative_to(FIXTURES)))
+def test_fixtures_round_trip_and_parse(path: Path) -> None:
+    data = path.read_bytes()
+    lines = parse(data)
+    assert render(lines) == data
+    if "bad-" not in path.name:
+        assert [line.error for line in lines if line.kind is Kind.INVALID] == []
+
+
+def test_fields_of_a_debian_file() -> None:
+    lines = parse((FIXTURES / "debian-12" / "sshd").read_bytes())
+    selinux = next(x for x in lines if x.module_name == "pam_selinux")
+    assert selinux.type == "session"
+    assert selinux.actions == {"success": "ok", "ignore": "ignore", "module_unknown": "ignore", "default": "bad"}
+    assert selinux.args == ("close",)
+    mail = next(x for x in lines if x.module_name == "pam_mail")
+    assert mail.args == ("standard", "noenv")
+    assert mail.comment == b"# [1]"
+    includes = [x.module for x in lines if x.kind is Kind.AT_INCLUDE]
+    assert includes == ["common-auth", "common-account", "common-session", "common-password"]
+
+
+def test_continuations_brackets_and_comment_lines() -> None:
+    lines = [x for x in parse((FIXTURES / "hard" / "continuations").read_bytes()) if x.kind is Kind.RULE]
+    access = next(x for x in lines if x.module_name == "pam_access")
+    assert access.args == ("accessfile=/etc/security/access-sshd.conf",)
+    assert access.raw.count(b"\n") == 2
+    loginuid = next(x for x in lines if x.module_name == "pam_loginuid")
+    assert loginuid.raw.count(b"\n") == 2  # the comment line belongs to it (libpam joins first)
+    hook = next(x for x in lines if x.module_name == "pam_exec")
+    assert hook.args == ("[quiet seteuid]", "/usr/local/sbin/hook", "--flag")
+
+
+def test_case_dash_and_trailing_comments() -> None:
+    lines = parse((FIXTURES / "hard" / "trailing-comments").read_bytes())
+    assert [(x.type, x.dash, x.control, x.module) for x in lines] == [
+        ("account", False, "include", "common-account"),
+        ("session", False, "Required", "pam_loginuid.so"),
+        ("session", True, "OPTIONAL", "pam_systemd.so"),
+    ]
+    assert lines[1].args == ()  # '[not an arg]' sits after the '#'
+    assert lines[0].is_include
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (b"session requred pam_x.so\n", "unknown control"),
+        (b"sesion required pam_x.so\n", "unknown type"),
+        (b"session [success=ok bogus=1] pam_x.so\n", "unknown control value"),
+        (b"session [success=jump] pam_x.so\n", "unknown control action"),
+        (b"session [success=ok pam_x.so\n", "unterminated"),
+        (b"session required\n", "missing"),
+        (b"@include\n", "@include"),
+        (b"session required pam_x.so \\", "continuation at end of file"),
+    ],
+)
+def test_what_libpam_rejects_is_invalid(text: bytes, error: str) -> None:
+    (line,) = parse(text)
+    assert line.kind is Kind.INVALID
+    assert line.error is not None and error in line.error
+
+
+def test_crlf_endings_are_kept_and_not_part_of_fields() -> None:
+    lines = parse(b"session required pam_loginuid.so\r\naccount optional pam_x.so a\r\n")
+    assert [x.ending for x in lines] == [b"\r\n", b"\r\n"]
+    assert lines[0].module == "pam_loginuid.so"
+    assert lines[1].args == ("a",)
+    assert parse(b"x")[0].ending == b""
+
+
+def test_jump_length() -> None:
+    (line,) = parse(b"auth [success=3 new_authtok_reqd=1 default=ignore] pam_unix.so\n")
+    assert line.jump == 3
+    assert parse(b"auth required pam_unix.so\n")[0].jump == 0
