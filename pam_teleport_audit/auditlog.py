@@ -7,6 +7,7 @@ it understands both RAW and ENRICHED formats, and msg='…' user records.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,13 +82,13 @@ def ausearch_raw(*args: str) -> str:
     return proc.stdout
 
 
+def since_args(start: float) -> list[str]:
+    """ausearch's -ts for an epoch time: it reads the date with strptime("%x"), in the C locale MM/DD/YY."""
+    return ["-ts", *time.strftime("%m/%d/%y %H:%M:%S", time.localtime(int(start))).split()]
+
+
 def records_since(start: float, *args: str) -> Iterator[AuditRecord]:
     """Records at or after the epoch time start (ausearch selects by second, this by millisecond)."""
-    import time
-
-    # ausearch reads the date with strptime("%x"), in the C locale MM/DD/YY.
-    stamp = time.strftime("%m/%d/%y %H:%M:%S", time.localtime(int(start)))
-    date, clock = stamp.split()
-    for record in parse_records(ausearch_raw("-ts", date, clock, *args)):
+    for record in parse_records(ausearch_raw(*since_args(start), *args)):
         if record.time >= start - 0.001:  # log times are cut to the millisecond
             yield record

@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import time
 
+from pam_teleport_audit.auditlog import since_args
 from pam_teleport_audit.record import decode_value
 
 from .conftest import debian_stack, driver_argv, pid_records, unique
@@ -135,7 +136,7 @@ def test_crafted_names_and_roles_never_change_a_record(driver, pam_service, linu
 
         # ausearch -i reads the same records the same way: one acct=, one res=, nothing after res.
         text = subprocess.run(
-            ["ausearch", "--input-logs", "-i", "-p", str(pid), "-m", "USER_START"],
+            ["ausearch", "--input-logs", "-i", *since_args(started), "-p", str(pid), "-m", "USER_START"],
             capture_output=True,
             text=True,
             check=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from pam_teleport_audit import cli
@@ -13,7 +14,6 @@ from pam_teleport_audit.auditlog import records_since
 from pam_teleport_audit.stanza import entry_script
 
 from .conftest import PAM_DIR, ROOT, pid_records, run_driver, unique, wait_for_records
-from .sshd import ScratchSshd
 
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
 
@@ -24,30 +24,30 @@ def install(service: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
 
 
-def test_openssh_login_through_the_installed_stack(pam_service, linux_user):
+def test_openssh_login_through_the_installed_stack(pam_service, linux_user, openssh):
     service = pam_service(STOCK)
     done = install(service)
     assert done.returncode == cli.EXIT_OK, done.stderr
     assert "# BEGIN pam_teleport_audit session" in (PAM_DIR / service).read_text()
     user = linux_user()
     marker = unique("typed-")
-    with ScratchSshd(service) as sshd:
-        login = sshd.login(user, [f"echo {marker}", "id -un"])
-        logs = sshd.logs()
-    assert login.returncode == 0, login.output + logs
-    assert marker in login.output and user in login.output
+    server = openssh(service)
+    started = time.time()
+    login = server.login(user, [f"echo {marker}", "id -un"])
+    assert login.returncode == 0, login.stdout + login.stderr + server.server_log()
+    assert marker in login.stdout and user in login.stdout
     # libpam's session record of that sshd: the stack with our block succeeded and our pam_tty_audit
     # ran. (Our module ignores sshd, which is not Teleport, so it is not among the grantors.)
     opened = wait_for_records(
-        login.started,
+        started,
         lambda rs: any(r.get("op") == "PAM:session_open" for r in rs),
         "-m",
         "USER_START",
         "-x",
-        str(Path(sshd.folder) / service),
+        str(server.binary),
     )
     opened = [r for r in opened if r.get("acct") == f'"{user}"' and r.get("op") == "PAM:session_open"]
-    assert len(opened) == 1, logs
+    assert len(opened) == 1, server.server_log()
     assert "pam_tty_audit" in opened[0]["grantors"].split(",")
     assert opened[0]["res"] == "success"
 
