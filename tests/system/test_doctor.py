@@ -1,0 +1,147 @@
+"""pam-teleport-audit doctor on the real machine, in good and broken states."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique
+from .test_faults import auditd_stopped
+
+STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
+
+
+def doctor(pam_file: Path, config: Path) -> tuple[int, dict[str, list[dict]]]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pam_teleport_audit",
+            "doctor",
+            "--json",
+            "--pam-file",
+            str(pam_file),
+            "--teleport-config",
+            str(config),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(proc.stdout)
+    by_name: dict[str, list[dict]] = {}
+    for check in report["checks"]:
+        by_name.setdefault(check["name"], []).append(check)
+    assert report["ok"] == (proc.returncode == 0)
+    return proc.returncode, by_name
+
+
+def status(by_name: dict[str, list[dict]], name: str) -> str:
+    return by_name[name][0]["status"]
+
+
+@pytest.fixture
+def host(tmp_path: Path, pam_service):
+    """An installed scratch service and a Teleport config that names it."""
+    service = pam_service(STOCK)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pam_teleport_audit",
+            "install",
+            "--pam-file",
+            str(PAM_DIR / service),
+            "--entry",
+            entry_script(),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    config = tmp_path / "teleport.yaml"
+    config.write_text(
+        f"version: v3\nssh_service:\n  enabled: true\n  pam:\n    enabled: true\n    service_name: {service}\n"
+    )
+    return PAM_DIR / service, config
+
+
+def test_good_host(host) -> None:
+    code, checks = doctor(*host)
+    assert code == 0, checks
+    for name in (
+        "kernel audit",
+        "auditd",
+        "backlog",
+        "stanza",
+        "failure policy",
+        "pam_python",
+        "module import",
+        "teleport config",
+    ):
+        assert status(checks, name) == "pass", (name, checks[name])
+    assert "pam_loginuid then pam_tty_audit then the module" in checks["stanza"][0]["message"]
+
+
+def test_audit_disabled_and_auditd_stopped(host) -> None:
+    with audit_switched_off():
+        code, checks = doctor(*host)
+    assert code == 1 and status(checks, "kernel audit") == "fail"
+    assert "auditctl -e 1" in checks["kernel audit"][0]["fix"]
+    with auditd_stopped():
+        code, checks = doctor(*host)
+    assert code == 1 and status(checks, "auditd") == "fail"
+
+
+def test_stanza_missing_out_of_order_and_wrong_policy(host) -> None:
+    pam_file, config = host
+    installed = pam_file.read_text()
+    pam_file.write_text(STOCK)
+    code, checks = doctor(pam_file, config)
+    assert code == 1 and status(checks, "stanza") == "fail"
+    assert "no session block" in checks["stanza"][0]["message"]
+
+    # The session block moved above pam_loginuid.
+    lines = installed.splitlines(keepends=True)
+    begin = next(i for i, x in enumerate(lines) if x.startswith("# BEGIN pam_teleport_audit session"))
+    end = next(i for i, x in enumerate(lines) if x.startswith("# END pam_teleport_audit session"))
+    block, rest = lines[begin : end + 1], lines[:begin] + lines[end + 1 :]
+    loginuid = next(i for i, x in enumerate(rest) if "pam_loginuid.so" in x and not x.startswith("#"))
+    pam_file.write_text("".join(rest[:loginuid] + block + rest[loginuid:]))
+    code, checks = doctor(pam_file, config)
+    assert code == 1 and "before pam_loginuid" in checks["stanza"][0]["message"]
+
+    # fail_closed with control optional: a refusal would be ignored.
+    pam_file.write_text(installed.replace(f"{entry_script()}", f"{entry_script()} fail_closed"))
+    code, checks = doctor(pam_file, config)
+    assert code == 1 and status(checks, "failure policy") == "fail"
+
+
+def test_teleport_config_without_pam(host) -> None:
+    pam_file, config = host
+    config.write_text("ssh_service:\n  enabled: true\n")
+    code, checks = doctor(pam_file, config)
+    assert code == 1 and status(checks, "teleport config") == "fail"
+
+
+def test_a_teleport_process_with_its_loginuid_set(host, driver, linux_user) -> None:
+    """The C stand-in, named teleport, sits in a session: pam_loginuid has set its loginuid."""
+    pam_file, config = host
+    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        code, checks = doctor(pam_file, config)
+    finally:
+        proc.wait(timeout=30)
+    ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
+    assert ours and all(c["status"] == "fail" and "loginuid" in c["message"] for c in ours), checks
+    assert code == 1
