@@ -1,0 +1,100 @@
+"""The Ansible role with real ansible-core against this machine (connection local):
+first run changed, second run unchanged, check mode unchanged, a hand-edited
+stanza repaired, state=absent gives back the original file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import PAM_DIR, ROOT
+
+PACKAGE = "pam-teleport-audit"
+STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
+PLAYBOOK = """- hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: pam_teleport_audit
+"""
+
+
+def package_installed() -> bool:
+    proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", PACKAGE], capture_output=True, text=True, check=False)
+    return "ok installed" in proc.stdout
+
+
+@pytest.fixture
+def play(tmp_path: Path):
+    ansible = Path(sys.executable).parent / "ansible-playbook"
+    assert ansible.exists(), "ansible-core is a dependency of the tox system env"
+    assert not package_installed(), f"{PACKAGE} is installed on this machine already; the test would remove it"
+    deb = subprocess.run(
+        [str(ROOT / "packaging" / "build-deb"), str(tmp_path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    book = tmp_path / "play.yml"
+    book.write_text(PLAYBOOK)
+    env = {
+        **os.environ,
+        "ANSIBLE_ROLES_PATH": str(ROOT / "ansible" / "roles"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0",
+        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
+    }
+
+    def run(pam_file: Path, *flags: str, **extra: object) -> tuple[int, str]:
+        variables = {"pam_teleport_audit_pam_file": str(pam_file), "pam_teleport_audit_deb": deb, **extra}
+        proc = subprocess.run(
+            [str(ansible), "-i", "localhost,", str(book), "-e", json.dumps(variables), *flags],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        recap = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout)
+        assert recap, proc.stdout
+        return int(recap.group(1)), proc.stdout
+
+    yield run
+    if package_installed():
+        subprocess.run(["dpkg", "--purge", "--force-all", PACKAGE], capture_output=True, check=False)
+
+
+def test_role_lifecycle(play, pam_service) -> None:
+    pam_file = PAM_DIR / pam_service(STOCK)
+
+    changed, _ = play(pam_file)
+    assert changed >= 2  # the package, the stanza
+    installed = pam_file.read_text()
+    assert "# BEGIN pam_teleport_audit session" in installed and package_installed()
+    assert "pam_python.so /usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py" in installed
+
+    assert play(pam_file)[0] == 0
+    changed, out = play(pam_file, "--check", "--diff")
+    assert changed == 0, out
+
+    # A hand edit inside our block: check mode sees it and writes nothing; a run repairs it.
+    edited = installed.replace("pam_tty_audit.so enable=*", "pam_tty_audit.so enable=root")
+    pam_file.write_text(edited)
+    changed, out = play(pam_file, "--check", "--diff")
+    assert changed == 1 and "enable=root" in out and pam_file.read_text() == edited
+    assert play(pam_file)[0] == 1
+    assert pam_file.read_text() == installed
+
+    # Options of the role reach the file.
+    assert play(pam_file, pam_teleport_audit_fail_closed=True, pam_teleport_audit_tty_audit="off")[0] == 1
+    text = pam_file.read_text()
+    assert "pam_tty_audit" not in text and "required   pam_python.so" in text and " fail_closed" in text
+
+    changed, _ = play(pam_file, pam_teleport_audit_state="absent")
+    assert changed == 2  # the stanza, the package
+    assert pam_file.read_text() == STOCK
+    assert not package_installed()
