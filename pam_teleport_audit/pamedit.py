@@ -146,7 +146,7 @@ def _encode(block: list[str], ending: bytes) -> list[bytes]:
 
 
 def _insert(lines: list[Line], after: int, block: list[bytes]) -> list[Line]:
-    """Block lines inserted after index `after`; an unterminated last line gets the block's ending."""
+    """Block lines inserted after index `after`; an unterminated last line gets an LF."""
     anchor = lines[after]
     head = lines[: after + 1]
     if anchor.ending == b"":
@@ -155,12 +155,6 @@ def _insert(lines: list[Line], after: int, block: list[bytes]) -> list[Line]:
         block = [*block[:-1], block[-1][: len(block[-1]) - len(ending)]]
     new = [Line(raw=b, number=0, kind=Kind.BLANK) for b in block]
     return head + new + lines[after + 1 :]
-
-
-def _dominant_ending(lines: list[Line]) -> bytes:
-    crlf = sum(1 for line in lines if line.ending == b"\r\n")
-    lf = sum(1 for line in lines if line.ending == b"\n")
-    return b"\r\n" if crlf > lf else b"\n"
 
 
 def _check_parseable(lines: list[Line]) -> None:
@@ -208,7 +202,9 @@ def install(data: bytes, stanza: Stanza) -> Result:
         raise Refusal("no account stack in this file to add the account line to")
     account_after = account_lines[-1]
 
-    ending = _dominant_ending(base)
+    # Always LF, also in a CR LF file: libpam splits tokens on space, tab and LF only, so a CR
+    # would become part of our last token ("pam_entry.py\r", "enable=*\r").
+    ending = b"\n"
     # Insert the later one first so the earlier index stays valid.
     plan = sorted([("account", account_after), ("session", session_after)], key=lambda p: p[1], reverse=True)
     out = base

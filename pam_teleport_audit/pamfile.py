@@ -5,10 +5,12 @@ comments, CR LF), so render(parse(data)) == data for any bytes at all. The
 parsed fields are only for deciding where to edit; nothing is ever re-rendered
 from them.
 
-libpam's reading, as followed here: a physical line is cut at its first '#'
-(also inside brackets); if what remains ends with a backslash (before trailing
-blanks) the next physical line continues it. Tokens are separated by space,
-tab or newline. A line is `[-]type control module [args...]` or `@include name`;
+libpam's reading (_pam_assemble_line in pam_handlers.c), as followed here:
+only LF ends a physical line (a CR is content); a line holding a '#' ends the
+logical line there (also inside brackets, also after a backslash); a line that
+is blank or only a comment adds nothing, even inside a continuation; otherwise
+a trailing backslash (before spaces and tabs) continues the logical line on the
+next physical one. Tokens are separated by space, tab or newline. A line is `[-]type control module [args...]` or `@include name`;
 type, control words and `@include` match case-insensitively; a control may be
 `[value=action ...]`, and an argument `[text with spaces]`.
 """
@@ -117,12 +119,6 @@ class Line:
         return self.raw.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", "replace")
 
 
-def _strip_ending(physical: bytes) -> bytes:
-    if physical.endswith(b"\r\n"):
-        return physical[:-2]
-    return physical[:-1] if physical.endswith(b"\n") else physical
-
-
 def _cut_comment(content: bytes) -> tuple[bytes, bytes]:
     at = content.find(b"#")
     return (content, b"") if at < 0 else (content[:at], content[at:])
@@ -182,6 +178,10 @@ def _classify(raw: bytes, number: int, logical: bytes, comment: bytes) -> Line:
     dash = tokens[0].startswith("-")
     type_ = tokens[0][1:].lower() if dash else tokens[0].lower()
     if type_ not in TYPES:
+        if "\r" in tokens[0]:
+            return Line(
+                kind=Kind.INVALID, error="a CR (CR LF line ending) that libpam reads as part of the line", **base
+            )
         return Line(kind=Kind.INVALID, error=f"unknown type {tokens[0]!r}", **base)
     if len(tokens) < 3:
         return Line(kind=Kind.INVALID, error="missing control or module", **base)
@@ -206,28 +206,52 @@ def _classify(raw: bytes, number: int, logical: bytes, comment: bytes) -> Line:
 
 
 def parse(data: bytes) -> list[Line]:
-    """Logical lines of a PAM service file; b''.join(line.raw) gives data back."""
+    """Logical lines of a PAM service file; b''.join(line.raw) gives data back.
+
+    Follows libpam's _pam_assemble_line (pam_handlers.c) byte for byte: only LF ends a
+    physical line (a CR is content, as libpam reads it); a line holding a '#' ends there,
+    whatever comes before it; a line that is blank or only a comment adds nothing, also
+    in the middle of a continuation; a trailing backslash (before spaces and tabs) is
+    replaced by a space and the next physical line continues the logical one.
+    """
     lines: list[Line] = []
     physical = _PHYSICAL.findall(data)
     i = 0
     while i < len(physical):
         number, raw, logical = i + 1, b"", b""
         first_comment: bytes | None = None
+        continuing = False
         while True:
             part = physical[i]
             i += 1
             raw += part
-            content, comment = _cut_comment(_strip_ending(part))
+            content = part[:-1] if part.endswith(b"\n") else part
+            body = content.lstrip(b" \t")
+            if not body or body.startswith(b"#"):  # nothing in this line
+                if first_comment is None:
+                    first_comment = body
+                if continuing and i < len(physical):
+                    continue
+                if continuing:
+                    lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
+                else:
+                    lines.append(Line(raw=raw, number=number, kind=Kind.BLANK, comment=body))
+                break
+            before, comment = _cut_comment(content)
             if first_comment is None:
                 first_comment = comment
-            stripped = content.rstrip(b" \t\r\v\f")
-            if stripped.endswith(b"\\"):
-                logical += stripped[:-1] + b" "
-                if i < len(physical):
-                    continue
-                lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
-                break
-            logical += content
+            if comment:
+                logical += before
+            else:
+                stripped = content.rstrip(b" \t")
+                if stripped.endswith(b"\\"):
+                    logical += stripped[:-1] + b" "
+                    continuing = True
+                    if i < len(physical):
+                        continue
+                    lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
+                    break
+                logical += content
             lines.append(_classify(raw, number, logical, first_comment))
             break
     return lines

@@ -90,10 +90,19 @@ def test_existing_tty_audit_is_kept_and_reported() -> None:
     assert uninstall(result.data).data == original
 
 
-def test_crlf_file_gets_crlf_lines() -> None:
-    original = fixture("hard/crlf")
+def test_crlf_file_is_refused_as_libpam_cannot_read_it() -> None:
+    """libpam ends lines at LF only: a blank CR LF line is a line holding a CR, an unknown type."""
+    with pytest.raises(Refusal, match="CR LF line ending"):
+        install(fixture("hard/crlf"), STANZA)
+
+
+def test_crs_that_libpam_never_sees_keep_their_bytes_and_ours_get_lf() -> None:
+    """A CR after a comment is cut with the comment: such a file reads fine, and keeps its bytes."""
+    original = b"account required pam_unix.so # a\r\nsession required pam_loginuid.so # b\r\n"
     done = install(original, STANZA).data
-    assert done.count(b"\n") == done.count(b"\r\n")
+    ours = [x for x in done.split(b"\n") if b"pam_teleport_audit" in x or b"pam_tty_audit" in x]
+    assert len(ours) == 7 and not any(x.endswith(b"\r") for x in ours)
+    assert done.count(b"\r\n") == 2
     assert uninstall(done).data == original
 
 

@@ -1,0 +1,174 @@
+"""The installer against hostile PAM files, judged by an independent model of libpam's reading.
+
+The model below is written from Linux-PAM's libpam/pam_handlers.c (_pam_assemble_line and
+the tokenizing in _pam_parse_conf_file), not from pam_teleport_audit.pamfile, so the parser
+is not judging itself. Pass: install either refuses and leaves the bytes as they were, or
+writes a file whose rules, as libpam reads them, are the old rules plus exactly ours.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pam_teleport_audit.pamedit import Refusal, install
+from pam_teleport_audit.stanza import Stanza
+
+from .pam_strategies import ENTRY, noisy_bytes, pam_file
+
+ROOT = Path(__file__).resolve().parents[2]
+FUZZ_EXAMPLES = 10_000
+
+
+def libpam_logical_lines(data: bytes) -> list[bytes]:
+    """_pam_assemble_line: '#' ends a line; a trailing backslash joins the next non-blank line."""
+    out: list[bytes] = []
+    current = b""
+    continuing = False
+    for physical in data.split(b"\n"):
+        stripped = physical.lstrip(b" \n\t")
+        if not stripped or stripped.startswith(b"#"):
+            continue  # nothing in this line (also inside a continuation)
+        if b"#" in physical:
+            out.append(current + physical[: physical.index(b"#")])
+            current, continuing = b"", False
+            continue
+        body = physical.rstrip(b" \t\n")
+        if body.endswith(b"\\"):
+            current += body[:-1] + b" "
+            continuing = True
+            continue
+        out.append(current + physical)
+        current, continuing = b"", False
+    if continuing:
+        out.append(b"<incomplete>" + current)  # libpam: an incomplete read fails the file
+    return out
+
+
+def libpam_tokens(line: bytes) -> tuple[bytes, ...]:
+    """Tokens split on space, tab, newline; '[...]' groups (with '\\]' escapes) are one token."""
+    tokens: list[bytes] = []
+    i = 0
+    while i < len(line):
+        if line[i : i + 1] in b" \t\n\r"[:3] and line[i : i + 1] != b"":
+            i += 1
+            continue
+        if line[i : i + 1] == b"[":
+            j = i + 1
+            while j < len(line) and not (line[j : j + 1] == b"]" and line[j - 1 : j] != b"\\"):
+                j += 1
+            tokens.append(line[i : j + 1])
+            i = j + 1
+            continue
+        j = i
+        while j < len(line) and line[j : j + 1] not in (b" ", b"\t", b"\n"):
+            j += 1
+        tokens.append(line[i:j])
+        i = j
+    return tuple(t for t in tokens if t)
+
+
+def libpam_rules(data: bytes) -> list[tuple[bytes, ...]]:
+    return [t for t in (libpam_tokens(x) for x in libpam_logical_lines(data)) if t]
+
+
+def our_rules(stanza: Stanza, ending: bytes) -> list[tuple[bytes, ...]]:
+    lines = stanza.account_lines() + stanza.session_lines()
+    return [libpam_tokens(x.encode() + ending) for x in lines]
+
+
+def assert_only_ours_added(old: bytes, new: bytes, stanza: Stanza) -> None:
+    """new reads as old plus our rules (our pam_tty_audit only when the file had none)."""
+
+    def norm(rule: tuple[bytes, ...]) -> tuple[bytes, ...]:
+        return tuple(t.rstrip(b"\r") for t in rule)
+
+    before, after = libpam_rules(old), libpam_rules(new)
+    for rule in map(norm, our_rules(stanza, b"\n")):
+        extra = [norm(r) for r in after].count(rule) - [norm(r) for r in before].count(rule)
+        assert extra in (0, 1), (rule, after)
+        assert extra == 1 or b"pam_tty_audit.so" in rule, ("our module line is missing", rule, after)
+        if extra:
+            del after[max(i for i, r in enumerate(after) if norm(r) == rule)]
+    assert after == before
+
+
+def check(data: bytes, stanza: Stanza) -> bool:
+    try:
+        result = install(data, stanza)
+    except Refusal:
+        return False
+    assert_only_ours_added(data, result.data, stanza)
+    return True
+
+
+STANZA = Stanza(ENTRY)
+
+
+@settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(pam_file(), noisy_bytes()))
+def test_fuzz_install_never_changes_how_libpam_reads_other_lines(data: bytes) -> None:
+    check(data, STANZA)
+
+
+def test_the_model_agrees_on_the_stock_files() -> None:
+    for path in sorted((ROOT / "tests" / "fixtures" / "pam").glob("*/sshd")):
+        data = path.read_bytes()
+        if b"pam_loginuid" in data:
+            assert check(data, STANZA), path
+
+
+HOSTILE = {
+    "huge line": b"session required pam_loginuid.so " + b"x" * 100_000 + b"\naccount required pam_unix.so\n",
+    "binary bytes": b"\x00\xff\xfe\x01 session required pam_loginuid.so\n\x7f\x80",
+    "unterminated bracket": b"session [success=1 default=ignore pam_unix.so\nsession required pam_loginuid.so\n",
+    "continuation at EOF": b"account required pam_unix.so\nsession required pam_loginuid.so \\",
+    "no final newline": b"account required pam_unix.so\nsession required pam_loginuid.so",
+    "continuation into a comment": (
+        b"account required pam_unix.so \\\n# c\n  nullok\nsession required pam_loginuid.so\n"
+    ),
+    "only comments": b"# nothing\n#\n",
+    "empty": b"",
+    "CR only": b"account required pam_unix.so\rsession required pam_loginuid.so\r",
+    "NUL in module": b"account required pam_\x00unix.so\nsession required pam_loginuid.so\n",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_files_through_the_command(tmp_path: Path, name: str) -> None:
+    data = HOSTILE[name]
+    target = tmp_path / "sshd"
+    target.write_bytes(data)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    new = target.read_bytes()
+    if proc.returncode == 0:
+        assert_only_ours_added(data, new, STANZA)
+    else:
+        assert proc.returncode == 4, proc.stderr  # refused, with a reason
+        assert proc.stderr.strip() and new == data
+
+
+def test_symlink_loop_is_refused(tmp_path: Path) -> None:
+    loop = tmp_path / "sshd"
+    os.symlink(loop, loop)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(loop), "--entry", ENTRY],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode in (4, 5) and proc.stderr.strip()
+    assert os.readlink(loop) == str(loop)
