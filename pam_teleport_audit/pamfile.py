@@ -10,7 +10,9 @@ only LF ends a physical line (a CR is content); a line holding a '#' ends the
 logical line there (also inside brackets, also after a backslash); a line that
 is blank or only a comment adds nothing, even inside a continuation; otherwise
 a trailing backslash (before spaces and tabs) continues the logical line on the
-next physical one. Tokens are separated by space, tab or newline. A line is `[-]type control module [args...]` or `@include name`;
+next physical one; lines longer than its 1024-byte buffer are read in pieces
+(marked invalid here). Tokens are separated by space, tab or newline. A line
+is `[-]type control module [args...]` or `@include name`;
 type, control words and `@include` match case-insensitively; a control may be
 `[value=action ...]`, and an argument `[text with spaces]`.
 """
@@ -65,6 +67,9 @@ CONTROL_VALUES = frozenset(
 )
 CONTROL_ACTIONS = frozenset({"ignore", "ok", "done", "bad", "die", "reset"})
 _BLANKS = b" \t\n"
+# libpam 1.5 assembles a logical line with fgets() into a 1024-byte buffer: a longer
+# physical line is read as several lines, a longer logical line fails the whole file.
+LIBPAM_LINE_MAX = 1023
 _PHYSICAL = re.compile(rb"[^\n]*\n|[^\n]+")
 
 
@@ -254,7 +259,20 @@ def parse(data: bytes) -> list[Line]:
                 logical += content
             lines.append(_classify(raw, number, logical, first_comment))
             break
-    return lines
+    return [_too_long(x) for x in lines]
+
+
+def _too_long(line: Line) -> Line:
+    """Invalid when libpam 1.5 would read it in pieces (physical) or fail the file (logical)."""
+    # A continued line is measured whole: conservative, as the buffer holds all its pieces.
+    if len(line.raw.rstrip(b"\n")) < LIBPAM_LINE_MAX:
+        return line
+    return Line(
+        raw=line.raw,
+        number=line.number,
+        kind=Kind.INVALID,
+        error=f"longer than libpam's {LIBPAM_LINE_MAX + 1}-byte line buffer",
+    )
 
 
 def render(lines: list[Line]) -> bytes:

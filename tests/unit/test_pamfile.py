@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from pam_teleport_audit.pamfile import Kind, parse, render
+from pam_teleport_audit.pamfile import LIBPAM_LINE_MAX, Kind, parse, render
 
 from .pam_strategies import noisy_bytes
 
@@ -102,3 +102,13 @@ def test_jump_length() -> None:
     (line,) = parse(b"auth [success=3 new_authtok_reqd=1 default=ignore] pam_unix.so\n")
     assert line.jump == 3
     assert parse(b"auth required pam_unix.so\n")[0].jump == 0
+
+
+def test_lines_longer_than_libpams_buffer_are_invalid() -> None:
+    """libpam 1.5 reads lines with fgets() into 1024 bytes: a longer one is read in pieces."""
+    short = b"session required pam_loginuid.so " + b"x" * (LIBPAM_LINE_MAX - 34) + b"\n"
+    assert parse(short)[0].kind is Kind.RULE
+    long = b"session required pam_loginuid.so " + b"x" * (LIBPAM_LINE_MAX - 33) + b"\n"
+    assert parse(long)[0].kind is Kind.INVALID and "line buffer" in (parse(long)[0].error or "")
+    comment = b"#" + b"c" * 2000 + b"\n"  # a long comment too: its second piece would be a line
+    assert parse(comment)[0].kind is Kind.INVALID
