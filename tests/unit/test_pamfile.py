@@ -112,3 +112,8 @@ def test_lines_longer_than_libpams_buffer_are_invalid() -> None:
     assert parse(long)[0].kind is Kind.INVALID and "line buffer" in (parse(long)[0].error or "")
     comment = b"#" + b"c" * 2000 + b"\n"  # a long comment too: its second piece would be a line
     assert parse(comment)[0].kind is Kind.INVALID
+
+
+def test_a_nul_byte_makes_a_line_invalid() -> None:
+    (line,) = parse(b"account required pam_\0unix.so\n")
+    assert line.kind is Kind.INVALID and "NUL" in (line.error or "")
