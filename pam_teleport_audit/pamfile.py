@@ -259,20 +259,19 @@ def parse(data: bytes) -> list[Line]:
                 logical += content
             lines.append(_classify(raw, number, logical, first_comment))
             break
-    return [_too_long(x) for x in lines]
+    return [_within_libpam_limits(x) for x in lines]
 
 
-def _too_long(line: Line) -> Line:
-    """Invalid when libpam 1.5 would read it in pieces (physical) or fail the file (logical)."""
+def _within_libpam_limits(line: Line) -> Line:
+    """Invalid when libpam reads the bytes otherwise than their text: in pieces, or cut at a NUL."""
     # A continued line is measured whole: conservative, as the buffer holds all its pieces.
-    if len(line.raw.rstrip(b"\n")) < LIBPAM_LINE_MAX:
+    if len(line.raw.rstrip(b"\n")) >= LIBPAM_LINE_MAX:
+        error = f"longer than libpam's {LIBPAM_LINE_MAX + 1}-byte line buffer"
+    elif b"\x00" in line.raw:
+        error = "a NUL byte: libpam's C strings end there"
+    else:
         return line
-    return Line(
-        raw=line.raw,
-        number=line.number,
-        kind=Kind.INVALID,
-        error=f"longer than libpam's {LIBPAM_LINE_MAX + 1}-byte line buffer",
-    )
+    return Line(raw=line.raw, number=line.number, kind=Kind.INVALID, error=error)
 
 
 def render(lines: list[Line]) -> bytes:
