@@ -44,6 +44,18 @@ OP_ACCOUNTING = "teleport:accounting"
 OP_SESSION_OPEN = "teleport:session_open"
 OP_SESSION_CLOSE = "teleport:session_close"
 
+# errno values (asm-generic/errno.h), so the PAM path need not import errno.
+EIO = 5
+EPROTO = 71
+ETIMEDOUT = 110
+
+# syslog(3) facility and priorities (syslog.h), here so that the PAM path
+# imports syslog.py only when it has something to log.
+LOG_AUTHPRIV = 10 << 3
+LOG_ERR = 3
+LOG_WARNING = 4
+LOG_INFO = 6
+
 # Name of the Teleport binary trusted when no teleport_exe= option is given.
 DEFAULT_TELEPORT_NAME = "teleport"
 # What the kernel appends to /proc/PID/exe when the file was replaced or unlinked.

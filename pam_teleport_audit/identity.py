@@ -6,8 +6,6 @@ application, and in the session stack pam_env reading the user's own
 application itself is Teleport, running as root, in the account phase.
 """
 
-from __future__ import annotations
-
 import os
 
 from .constants import (
@@ -51,7 +49,7 @@ def exe_is_teleport(exe: str, allowed: tuple[str, ...]) -> bool:
 
 
 def trusted_identity(
-    getenv: Callable[[str], str | None],
+    getenv: "Callable[[str], str | None]",
     pam_user: str | None,
     exe: str,
     euid: int,

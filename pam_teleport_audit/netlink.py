@@ -5,14 +5,21 @@ reads acknowledgements. Every failure is an AuditError carrying the errno
 and the system's message.
 """
 
-from __future__ import annotations
-
 import _socket  # the C module: `socket` costs ~9 ms of imports at every PAM handle
-import errno as errno_codes
+import _struct  # not `struct`, which only wraps it: one import less per PAM handle
 import os
-import struct
 
-from .constants import AUDIT_GET, NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
+from .constants import (
+    AUDIT_GET,
+    EIO,
+    EPROTO,
+    ETIMEDOUT,
+    NETLINK_AUDIT,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from .struct_type import Struct
 
 TYPE_CHECKING = False  # typing costs an import at every PAM handle
@@ -21,9 +28,9 @@ if TYPE_CHECKING:
     from typing import Any
 
 # struct nlmsghdr: len, type, flags, seq, pid
-NLMSGHDR = struct.Struct("=IHHII")
+NLMSGHDR = _struct.Struct("=IHHII")
 # struct nlmsgerr: error, then the request's nlmsghdr
-NLMSGERR = struct.Struct("=i" + NLMSGHDR.format[1:])
+NLMSGERR = _struct.Struct("=i" + NLMSGHDR.format[1:])
 # struct audit_status (linux/audit.h), in order; older kernels send a prefix.
 AUDIT_STATUS_FIELDS = (
     "mask",
@@ -52,7 +59,7 @@ class AuditError(Exception):
         return self.message if self.errno is None else f"[errno {self.errno}] {self.message}"
 
     @classmethod
-    def from_errno(cls, code: int, context: str) -> AuditError:
+    def from_errno(cls, code: int, context: str) -> "AuditError":
         return cls(code, f"{context}: {os.strerror(code)}")
 
 
@@ -69,11 +76,11 @@ class AuditStatus(Struct):
     backlog_wait_time: int | None
 
     @classmethod
-    def unpack(cls, payload: bytes) -> AuditStatus:
+    def unpack(cls, payload: bytes) -> "AuditStatus":
         count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
         if count < 8:
-            raise AuditError(errno_codes.EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
-        values = dict(zip(AUDIT_STATUS_FIELDS[:count], struct.unpack_from(f"={count}I", payload), strict=True))
+            raise AuditError(EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
+        values = dict(zip(AUDIT_STATUS_FIELDS[:count], _struct.unpack_from(f"={count}I", payload), strict=True))
         return cls(
             values["enabled"],
             values["failure"],
@@ -99,7 +106,7 @@ def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
     while offset + NLMSGHDR.size <= len(buffer):
         length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(buffer, offset)
         if length < NLMSGHDR.size or offset + length > len(buffer):
-            raise AuditError(errno_codes.EPROTO, "malformed netlink reply")
+            raise AuditError(EPROTO, "malformed netlink reply")
         out.append((msg_type, seq, buffer[offset + NLMSGHDR.size : offset + length]))
         offset += (length + 3) & ~3
     return out
@@ -108,15 +115,15 @@ def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
 class AuditSocket:
     """A NETLINK_AUDIT socket with request/acknowledge semantics."""
 
-    def __init__(self, timeout: float = 1.0, factory: Callable[..., Any] = _socket.socket) -> None:
+    def __init__(self, timeout: float = 1.0, factory: "Callable[..., Any]" = _socket.socket) -> None:
         try:
             self._sock = factory(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         except OSError as exc:
-            raise AuditError.from_errno(exc.errno or errno_codes.EIO, "cannot open NETLINK_AUDIT") from exc
+            raise AuditError.from_errno(exc.errno or EIO, "cannot open NETLINK_AUDIT") from exc
         self._sock.settimeout(timeout)
         self._seq = 0
 
-    def __enter__(self) -> AuditSocket:
+    def __enter__(self) -> "AuditSocket":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -134,15 +141,15 @@ class AuditSocket:
         try:
             self._sock.send(frame(msg_type, payload, seq))
         except OSError as exc:
-            raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"sending {what}") from exc
+            raise AuditError.from_errno(exc.errno or EIO, f"sending {what}") from exc
         reply = None
         while True:
             try:
                 data = self._sock.recv(65536)
             except TimeoutError as exc:
-                raise AuditError.from_errno(errno_codes.ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
+                raise AuditError.from_errno(ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
             except OSError as exc:
-                raise AuditError.from_errno(exc.errno or errno_codes.EIO, f"reading the ack of {what}") from exc
+                raise AuditError.from_errno(exc.errno or EIO, f"reading the ack of {what}") from exc
             for got_type, got_seq, body in parse(data):
                 if got_seq != seq:
                     continue
@@ -163,7 +170,7 @@ class AuditSocket:
         """What `auditctl -s` shows (AUDIT_GET)."""
         reply = self._request(AUDIT_GET, b"")
         if reply is None:
-            raise AuditError(errno_codes.EPROTO, "no reply to AUDIT_GET")
+            raise AuditError(EPROTO, "no reply to AUDIT_GET")
         return AuditStatus.unpack(reply)
 
     def send_user(self, msg_type: int, text: str) -> None:

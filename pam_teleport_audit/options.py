@@ -8,8 +8,6 @@ An unknown or malformed option is reported back to be logged; it never stops
 a login.
 """
 
-from __future__ import annotations
-
 from .struct_type import Struct
 
 DEFAULT_TIMEOUT_MS = 1000

@@ -41,8 +41,9 @@ def _unavailable(pamh, args):
         text = f"pam_teleport_audit: cannot load: {_IMPORT_ERROR}; {verdict}"
         try:
             from pam_teleport_audit import syslog
+            from pam_teleport_audit.constants import LOG_ERR
 
-            syslog.log(syslog.LOG_ERR, "pam_python", text, path)
+            syslog.log(LOG_ERR, "pam_python", text, path)
         except Exception:
             pass
     return 4 if refuse else 25  # PAM_SYSTEM_ERR / PAM_IGNORE

@@ -5,17 +5,17 @@ captured at pam_acct_mgmt is the one the session phases record, whatever
 the PAM environment says by then.
 """
 
-from __future__ import annotations
-
 import _socket  # not `socket`: see netlink.py
 import os
 
-from . import syslog
 from .constants import (
     AUDIT_USER_ACCT,
     AUDIT_USER_END,
     AUDIT_USER_START,
     ENV_TELEPORT_USERNAME,
+    LOG_ERR,
+    LOG_INFO,
+    LOG_WARNING,
     OP_ACCOUNTING,
     OP_SESSION_CLOSE,
     OP_SESSION_OPEN,
@@ -64,7 +64,7 @@ SESSION_OPEN = Phase("session", OP_SESSION_OPEN, AUDIT_USER_START, "PAM_SESSION_
 SESSION_CLOSE = Phase("session", OP_SESSION_CLOSE, AUDIT_USER_END, None)
 
 
-def pam_string(read: Callable[[], str | None]) -> str | None:
+def pam_string(read: "Callable[[], str | None]") -> str | None:
     """A PAM item or environment value, whatever its bytes.
 
     pam_python decodes PAM strings as strict UTF-8 and raises on anything
@@ -122,16 +122,16 @@ class TeleportAuditModule:
         # login, not one per phase.
         self._reported: set[str] = set()
 
-    def acct_mgmt(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+    def acct_mgmt(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
         return self._run(pamh, args, ACCOUNT)
 
-    def open_session(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+    def open_session(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
         return self._run(pamh, args, SESSION_OPEN)
 
-    def close_session(self, pamh: PamHandle, flags: int, args: list[str]) -> int:
+    def close_session(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
         return self._run(pamh, args, SESSION_CLOSE)
 
-    def _run(self, pamh: PamHandle, args: list[str], phase: Phase) -> int:
+    def _run(self, pamh: "PamHandle", args: list[str], phase: Phase) -> int:
         options = Options()
         try:
             try:
@@ -144,10 +144,10 @@ class TeleportAuditModule:
         except Exception:  # even the handle is unusable: stay out of the way
             return PAM_IGNORE
 
-    def _record(self, pamh: PamHandle, options: Options, phase: Phase) -> int:
+    def _record(self, pamh: "PamHandle", options: Options, phase: Phase) -> int:
         exe = program_path()
         if options.problems:
-            self._log(pamh, options, phase, syslog.LOG_WARNING, "; ".join(options.problems))
+            self._log(pamh, options, phase, LOG_WARNING, "; ".join(options.problems))
         user = pam_string(lambda: pamh.user)
         if phase is ACCOUNT:
             getenv = lambda name: pam_string(lambda: pamh.env.get(name))  # noqa: E731
@@ -160,7 +160,7 @@ class TeleportAuditModule:
         if identity is None:
             return pamh.PAM_IGNORE
         if user != identity.login:
-            self._log(pamh, options, phase, syslog.LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
+            self._log(pamh, options, phase, LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
             return pamh.PAM_IGNORE
         if pam_string(lambda: pamh.env.get(ENV_TELEPORT_USERNAME)) != identity.user:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
@@ -174,7 +174,7 @@ class TeleportAuditModule:
         return pamh.PAM_SUCCESS
 
     @staticmethod
-    def _set_items(pamh: PamHandle, options: Options) -> None:
+    def _set_items(pamh: "PamHandle", options: Options) -> None:
         """Set the items sshd sets, so libpam's own records read like OpenSSH's."""
         if not pam_string(lambda: pamh.tty):
             pamh.tty = SSH_TTY_ITEM
@@ -183,18 +183,18 @@ class TeleportAuditModule:
             if address:
                 pamh.rhost = address
 
-    def _failed(self, pamh: PamHandle, options: Options, phase: Phase, why: str) -> int:
+    def _failed(self, pamh: "PamHandle", options: Options, phase: Phase, why: str) -> int:
         if options.fail_closed and phase.refusal:
-            self._log(pamh, options, phase, syslog.LOG_ERR, f"{why}; login refused (fail_closed)")
+            self._log(pamh, options, phase, LOG_ERR, f"{why}; login refused (fail_closed)")
             return int(getattr(pamh, phase.refusal))
-        self._log(pamh, options, phase, syslog.LOG_WARNING, f"{why}; login goes on")
+        self._log(pamh, options, phase, LOG_WARNING, f"{why}; login goes on")
         return pamh.PAM_IGNORE
 
-    def _debug(self, pamh: PamHandle, options: Options, phase: Phase, text: str) -> None:
+    def _debug(self, pamh: "PamHandle", options: Options, phase: Phase, text: str) -> None:
         if options.debug:
-            self._log(pamh, options, phase, syslog.LOG_INFO, text)
+            self._log(pamh, options, phase, LOG_INFO, text)
 
-    def _log(self, pamh: PamHandle, options: Options, phase: Phase, priority: int, text: str) -> None:
+    def _log(self, pamh: "PamHandle", options: Options, phase: Phase, priority: int, text: str) -> None:
         if text in self._reported:
             return
         self._reported.add(text)
@@ -202,5 +202,7 @@ class TeleportAuditModule:
             service = pamh.service
         except Exception:
             service = "?"
+        from . import syslog  # only now: most logins log nothing
+
         ident = os.path.basename(program_path().removesuffix(" (deleted)")) or "pam"
         syslog.log(priority, ident, f"pam_teleport_audit({service}:{phase.name}): {text}", options.log_socket)

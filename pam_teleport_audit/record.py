@@ -14,8 +14,6 @@ looks like hex (such values are hex-encoded too), so decode_value() can
 always tell the two apart.
 """
 
-from __future__ import annotations
-
 from .constants import ACCT_MAX_BYTES, AUDIT_MESSAGE_TEXT_MAX, EXE_MAX_BYTES
 from .struct_type import Struct
 

@@ -5,8 +5,6 @@ is paid at every login: dataclasses (with inspect) and typing cost about
 30 ms there, against 16 ms for pam_python itself. This costs nothing.
 """
 
-from __future__ import annotations
-
 
 class Struct:
     """Fields are named by __slots__; set positionally or by keyword; read-only."""

@@ -5,16 +5,11 @@ syslog module calls openlog() and would rename the host application's own
 log lines (sshd's, teleport's) for the rest of the process.
 """
 
-from __future__ import annotations
-
 import _socket  # not `socket`: see netlink.py
 import os
 import time
 
-LOG_AUTHPRIV = 10 << 3
-LOG_ERR = 3
-LOG_WARNING = 4
-LOG_INFO = 6
+from .constants import LOG_AUTHPRIV
 
 
 def format_line(priority: int, ident: str, text: str, now: float | None = None) -> bytes:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pam_teleport_audit import pam_module
+from pam_teleport_audit import pam_module, syslog
 from pam_teleport_audit.constants import AUDIT_USER_ACCT, AUDIT_USER_END, AUDIT_USER_START
 from pam_teleport_audit.netlink import AuditError
 
@@ -54,7 +54,7 @@ def sink(monkeypatch):
     monkeypatch.setattr(pam_module, "write_record", write)
     monkeypatch.setattr(pam_module, "program_path", lambda: s.exe)
     monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(pam_module.syslog, "log", lambda prio, ident, text, path: s.logs.append((prio, text)))
+    monkeypatch.setattr(syslog, "log", lambda prio, ident, text, path: s.logs.append((prio, text)))
     return s
 
 

@@ -1,0 +1,44 @@
+"""Run the benchmarks: python3 -m benchmarks [login] [record] [burst] [memory] (default: all)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from . import burst, common, login_cost, memory, record_cost
+
+BENCHMARKS = {"login": login_cost.run, "record": record_cost.run, "burst": burst.run, "memory": memory.run}
+
+
+def machine() -> None:
+    def out(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+    cpu = [line.split(":", 1)[1].strip() for line in out("lscpu").splitlines() if line.startswith("Model name")]
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
+    packages = ("libpam-python", "auditd", "python3.11", "libpam0g")
+    versions = out("dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages)
+    print("## Machine\n")
+    print(f"- CPU: {cpu[0] if cpu else '?'}, {out('nproc')} cores; RAM {mem_kb / 1024 / 1024:.1f} GiB")
+    print(f"- kernel {platform.release()}; Debian {Path('/etc/debian_version').read_text().strip()}")
+    print(f"- packages: {'; '.join(versions.splitlines())}")
+    print(f"- commit {out('git', '-C', str(common.ROOT), 'rev-parse', '--short', 'HEAD')}\n")
+
+
+def main(argv: list[str]) -> None:
+    common.require_root()
+    chosen = argv or list(BENCHMARKS)
+    unknown = [name for name in chosen if name not in BENCHMARKS]
+    if unknown:
+        raise SystemExit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    common.compile_package()
+    machine()
+    for name in chosen:
+        BENCHMARKS[name]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

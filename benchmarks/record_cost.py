@@ -1,0 +1,61 @@
+"""2. Per-record cost, in the distro Python: what the module does per PAM
+phase (build the record text, then write_record: open a NETLINK_AUDIT socket,
+AUDIT_GET, send, wait for the ack, close), beside the raw cost of sending the
+same bytes on an open socket and reading the ack. Interleaved per iteration.
+
+These are real USER_START records in the audit log, under a unique Teleport
+user name bench-record-….
+"""
+
+from __future__ import annotations
+
+import _socket
+import time
+
+from pam_teleport_audit.constants import AUDIT_USER_START, NETLINK_AUDIT, OP_SESSION_OPEN
+from pam_teleport_audit.netlink import frame
+from pam_teleport_audit.pam_module import write_record
+from pam_teleport_audit.record import Fields, record_text
+
+from . import common
+
+COUNT = 1000
+
+
+def raw_send(sock: _socket.socket, packet: bytes) -> None:
+    """One send and its ack, nothing else: the floor of any user record."""
+    sock.send(packet)
+    sock.recv(65536)
+
+
+def run(count: int = COUNT) -> None:
+    tpuser = common.unique("bench-record-")
+    fields = Fields(OP_SESSION_OPEN, "root", "/usr/local/bin/teleport", None, None, "ssh", tpuser, ("access", "editor"))
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+    packet = frame(AUDIT_USER_START, record_text(fields).encode("ascii") + b"\0", 1)
+    build, ours, raw = [], [], []
+    for _ in range(count):
+        start = time.perf_counter_ns()
+        text = record_text(fields)
+        built = time.perf_counter_ns()
+        write_record(AUDIT_USER_START, text, 1.0)
+        done = time.perf_counter_ns()
+        raw_send(sock, packet)
+        raw.append(time.perf_counter_ns() - done)
+        build.append(built - start)
+        ours.append(done - start)
+    sock.close()
+    med = {name: common.median(values) / 1000 for name, values in (("build", build), ("ours", ours), ("raw", raw))}
+    print(f"## 2. Per-record cost: {count} records, interleaved with raw sends\n")
+    print(
+        common.table(
+            ("what", "µs per record (median)"),
+            [
+                ("record_text() only", f"{med['build']:.1f}"),
+                ("record_text() + write_record() (socket, AUDIT_GET, send, ack, close)", f"{med['ours']:.1f}"),
+                ("raw send of the same bytes + ack, socket already open", f"{med['raw']:.1f}"),
+                ("ours / raw", f"{med['ours'] / med['raw']:.2f}"),
+            ],
+        )
+    )
+    print(f"\ntarget: <= 100 µs per record: {'met' if med['ours'] <= 100 else 'MISSED'}\n")
