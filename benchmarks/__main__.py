@@ -1,4 +1,4 @@
-"""Run the benchmarks: python3 -m benchmarks [login] [record] [burst] [memory] (default: all)."""
+"""Run the benchmarks: python3 -m benchmarks [login] [record] [burst] [search] [memory] (default: all)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import burst, common, login_cost, memory, record_cost
+from . import burst, common, login_cost, memory, record_cost, search_cost
 
-BENCHMARKS = {"login": login_cost.run, "record": record_cost.run, "burst": burst.run, "memory": memory.run}
+BENCHMARKS = {
+    "login": login_cost.run,
+    "record": record_cost.run,
+    "burst": burst.run,
+    "search": search_cost.run,
+    "memory": memory.run,
+}
 
 
 def machine() -> None:

@@ -163,7 +163,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"pam-teleport-audit search: {exc}", file=sys.stderr)
         return 2
     try:
-        parser = search.open_parser(args.input)
+        parser = search.candidate_parser(search.log_files(args.input), args.teleport_user)
     except (OSError, ImportError) as exc:
         print(f"pam-teleport-audit search: cannot read the audit log: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import calendar
 import json
+import mmap
+import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -22,7 +25,7 @@ from typing import Any
 
 from .auditlog import interpret
 from .constants import OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
-from .record import decode_value
+from .record import bare_value, decode_value
 
 # Record types a session timeline is made of.
 TIMELINE_TYPES = ("USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "CRED_DISP", "TTY", "USER_TTY")
@@ -136,14 +139,93 @@ class _Record:
             return -1
 
 
-def open_parser(inputs: Iterable[str] | None) -> Any:
-    """An auparse parser over files (oldest first) or over auditd's logs with their rotated files."""
-    import auparse
-
+def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
+    """The files to read, oldest first: the given ones, or auditd's log with its rotated files."""
     files = list(inputs or [])
     if files:
-        return auparse.AuParser(auparse.AUSOURCE_FILE_ARRAY, files)
-    return auparse.AuParser(auparse.AUSOURCE_LOGS)
+        return files
+    log = DEFAULT_LOG
+    try:
+        with open(auditd_conf) as conf:
+            for line in conf:
+                key, _, value = line.partition("=")
+                if key.strip() == "log_file" and value.strip():
+                    log = value.strip()
+    except OSError:
+        pass
+    folder, base = os.path.split(log)
+    rotated = []
+    for name in os.listdir(folder or "."):
+        suffix = name[len(base) + 1 :]
+        if name.startswith(base + ".") and suffix.isdigit():
+            rotated.append((int(suffix), os.path.join(folder, name)))
+    return [path for _, path in sorted(rotated, reverse=True)] + [log]
+
+
+def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
+    """(start, end) of every line holding a match."""
+    spans = []
+    for match in pattern.finditer(data):
+        start = data.rfind(b"\n", 0, match.start()) + 1
+        end = data.find(b"\n", match.end())
+        spans.append((start, len(data) if end < 0 else end + 1))
+    return spans
+
+
+def _grep(files: list[str], *patterns: re.Pattern[bytes]) -> str:
+    """The lines of the files that match any pattern, in file order, as one buffer for auparse."""
+    out = []
+    for path in files:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                continue
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                spans = {span for pattern in patterns for span in _lines_around(data, pattern)}
+                for start, end in sorted(spans):
+                    out.append(data[start:end] if data[end - 1 : end] == b"\n" else data[start:end] + b"\n")
+    return b"".join(out).decode("utf-8", "replace")
+
+
+def _digit_trie(numbers: list[str]) -> str:
+    """A regex matching exactly these numbers, as a trie: re tries alternatives one by one,
+    and a scan meets " ses=" on nearly every line of a log."""
+    if "" in numbers and len(numbers) == 1:
+        return ""
+    branches = []
+    for digit in sorted({n[0] for n in numbers if n}):
+        branches.append(digit + _digit_trie([n[1:] for n in numbers if n and n[0] == digit]))
+    body = "|".join(branches)
+    if "" in numbers:  # a number that ends here, and longer ones that go on
+        return f"(?:{body})?"
+    return body if len(branches) == 1 else f"(?:{body})"
+
+
+def candidate_parser(files: list[str], teleport_user: str) -> Any:
+    """auparse over the only lines that can belong to the user's sessions.
+
+    Two byte scans narrow a log of millions of records down for auparse: the
+    lines naming the user as we write the name (record.bare_value), whose
+    USER_START records give the session ids and pids; then every line with one
+    of those ses= or pid= values. A superset of what find_sessions() keeps, so
+    the result is the same as parsing the whole log; auparse parses what is left.
+    """
+    import auparse
+
+    encoded = bare_value(teleport_user.encode("utf-8", "surrogateescape")).encode()
+    named = _grep(files, re.compile(rb" teleportUser=" + re.escape(encoded) + rb" "))
+    ses, pids = set(), set()
+    for rec in iter_records(auparse.AuParser(auparse.AUSOURCE_BUFFER, named)) if named else ():
+        if rec.type == "USER_START" and rec.fields.get("op") == OP_SESSION_OPEN:
+            ses.add(rec.fields.get("ses", ""))
+        pids.add(rec.fields.get("pid", ""))
+    # One scan per field name: a pattern that starts with a literal (" ses=") is searched fast.
+    patterns = []
+    for name, values in (("ses", ses), ("pid", pids)):
+        numbers = [x for x in values if x.isdigit()]
+        if numbers:
+            patterns.append(re.compile(f" {name}={_digit_trie(numbers)} ".encode()))
+    text = _grep(files, *patterns) if patterns else ""
+    return auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
 
 
 def iter_records(parser: Any, since: float | None = None) -> Iterator[_Record]:

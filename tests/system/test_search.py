@@ -127,3 +127,40 @@ def test_interleaved_live_sessions_on_one_login(driver, pam_service, linux_user)
         typed = [k["text"] for k in found[name]["input"]]
         assert typed == [f"echo {word}-a\n", "sleep 0.6\n", f"echo {word}-b\n", "exit\n"], (name, typed)
         assert found[name]["host"] == __import__("os").uname().nodename
+
+
+def full_parse(files: list[str], name: str) -> list[dict]:
+    """The reference: every record of the files through auparse, no narrowing."""
+    import auparse
+
+    parser = auparse.AuParser(auparse.AUSOURCE_FILE_ARRAY, files)
+    return [s.to_json() for s in search.find_sessions(search.iter_records(parser), name)]
+
+
+def test_narrowed_parse_equals_the_full_parse(tmp_path) -> None:
+    from benchmarks.search_cost import generate
+
+    log = tmp_path / "audit.log"
+    generate(log, 20_000)  # ~280 copies of the fixture sessions, 100 Teleport users
+    cases = [
+        ([str(FIXTURES / f / n) for n in ("audit.log.1", "audit.log")], name)
+        for f in ("raw", "enriched")
+        for name in TYPED
+    ]
+    cases += [([str(log)], name) for name in ("user7xali", "user42xcar", 'bob "the admin" smith', "nobody")]
+    for files, name in cases:
+        narrowed = search.find_sessions(search.iter_records(search.candidate_parser(files, name)), name)
+        assert [s.to_json() for s in narrowed] == full_parse(files, name), (files, name)
+    assert len(full_parse([str(log)], "user7xali")) > 0
+    assert len(full_parse([str(log)], 'bob "the admin" smith')) > 100
+
+
+def test_log_files_are_the_rotated_ones_oldest_first(tmp_path) -> None:
+    for name in ("audit.log", "audit.log.1", "audit.log.2", "audit.log.10", "audit.log.bak"):
+        (tmp_path / name).write_text("")
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_format = ENRICHED\nlog_file = {tmp_path / 'audit.log'}\n")
+    assert search.log_files(None, str(conf)) == [
+        str(tmp_path / n) for n in ("audit.log.10", "audit.log.2", "audit.log.1", "audit.log")
+    ]
+    assert search.log_files(["/x"], str(conf)) == ["/x"]
