@@ -182,6 +182,19 @@ def wait_for_records(
         time.sleep(0.2)
 
 
+OUR_OPS = ["teleport:accounting", "teleport:session_open", "teleport:session_close"]
+
+
+def assert_recorded_session(driver: Path, service: str, login: str, prefix: str) -> list[AuditRecord]:
+    """A Teleport-like session (no shell) through the service yields our three records; returns its records."""
+    tp_user = unique(prefix)
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
+    return records
+
+
 def pid_records(started: float, pid: int, *, expect: int, timeout: float = 10.0) -> list[AuditRecord]:
     """Login records a process wrote, waiting until at least `expect` of them are in the log."""
     return wait_for_records(started, lambda rs: len(rs) >= expect, "-p", str(pid), timeout=timeout)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PAM_DIR, ROOT, pid_records, run_driver, unique
+from .conftest import PAM_DIR, ROOT, assert_recorded_session
 
 PACKAGE = "pam-teleport-audit"
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
@@ -63,15 +63,7 @@ def test_build_lint_install_use_remove_purge(deb: Path, driver, pam_service, lin
 
     # A Teleport-like session through the packaged example stack.
     service = pam_service(Path("/usr/share/pam-teleport-audit/sshd.example").read_text())
-    tp_user = unique("deb-")
-    session = run_driver(driver, service, linux_user(), user=tp_user, shell=False)
-    assert session.returncode == 0, session.output
-    records = pid_records(session.started, session.pid, expect=7)
-    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == [
-        "teleport:accounting",
-        "teleport:session_open",
-        "teleport:session_close",
-    ]
+    assert_recorded_session(driver, service, linux_user(), "deb-")
 
     # While a PAM file holds the stanza, removal is refused and nothing is removed.
     proc = apt("remove", PACKAGE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, pid_records, run_driver, unique
+from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, assert_recorded_session
 
 
 def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, linux_user) -> None:
@@ -48,12 +48,4 @@ def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, lin
     assert len(module_lines) == 2 and all(line.endswith(f"pam_python.so {entry}") for line in module_lines)
 
     service = pam_service(EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, str(entry)))
-    tp_user = unique("henry-")
-    session = run_driver(driver, service, linux_user(), user=tp_user, shell=False)
-    assert session.returncode == 0, session.output
-    records = pid_records(session.started, session.pid, expect=7)
-    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == [
-        "teleport:accounting",
-        "teleport:session_open",
-        "teleport:session_close",
-    ]
+    assert_recorded_session(driver, service, linux_user(), "henry-")

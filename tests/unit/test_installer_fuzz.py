@@ -140,18 +140,17 @@ HOSTILE = {
 }
 
 
+def run_install(target: Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_files_through_the_command(tmp_path: Path, name: str) -> None:
     data = HOSTILE[name]
     target = tmp_path / "sshd"
     target.write_bytes(data)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_install(target)
     new = target.read_bytes()
     if proc.returncode == 0:
         assert_only_ours_added(data, new, STANZA)
@@ -163,12 +162,6 @@ def test_hostile_files_through_the_command(tmp_path: Path, name: str) -> None:
 def test_symlink_loop_is_refused(tmp_path: Path) -> None:
     loop = tmp_path / "sshd"
     os.symlink(loop, loop)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(loop), "--entry", ENTRY],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = run_install(loop)
     assert proc.returncode in (4, 5) and proc.stderr.strip()
     assert os.readlink(loop) == str(loop)
