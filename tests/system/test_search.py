@@ -164,3 +164,22 @@ def test_log_files_are_the_rotated_ones_oldest_first(tmp_path) -> None:
         str(tmp_path / n) for n in ("audit.log.10", "audit.log.2", "audit.log.1", "audit.log")
     ]
     assert search.log_files(["/x"], str(conf)) == ["/x"]
+
+
+def test_aggregated_logs_key_sessions_by_node(tmp_path) -> None:
+    """Two hosts forwarding to one collector (name_format): the same ses numbers on both."""
+    base = b"".join((FIXTURES / "raw" / n).read_bytes() for n in ("audit.log.1", "audit.log"))
+    a = b"".join(b"node=host-a " + line + b"\n" for line in base.split(b"\n") if line)
+    typed_b = base.replace(b"alice-".hex().upper().encode(), b"ALICE-".hex().upper().encode())  # TTY data is hex
+    b = b"".join(b"node=host-b " + line + b"\n" for line in typed_b.split(b"\n") if line)
+    log = tmp_path / "collector.log"
+    log.write_bytes(a + b)  # host-b's records after host-a's, same ses 71, 72, 73
+    both = json_sessions("--teleport-user", "alice", "--input", str(log))
+    assert [(s["node"], s["ses"]) for s in both] == [("host-a", 71), ("host-b", 71)]
+    assert [k["text"] for k in both[0]["input"]] == TYPED["alice"]
+    assert [k["text"] for k in both[1]["input"]] == [t.replace("alice-", "ALICE-") for t in TYPED["alice"]]
+    assert all(s["host"] == s["node"] for s in both)
+    (only_b,) = json_sessions("--teleport-user", "alice", "--node", "host-b", "--input", str(log))
+    assert only_b["node"] == "host-b" and only_b["input"] == both[1]["input"]
+    out = run_search("--teleport-user", "carol", "--input", str(log)).stdout
+    assert "session 73 on host-a:" in out and "session 73 on host-b:" in out
