@@ -317,6 +317,79 @@ def stanza_checks(path: str) -> Iterator[Check]:
         yield Check("failure policy", PASS, f"{policy}, controls match")
 
 
+def _conf(path: str) -> dict[str, str]:
+    """key = value lines of an audit config file."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            key, sep, value = line.partition("=")
+            if sep and not key.strip().startswith("#"):
+                values[key.strip()] = value.strip()
+    return values
+
+
+def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
+    """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
+    try:
+        plugin = _conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf"))
+    except OSError:
+        plugin = {}
+    if plugin.get("active", "no").lower() != "yes":
+        yield Check("remote logging", PASS, "not configured: records stay on this host (see docs/fleet.md)")
+        return
+    try:
+        remote = _conf(os.path.join(audit_dir, "audisp-remote.conf"))
+    except OSError as exc:
+        yield Check(
+            "remote logging",
+            FAIL,
+            f"au-remote is active but audisp-remote.conf is unreadable: {exc}",
+            "install audispd-plugins and set remote_server in audisp-remote.conf",
+        )
+        return
+    server, port = remote.get("remote_server", ""), remote.get("port", "60")
+    if not server:
+        yield Check(
+            "remote logging",
+            FAIL,
+            "au-remote is active but remote_server is empty",
+            "set remote_server in /etc/audit/audisp-remote.conf",
+        )
+        return
+    running = any(_comm(proc, pid) == "audisp-remote" for pid in os.listdir(proc) if pid.isdigit())
+    if not running:
+        yield Check(
+            "remote logging",
+            FAIL,
+            "au-remote is active but no audisp-remote process runs",
+            "restart auditd so that it starts its plugins",
+        )
+    import socket
+
+    try:
+        with socket.create_connection((server, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        yield Check(
+            "remote collector",
+            FAIL,
+            f"{server}:{port} is not reachable: {exc}",
+            "check the collector's auditd (tcp_listen_port, tcp_client_ports) and the network",
+        )
+        return
+    if running:
+        yield Check("remote logging", PASS, f"records leave this host for {server}:{port}")
+    yield Check("remote collector", PASS, f"{server}:{port} accepts connections")
+
+
+def _comm(proc: str, pid: str) -> str:
+    try:
+        with open(f"{proc}/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
     """Every check, in the order an administrator fixes things."""
     from .stanza import entry_script
@@ -337,6 +410,7 @@ def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
             )
         )
     checks += process_checks()
+    checks += remote_checks()
     return checks
 
 
