@@ -1,0 +1,187 @@
+"""Several audit hosts on one machine: network namespaces with veth pairs,
+a collector auditd that only listens (local_events = no, tcp_listen_port),
+and senders that forward with audisp-remote, the plugin auditd runs.
+
+The kernel feeds one auditd per machine, and the tests never reconfigure the
+machine's own auditd (/etc/audit is not theirs). So a sender here is
+audisp-remote fed with real records of this machine's log (ausearch --raw),
+each line stamped `node=NAME` as a sender's auditd does with name_format;
+audisp-remote reads its config from a fixed path, so each sender runs in a
+private mount namespace with its own audisp-remote.conf bound over it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PORT = 60600
+
+COLLECTOR_CONF = """\
+local_events = no
+write_logs = yes
+log_file = {log}
+log_group = root
+log_format = RAW
+flush = INCREMENTAL_ASYNC
+freq = 20
+max_log_file = 1000
+num_logs = 2
+max_log_file_action = ROTATE
+name_format = NONE
+space_left = 75
+space_left_action = IGNORE
+admin_space_left = 50
+admin_space_left_action = IGNORE
+disk_full_action = IGNORE
+disk_error_action = IGNORE
+tcp_listen_port = {port}
+tcp_listen_queue = 5
+tcp_max_per_addr = 10
+tcp_client_ports = 1-65535
+tcp_client_max_idle = 0
+use_libwrap = no
+transport = TCP
+distribute_network = no
+plugin_dir = {plugins}
+q_depth = 4000
+"""
+
+SENDER_CONF = """\
+remote_server = {server}
+port = {port}
+transport = tcp
+queue_file = {queue}
+mode = immediate
+queue_depth = 20000
+format = managed
+network_retry_time = 1
+max_tries_per_record = 60
+max_time_per_record = 60
+heartbeat_timeout = 0
+network_failure_action = warn_once
+disk_low_action = ignore
+disk_full_action = warn_once
+disk_error_action = warn_once
+remote_ending_action = reconnect
+generic_error_action = syslog
+generic_warning_action = syslog
+queue_error_action = stop
+overflow_action = syslog
+startup_failure_action = warn_once_continue
+"""
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+class Fleet:
+    """A collector namespace and one namespace per sender, linked by veth pairs."""
+
+    def __init__(self, senders: list[str]) -> None:
+        self.tag = secrets.token_hex(3)
+        self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
+        self.collector = f"ptac{self.tag}"
+        self.senders = {name: f"pta{i}{self.tag}" for i, name in enumerate(senders, 1)}
+        self.addresses: dict[str, tuple[str, str]] = {}  # sender → (its address, the collector's on its link)
+        self.links: dict[str, str] = {}
+        self.procs: list[subprocess.Popen] = []
+        run("ip", "netns", "add", self.collector)
+        run("ip", "-n", self.collector, "link", "set", "lo", "up")
+        for i, (name, ns) in enumerate(self.senders.items(), 1):
+            run("ip", "netns", "add", ns)
+            here, there = f"pv{i}s{self.tag}", f"pv{i}c{self.tag}"
+            run("ip", "link", "add", here, "type", "veth", "peer", "name", there)
+            run("ip", "link", "set", here, "netns", ns)
+            run("ip", "link", "set", there, "netns", self.collector)
+            mine, theirs = f"10.231.{i}.2", f"10.231.{i}.1"
+            run("ip", "-n", ns, "addr", "add", f"{mine}/24", "dev", here)
+            run("ip", "-n", self.collector, "addr", "add", f"{theirs}/24", "dev", there)
+            for namespace, link in ((ns, here), (self.collector, there), (ns, "lo")):
+                run("ip", "-n", namespace, "link", "set", link, "up")
+            self.addresses[name] = (mine, theirs)
+            self.links[name] = here
+        self.log = self.dir / "collector" / "audit.log"
+        self._start_collector()
+
+    def _start_collector(self) -> None:
+        conf = self.dir / "collector"
+        (conf / "plugins.d").mkdir(parents=True)
+        (conf / "auditd.conf").write_text(COLLECTOR_CONF.format(log=self.log, port=PORT, plugins=conf / "plugins.d"))
+        (conf / "auditd.conf").chmod(0o600)
+        # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.collector,
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    f"mount -t tmpfs none /run && exec auditd -n -c {conf}",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        deadline = time.time() + 10
+        while "DAEMON_START" not in (self.log.read_text() if self.log.exists() else ""):
+            assert time.time() < deadline, "the collector auditd did not start"
+            time.sleep(0.1)
+
+    def sender(self, name: str) -> subprocess.Popen:
+        """audisp-remote in the sender's namespace; write records to its stdin."""
+        folder = self.dir / name
+        folder.mkdir()
+        conf = folder / "audisp-remote.conf"
+        conf.write_text(SENDER_CONF.format(server=self.addresses[name][1], port=PORT, queue=folder / "queue"))
+        proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.senders[name],
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f"mount --bind {conf} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cut(self, name: str, up: bool) -> None:
+        run("ip", "-n", self.senders[name], "link", "set", self.links[name], "up" if up else "down")
+
+    def received(self, node: str) -> int:
+        prefix = f"node={node} ".encode()
+        return sum(1 for line in self.log.read_bytes().split(b"\n") if line.startswith(prefix))
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        subprocess.run(["pkill", "-f", f"auditd -n -c {self.dir}"], check=False)
+        for ns in [self.collector, *self.senders.values()]:
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
