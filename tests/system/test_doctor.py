@@ -145,3 +145,51 @@ def test_a_teleport_process_with_its_loginuid_set(host, driver, linux_user) -> N
     ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
     assert ours and all(c["status"] == "fail" and "loginuid" in c["message"] for c in ours), checks
     assert code == 1
+
+
+def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
+    """au-remote off; on with an empty server; on, collector listening, audisp-remote running; collector gone."""
+    import socket
+
+    from pam_teleport_audit import doctor
+
+    conf = tmp_path / "audit"
+    (conf / "plugins.d").mkdir(parents=True)
+    plugin = conf / "plugins.d" / "au-remote.conf"
+
+    def checks() -> dict[str, str]:
+        return {c.name: c.status for c in doctor.remote_checks(str(conf), timeout=1.0)}
+
+    plugin.write_text("active = no\ndirection = out\npath = /sbin/audisp-remote\n")
+    assert checks() == {"remote logging": "pass"}
+
+    plugin.write_text("active = yes\ndirection = out\npath = /sbin/audisp-remote\n")
+    (conf / "audisp-remote.conf").write_text("remote_server =\nport = 60\n")
+    assert checks() == {"remote logging": "fail"}
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    (conf / "audisp-remote.conf").write_text(f"remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\n")
+    sender = subprocess.Popen(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"mount --bind {conf / 'audisp-remote.conf'} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        time.sleep(0.5)
+        assert checks() == {"remote logging": "pass", "remote collector": "pass"}
+        listener.close()
+        assert checks()["remote collector"] == "fail"
+    finally:
+        sender.stdin.close()
+        sender.wait(timeout=10)
+    assert checks()["remote logging"] == "fail"  # active, but no audisp-remote runs
