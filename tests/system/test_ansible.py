@@ -98,3 +98,39 @@ def test_role_lifecycle(play, pam_service) -> None:
     assert changed == 2  # the stanza, the package
     assert pam_file.read_text() == STOCK
     assert not package_installed()
+
+
+def test_role_fleet_settings(play, tmp_path: Path) -> None:
+    """Sender and collector settings, on a copy of this machine's /etc/audit (never the real one)."""
+    audit = tmp_path / "audit"
+    (audit / "plugins.d").mkdir(parents=True)
+    for name in ("auditd.conf", "audisp-remote.conf", "plugins.d/au-remote.conf"):
+        (audit / name).write_text(Path("/etc/audit", name).read_text())
+    common = {
+        "pam_teleport_audit_audit_dir": str(audit),
+        "pam_teleport_audit_reload_auditd": False,
+        "pam_teleport_audit_manage_package": False,
+    }
+    sender = {
+        **common,
+        "pam_teleport_audit_remote_server": "collector.example.internal",
+        "pam_teleport_audit_remote_port": 6060,
+    }
+    unused = PAM_DIR / "unused"
+
+    changed, _ = play(unused, "--tags", "fleet", **sender)
+    assert changed == 3  # auditd.conf (name_format, log_format), audisp-remote.conf, au-remote active
+    assert play(unused, "--tags", "fleet", **sender)[0] == 0
+    conf = (audit / "auditd.conf").read_text()
+    assert "\nname_format = hostname\n" in conf and "\nlog_format = ENRICHED\n" in conf
+    remote = (audit / "audisp-remote.conf").read_text()
+    assert "remote_server = collector.example.internal\n" in remote and "port = 6060\n" in remote
+    assert "mode = forward\n" in remote
+    assert "\nactive = yes\n" in "\n" + (audit / "plugins.d" / "au-remote.conf").read_text()
+
+    collector = {**common, "pam_teleport_audit_collector": True}
+    assert play(unused, "--tags", "fleet", **collector)[0] == 1  # one task: the three auditd.conf keys
+    conf = (audit / "auditd.conf").read_text()
+    assert "\ntcp_listen_port = 60\n" in conf and "\ntcp_client_ports = 1024-65535\n" in conf
+    assert play(unused, "--tags", "fleet", **collector)[0] == 0
+    assert not package_installed()
