@@ -39,6 +39,13 @@ def unique(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(4)}"
 
 
+def private_mounts(script: str, netns: str | None = None) -> list[str]:
+    """argv running a shell script in a private mount namespace (and a network namespace):
+    how a test binds its own file over a fixed system path without touching the real one."""
+    enter = ["ip", "netns", "exec", netns] if netns else []
+    return [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def real_audit() -> Iterator[None]:
     """Fail, never skip, when the machine cannot run the real stack.

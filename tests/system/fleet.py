@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .conftest import private_mounts
+
 PORT = 60600
 
 COLLECTOR_CONF = """\
@@ -76,6 +78,11 @@ startup_failure_action = warn_once_continue
 """
 
 
+def audisp_remote(conf: Path, netns: str | None = None) -> list[str]:
+    """audisp-remote with its own config: it only reads /etc/audit/audisp-remote.conf."""
+    return private_mounts(f"mount --bind {conf} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote", netns)
+
+
 def run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True)
 
@@ -117,19 +124,7 @@ class Fleet:
         # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
         self.procs.append(
             subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    self.collector,
-                    "unshare",
-                    "--mount",
-                    "--propagation",
-                    "private",
-                    "sh",
-                    "-c",
-                    f"mount -t tmpfs none /run && exec auditd -n -c {conf}",
-                ],
+                private_mounts(f"mount -t tmpfs none /run && exec auditd -n -c {conf}", self.collector),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -146,19 +141,7 @@ class Fleet:
         conf = folder / "audisp-remote.conf"
         conf.write_text(SENDER_CONF.format(server=self.addresses[name][1], port=PORT, queue=folder / "queue"))
         proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.senders[name],
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                f"mount --bind {conf} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote",
-            ],
+            audisp_remote(conf, self.senders[name]),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ import pytest
 from pam_teleport_audit.stanza import entry_script
 
 from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique
+from .fleet import audisp_remote
 from .test_faults import auditd_stopped
 
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
@@ -172,18 +173,7 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
     listener.listen(8)
     port = listener.getsockname()[1]
     (conf / "audisp-remote.conf").write_text(f"remote_server = 127.0.0.1\nport = {port}\ntransport = tcp\n")
-    sender = subprocess.Popen(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount --bind {conf / 'audisp-remote.conf'} /etc/audit/audisp-remote.conf && exec /sbin/audisp-remote",
-        ],
-        stdin=subprocess.PIPE,
-    )
+    sender = subprocess.Popen(audisp_remote(conf / "audisp-remote.conf"), stdin=subprocess.PIPE)
     try:
         time.sleep(0.5)
         assert checks() == {"remote logging": "pass", "remote collector": "pass"}

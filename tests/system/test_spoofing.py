@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pam_teleport_audit.stanza import entry_script
 
-from .conftest import debian_stack, pid_records, run_driver, unique, wait_for_records
+from .conftest import debian_stack, pid_records, private_mounts, run_driver, unique, wait_for_records
 
 
 def named_records(started: float, name: str) -> list:
@@ -40,15 +40,7 @@ def test_su_with_teleport_variables_from_pam_env(tmp_path: Path, pam_service, li
     )
     started = time.time()
     proc = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount --bind {stack} /etc/pam.d/su && exec su -c 'echo su-ran' {login}",
-        ],
+        private_mounts(f"mount --bind {stack} /etc/pam.d/su && exec su -c 'echo su-ran' {login}"),
         capture_output=True,
         text=True,
         timeout=60,
