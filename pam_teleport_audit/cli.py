@@ -89,8 +89,13 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
     return _report(args, EXIT_WOULD_CHANGE if args.check and changed else EXIT_OK, info)
 
 
+def _stanza(args: argparse.Namespace) -> Stanza:
+    """The Stanza the stanza options chose (see _add_stanza_options)."""
+    return Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
+
+
 def cmd_install(args: argparse.Namespace) -> int:
-    stanza = Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
+    stanza = _stanza(args)
     return _edit(args, lambda data: pamedit.install(data, stanza))
 
 
@@ -148,8 +153,7 @@ def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str
 
 
 def cmd_stanza(args: argparse.Namespace) -> int:
-    stanza = Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
-    sys.stdout.write(stanza.render())
+    sys.stdout.write(_stanza(args).render())
     return 0
 
 
