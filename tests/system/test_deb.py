@@ -58,7 +58,6 @@ def test_build_lint_install_use_remove_purge(deb: Path, driver, pam_service, lin
     assert stanza == Path("/usr/share/pam-teleport-audit/pam_teleport_audit.stanza").read_text()
     assert f"pam_python.so {ENTRY}" in stanza
     assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "postinst byte-compiles"
-    assert subprocess.run(["man", "-w", PACKAGE], capture_output=True, check=False).returncode in (0, 16)
     assert Path("/usr/share/man/man8/pam-teleport-audit.8.gz").is_file()
 
     # A Teleport-like session through the packaged example stack.
