@@ -64,8 +64,8 @@ SESSION_OPEN = Phase("session", OP_SESSION_OPEN, AUDIT_USER_START, "PAM_SESSION_
 SESSION_CLOSE = Phase("session", OP_SESSION_CLOSE, AUDIT_USER_END, None)
 
 
-def pam_string(read: "Callable[[], str | None]") -> str | None:
-    """A PAM item or environment value, whatever its bytes.
+def _exact(read: "Callable[[], str | None]") -> str | None:
+    """A PAM string, whatever its bytes.
 
     pam_python decodes PAM strings as strict UTF-8 and raises on anything
     else; the raw bytes ride on the exception, and surrogate escapes keep
@@ -75,6 +75,16 @@ def pam_string(read: "Callable[[], str | None]") -> str | None:
         return read()
     except UnicodeDecodeError as exc:
         return bytes(exc.object).decode("utf-8", "surrogateescape")
+
+
+def pam_item(pamh: "PamHandle", name: str) -> str | None:
+    """PAM_USER, PAM_TTY, PAM_RHOST … as pam_python names them (user, tty, rhost)."""
+    return _exact(lambda: getattr(pamh, name))
+
+
+def pam_env(pamh: "PamHandle", name: str) -> str | None:
+    """A PAM environment variable (pam_getenv), None when unset."""
+    return _exact(lambda: pamh.env.get(name))
 
 
 def ip_literal(value: str | None) -> str | None:
@@ -148,9 +158,9 @@ class TeleportAuditModule:
         exe = program_path()
         if options.problems:
             self._log(pamh, options, phase, LOG_WARNING, "; ".join(options.problems))
-        user = pam_string(lambda: pamh.user)
+        user = pam_item(pamh, "user")
         if phase is ACCOUNT:
-            getenv = lambda name: pam_string(lambda: pamh.env.get(name))  # noqa: E731
+            getenv = lambda name: pam_env(pamh, name)  # noqa: E731
             self.identity, reason = trusted_identity(getenv, user, exe, os.geteuid(), options.teleport_exe)
             if self.identity is None:
                 self._debug(pamh, options, phase, f"nothing recorded: {reason}")
@@ -162,10 +172,10 @@ class TeleportAuditModule:
         if user != identity.login:
             self._log(pamh, options, phase, LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
             return pamh.PAM_IGNORE
-        if pam_string(lambda: pamh.env.get(ENV_TELEPORT_USERNAME)) != identity.user:
+        if pam_env(pamh, ENV_TELEPORT_USERNAME) != identity.user:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
-        rhost = pam_string(lambda: pamh.rhost) or None
-        tty = pam_string(lambda: pamh.tty)
+        rhost = pam_item(pamh, "rhost") or None
+        tty = pam_item(pamh, "tty")
         text = record_text(
             Fields(phase.op, identity.login, exe, rhost, ip_literal(rhost), tty, identity.user, identity.roles)
         )
@@ -176,10 +186,10 @@ class TeleportAuditModule:
     @staticmethod
     def _set_items(pamh: "PamHandle", options: Options) -> None:
         """Set the items sshd sets, so libpam's own records read like OpenSSH's."""
-        if not pam_string(lambda: pamh.tty):
+        if not pam_item(pamh, "tty"):
             pamh.tty = SSH_TTY_ITEM
-        if options.rhost_env and not pam_string(lambda: pamh.rhost):
-            address = ip_literal(pam_string(lambda: pamh.env.get(options.rhost_env)))
+        if options.rhost_env and not pam_item(pamh, "rhost"):
+            address = ip_literal(pam_env(pamh, options.rhost_env))
             if address:
                 pamh.rhost = address
 
