@@ -27,6 +27,13 @@ class AuditRecord:
     def get(self, name: str, default: str | None = None) -> str | None:
         return self.fields.get(name, default)
 
+    def int(self, name: str) -> int:
+        """A numeric field, -1 when absent or not a number."""
+        try:
+            return int(self.fields.get(name, ""))
+        except ValueError:
+            return -1
+
 
 def interpret(parser: Any) -> str:
     """auparse's reading of the current field; the raw value when it is not UTF-8.
@@ -40,6 +47,25 @@ def interpret(parser: Any) -> str:
         return parser.get_field_str()
 
 
+def read_record(parser: Any, interpreted: frozenset[str] | None = None) -> AuditRecord:
+    """The record the parser stands on. Fields are interpreted (as ausearch -i shows them)
+    only when named in `interpreted`, or all of them when it is None: that is the slow part."""
+    stamp = parser.get_timestamp()
+    raw: dict[str, str] = {}
+    nice: dict[str, str] = {}
+    parser.first_field()
+    while True:
+        name = parser.get_field_name()
+        # The first occurrence wins: a crafted value can never override a field.
+        if name not in raw:
+            raw[name] = parser.get_field_str()
+            if interpreted is None or name in interpreted:
+                nice[name] = interpret(parser)
+        if not parser.next_field():
+            break
+    return AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice)
+
+
 def parse_records(text: str) -> list[AuditRecord]:
     """Every record in a buffer of audit log lines."""
     import auparse
@@ -50,19 +76,7 @@ def parse_records(text: str) -> list[AuditRecord]:
     out = []
     while parser.parse_next_event():
         while True:
-            stamp = parser.get_timestamp()
-            raw: dict[str, str] = {}
-            nice: dict[str, str] = {}
-            parser.first_field()
-            while True:
-                name = parser.get_field_name()
-                # The first occurrence wins: a crafted value can never override a field.
-                if name not in raw:
-                    raw[name] = parser.get_field_str()
-                    nice[name] = interpret(parser)
-                if not parser.next_field():
-                    break
-            out.append(AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice))
+            out.append(read_record(parser))
             if not parser.next_record():
                 break
     return out

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .auditlog import interpret
+from .auditlog import AuditRecord, read_record
 from .constants import OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
 from .record import bare_value, decode_value
 
@@ -32,6 +32,8 @@ TIMELINE_TYPES = ("USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "C
 DEFAULT_LOG = "/var/log/audit/audit.log"
 # Our account record precedes its USER_START by milliseconds; look back this far for it.
 ACCOUNT_LOOKBACK = 60.0
+# Fields shown as auparse interprets them: keystrokes, as aureport --tty shows them.
+_INTERPRETED = frozenset({"data"})
 
 
 @dataclass
@@ -110,33 +112,6 @@ def iso(stamp: float) -> str:
 
 def _text(raw: str) -> str:
     return decode_value(raw).decode("utf-8", "backslashreplace") if raw not in ("", "?") else raw
-
-
-class _Record:
-    """The fields of the record the parser stands on, read once."""
-
-    def __init__(self, parser: Any) -> None:  # an auparse.AuParser
-        self.type = parser.get_type_name()
-        stamp = parser.get_timestamp()
-        self.time = stamp.sec + stamp.milli / 1000
-        self.serial = stamp.serial
-        self.fields: dict[str, str] = {}
-        self.interpreted: dict[str, str] = {}
-        parser.first_field()
-        while True:
-            name = parser.get_field_name()
-            if name not in self.fields:  # the first one counts, as for ausearch
-                self.fields[name] = parser.get_field_str()
-                if name == "data":
-                    self.interpreted[name] = interpret(parser)
-            if not parser.next_field():
-                break
-
-    def int(self, name: str) -> int:
-        try:
-            return int(self.fields.get(name, ""))
-        except ValueError:
-            return -1
 
 
 def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
@@ -228,7 +203,7 @@ def candidate_parser(files: list[str], teleport_user: str) -> Any:
     return auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
 
 
-def iter_records(parser: Any, since: float | None = None) -> Iterator[_Record]:
+def iter_records(parser: Any, since: float | None = None) -> Iterator[AuditRecord]:
     """Records of the timeline types, filtered in C by libauparse."""
     expression = " || ".join(f"\\record_type == {t}" for t in TIMELINE_TYPES)
     if since is not None:
@@ -241,7 +216,7 @@ def iter_records(parser: Any, since: float | None = None) -> Iterator[_Record]:
         parser.first_record()
         while True:
             if parser.get_type_name() in TIMELINE_TYPES:
-                yield _Record(parser)
+                yield read_record(parser, _INTERPRETED)
             if not parser.next_record():
                 break
         # search_next_event() resumes after the current event
@@ -249,7 +224,7 @@ def iter_records(parser: Any, since: float | None = None) -> Iterator[_Record]:
 
 
 def find_sessions(
-    records: Iterable[_Record],
+    records: Iterable[AuditRecord],
     teleport_user: str,
     *,
     since: float | None = None,
@@ -260,7 +235,7 @@ def find_sessions(
     wanted = teleport_user.encode("utf-8", "surrogateescape")
     sessions: list[Session] = []
     open_by_key: dict[tuple[str | None, int], Session] = {}  # (node, ses) → its session
-    before_start: dict[tuple[str | None, int], list[_Record]] = {}  # (node, pid) → ACCT/LOGIN
+    before_start: dict[tuple[str | None, int], list[AuditRecord]] = {}  # (node, pid) → ACCT/LOGIN
     for rec in records:
         rec_node = rec.fields.get("node")
         if node is not None and rec_node != node:
@@ -306,11 +281,11 @@ def find_sessions(
     return sessions
 
 
-def _event(rec: _Record) -> Event:
+def _event(rec: AuditRecord) -> Event:
     return Event(rec.time, rec.serial, rec.type, rec.fields.get("op"), rec.fields.get("res"), rec.int("pid"))
 
 
-def _new_session(rec: _Record, rec_node: str | None, ses: int) -> Session:
+def _new_session(rec: AuditRecord, rec_node: str | None, ses: int) -> Session:
     f = rec.fields
     roles = _text(f.get("teleportRoles", "?"))
     return Session(
