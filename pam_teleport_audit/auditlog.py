@@ -1,4 +1,4 @@
-"""Reading audit logs with auparse (python3-audit), for the helper and tests.
+"""Reading audit logs (with auparse, python3-audit) and audit config files, for the helper and tests.
 
 Never imported by the PAM module. auparse is the parser made for these logs:
 it understands both RAW and ENRICHED formats, and msg='…' user records.
@@ -33,6 +33,17 @@ class AuditRecord:
             return int(self.fields.get(name, ""))
         except ValueError:
             return -1
+
+
+def read_conf(path: str) -> dict[str, str]:
+    """The `key = value` lines of an audit config file (auditd.conf, audisp-remote.conf, plugins)."""
+    values = {}
+    with open(path) as f:
+        for line in f:
+            key, sep, value = line.partition("=")
+            if sep and not key.strip().startswith("#"):
+                values[key.strip()] = value.strip()
+    return values
 
 
 def interpret(parser: Any) -> str:

@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
+from .auditlog import read_conf
 from .constants import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, UNSET_ID
 from .netlink import AuditError, AuditSocket, AuditStatus
 
@@ -317,28 +318,17 @@ def stanza_checks(path: str) -> Iterator[Check]:
         yield Check("failure policy", PASS, f"{policy}, controls match")
 
 
-def _conf(path: str) -> dict[str, str]:
-    """key = value lines of an audit config file."""
-    values = {}
-    with open(path) as f:
-        for line in f:
-            key, sep, value = line.partition("=")
-            if sep and not key.strip().startswith("#"):
-                values[key.strip()] = value.strip()
-    return values
-
-
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
     """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
     try:
-        plugin = _conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf"))
+        plugin = read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf"))
     except OSError:
         plugin = {}
     if plugin.get("active", "no").lower() != "yes":
         yield Check("remote logging", PASS, "not configured: records stay on this host (see docs/fleet.md)")
         return
     try:
-        remote = _conf(os.path.join(audit_dir, "audisp-remote.conf"))
+        remote = read_conf(os.path.join(audit_dir, "audisp-remote.conf"))
     except OSError as exc:
         yield Check(
             "remote logging",

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .auditlog import AuditRecord, read_record
+from .auditlog import AuditRecord, read_conf, read_record
 from .constants import OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
 from .record import bare_value, decode_value
 
@@ -119,15 +119,10 @@ def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/audit
     files = list(inputs or [])
     if files:
         return files
-    log = DEFAULT_LOG
     try:
-        with open(auditd_conf) as conf:
-            for line in conf:
-                key, _, value = line.partition("=")
-                if key.strip() == "log_file" and value.strip():
-                    log = value.strip()
+        log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
     except OSError:
-        pass
+        log = DEFAULT_LOG
     folder, base = os.path.split(log)
     rotated = []
     for name in os.listdir(folder or "."):
