@@ -15,6 +15,7 @@
  *   -n       no shell: acct_mgmt, open_session, close_session only
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
+ *   -W       wait until stdin is closed before pam_start
  * Exit: 0 when every PAM call succeeded; 10+PAM code of acct_mgmt, 40+code
  * of open_session, 70+code of close_session otherwise; 2 on usage errors.
  */
@@ -92,8 +93,8 @@ static int step(int verbose, const char *name, pam_handle_t *pamh, int rc) {
 int main(int argc, char **argv) {
     const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
-    int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, opt;
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:S")) != -1) {
+    int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, opt;
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:SW")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
@@ -104,17 +105,23 @@ int main(int argc, char **argv) {
         case 'n': shell = 0; break;
         case 'c': count = atoi(optarg); break;
         case 'S': verbose = 1; break;
+        case 'W': wait_stdin = 1; break;
         default: return 2;
         }
     }
     if (optind != argc - 1 || count < 1) {
         fprintf(stderr, "usage: %s [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] login\n", argv[0]);
+                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] [-W] login\n", argv[0]);
         return 2;
     }
     const char *login = argv[optind];
     if (!tplogin) tplogin = login;
     if (verbose) printf("pid=%d\n", (int)getpid());
+    if (wait_stdin) { /* let the caller change the world (e.g. unlink this binary) first */
+        fflush(stdout);
+        char c;
+        while (read(0, &c, 1) > 0) {}
+    }
     struct pam_conv conv = {null_conv, NULL};
     char item[16384];
     for (int n = 0; n < count; n++) {

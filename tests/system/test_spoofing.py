@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from pam_teleport_audit.record import decode_value
 from pam_teleport_audit.stanza import entry_script
 
-from .conftest import debian_stack, pid_records, private_mounts, run_driver, unique, wait_for_records
+from .conftest import OUR_OPS, debian_stack, pid_records, private_mounts, run_driver, unique, wait_for_records
 
 
 def named_records(started: float, name: str) -> list:
@@ -96,3 +99,54 @@ def test_sshd_with_client_sent_teleport_variables(pam_service, linux_user, opens
     )
     assert any(r.get("acct") == f'"{login}"' for r in libpam)
     assert named_records(started, forged) == []
+
+
+def exe_run(argv: list[str], *, pass_fds: tuple[int, ...] = (), before: Callable[[], object] | None = None) -> int:
+    """Run a -W driver: `before()` runs while it waits, then it goes on; returns its pid."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, pass_fds=pass_fds)
+    pid = int(proc.stdout.readline().strip().removeprefix("pid="))
+    if before:
+        before()
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return pid
+
+
+def test_a_teleport_binary_replaced_by_an_upgrade_is_still_trusted(driver, pam_service, linux_user, tmp_path) -> None:
+    """/proc/self/exe of a running binary whose file was replaced reads 'PATH (deleted)'."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    folder = tmp_path / "bin"
+    folder.mkdir(mode=0o755)
+    binary = folder / "teleport"
+    shutil.copy2(driver, binary)
+    tp_user = unique("upgraded-")
+    started = time.time()
+    argv = [str(binary), "-S", "-W", "-n", "-s", service, "-u", tp_user, login]
+    pid = exe_run(argv, before=binary.unlink)
+    records = pid_records(started, pid, expect=7)
+    ours = [r for r in records if r.get("teleportUser") == tp_user]
+    assert len(ours) == 3 and all("(deleted)" in decode_value(r["exe"]).decode() for r in ours)
+
+
+def test_a_teleport_helper_run_from_a_memfd_is_trusted_only_when_named(driver, pam_service, linux_user) -> None:
+    """Recent Teleport may exec a session helper from a memfd: /proc/self/exe reads '/memfd:NAME (deleted)'."""
+    login = linux_user()
+    fd = os.memfd_create("teleport-session", 0)
+    os.write(fd, driver.read_bytes())
+    try:
+        for options, trusted in (((), False), (("teleport_exe=memfd:teleport-session",), True)):
+            service = pam_service(debian_stack(*options))
+            tp_user = unique("memfd-")
+            started = time.time()
+            argv = [f"/proc/{os.getpid()}/fd/{fd}", "-S", "-W", "-n", "-s", service, "-u", tp_user, login]
+            pid = exe_run(argv, pass_fds=(fd,))
+            records = pid_records(started, pid, expect=7 if trusted else 4)
+            ours = [r for r in records if r.get("teleportUser") == tp_user]
+            if trusted:
+                assert [r["op"] for r in ours] == OUR_OPS
+                assert decode_value(ours[0]["exe"]) == b"/memfd:teleport-session (deleted)"
+            else:
+                assert ours == [], options
+    finally:
+        os.close(fd)
