@@ -42,7 +42,7 @@ class Check:
         return f"{self.status.upper():<4}  {self.name}: {self.message}.{fix}"
 
 
-def audit_checks(status_reader: Callable[[], AuditStatus] | None = None) -> Iterator[Check]:
+def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: str = "/proc") -> Iterator[Check]:
     """Kernel audit, auditd, backlog and lost records, as `auditctl -s` reads them."""
     try:
         if status_reader is None:
@@ -68,8 +68,17 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None) -> Iter
     else:
         locked = " and locked" if status.enabled == 2 else ""
         yield Check("kernel audit", PASS, f"enabled{locked}")
-    if status.pid and os.path.exists(f"/proc/{status.pid}"):
+    state = _state(proc, str(status.pid)) if status.pid else ""
+    if state and state not in "ZX":
         yield Check("auditd", PASS, f"running, pid {status.pid}")
+    elif status.pid:
+        # A killed auditd stays registered until the kernel next fails to deliver to it.
+        yield Check(
+            "auditd",
+            FAIL,
+            f"auditd pid {status.pid} is registered but gone: the next record goes to the kernel log or is lost",
+            "start it: `systemctl start auditd` (or `auditd`); the kernel hands the registration over",
+        )
     else:
         yield Check(
             "auditd",
@@ -376,6 +385,15 @@ def _comm(proc: str, pid: str) -> str:
     try:
         with open(f"{proc}/{pid}/comm") as f:
             return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _state(proc: str, pid: str) -> str:
+    """The process state letter from /proc/PID/stat (R, S, Z...), or "" when there is none."""
+    try:
+        with open(f"{proc}/{pid}/stat") as f:
+            return f.read().rpartition(") ")[2][:1]
     except OSError:
         return ""
 

@@ -27,12 +27,17 @@ def statuses(checks: list[doctor.Check]) -> dict[str, str]:
         (status(enabled=0), {"kernel audit": "fail"}),
         (status(enabled=2), {"kernel audit": "pass"}),
         (status(pid=0), {"auditd": "fail"}),
+        (status(pid=7), {"auditd": "fail"}),  # a zombie, still registered
+        (status(pid=9), {"auditd": "fail"}),  # gone, still registered
         (status(backlog_limit=64), {"backlog": "warn"}),
         (status(lost=3), {"lost records": "warn"}),
     ],
 )
-def test_audit_checks(state: AuditStatus, expected: dict[str, str]) -> None:
-    got = statuses(list(doctor.audit_checks(lambda: state)))
+def test_audit_checks(state: AuditStatus, expected: dict[str, str], tmp_path: Path) -> None:
+    for pid, stat in ((1, "1 (auditd) S 0"), (7, "7 (auditd) Z 1")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat + " 0 0 0\n")
+    got = statuses(list(doctor.audit_checks(lambda: state, str(tmp_path))))
     assert {k: got[k] for k in expected} == expected
 
 
