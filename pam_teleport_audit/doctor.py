@@ -68,11 +68,9 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
     else:
         locked = " and locked" if status.enabled == 2 else ""
         yield Check("kernel audit", PASS, f"enabled{locked}")
-    state = _state(proc, str(status.pid)) if status.pid else ""
-    if state and state not in "ZX":
+    if status.daemon_alive(proc):
         yield Check("auditd", PASS, f"running, pid {status.pid}")
     elif status.pid:
-        # A killed auditd stays registered until the kernel next fails to deliver to it.
         yield Check(
             "auditd",
             FAIL,
@@ -385,15 +383,6 @@ def _comm(proc: str, pid: str) -> str:
     try:
         with open(f"{proc}/{pid}/comm") as f:
             return f.read().strip()
-    except OSError:
-        return ""
-
-
-def _state(proc: str, pid: str) -> str:
-    """The process state letter from /proc/PID/stat (R, S, Z...), or "" when there is none."""
-    try:
-        with open(f"{proc}/{pid}/stat") as f:
-            return f.read().rpartition(") ")[2][:1]
     except OSError:
         return ""
 

@@ -92,6 +92,21 @@ class AuditStatus(Struct):
             values.get("backlog_wait_time"),
         )
 
+    def daemon_alive(self, proc: str = "/proc") -> bool:
+        """Whether the registered audit daemon still runs.
+
+        A killed auditd stays registered until the kernel next fails to deliver
+        a record to it (then it resets pid to 0): the pid alone is not enough.
+        """
+        if not self.pid:
+            return False
+        try:
+            with open(f"{proc}/{self.pid}/stat", "rb") as f:
+                state = f.read().rpartition(b") ")[2][:1]
+        except OSError:
+            return False
+        return state not in (b"", b"Z", b"X")
+
 
 def frame(msg_type: int, payload: bytes, seq: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> bytes:
     """One netlink message, padded to 4 bytes as NLMSG_SPACE() does."""

@@ -112,7 +112,7 @@ def write_record(msg_type: int, text: str, timeout: float) -> None:
             # (uninterruptibly, whatever our timeout) and then drop the record.
             raise AuditError(None, f"kernel audit backlog is full (backlog_limit {status.backlog_limit})")
         audit.send_user(msg_type, text)
-        if not status.pid:
+        if not status.daemon_alive():
             raise AuditError(None, "no audit daemon is running: the record went to the kernel log only")
 
 

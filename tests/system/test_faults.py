@@ -54,6 +54,21 @@ def auditd_stopped() -> Iterator[None]:
 
 
 @contextmanager
+def auditd_killed() -> Iterator[None]:
+    """auditd killed with SIGKILL: the kernel keeps its pid until a delivery fails."""
+    before = status()
+    os.kill(before.pid, signal.SIGKILL)
+    wait_until(lambda: not before.daemon_alive(), "auditd to die")
+    try:
+        # Nothing has sent a record since: the dead daemon is still registered.
+        assert status().pid == before.pid, "a record was sent before the login; the fault is gone"
+        yield
+    finally:
+        subprocess.run(["auditd"], check=True)
+        wait_until(lambda: status().daemon_alive(), "auditd to start")
+
+
+@contextmanager
 def backlog_full() -> Iterator[None]:
     """auditd paused, a tiny backlog, and a burst of records to fill it."""
     before = status()
@@ -97,6 +112,7 @@ FORCED = ("    head = (", '    raise RuntimeError("forced by the test")\n    hea
 FAULTS: dict[str, tuple[Callable[[], AbstractContextManager[None]], list[str], tuple | None, str]] = {
     "audit disabled": (audit_switched_off, [], None, "audit is disabled"),
     "auditd stopped": (auditd_stopped, [], None, "no audit daemon is running"),
+    "auditd killed, still registered": (auditd_killed, [], None, "no audit daemon is running"),
     "backlog full": (backlog_full, [], None, "backlog is full"),
     "EPERM (no CAP_AUDIT_WRITE)": (
         nullcontext,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from pathlib import Path
 
 import pytest
 
 from pam_teleport_audit.constants import AUDIT_GET, AUDIT_USER_START, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
-from pam_teleport_audit.netlink import NLMSGERR, NLMSGHDR, AuditError, AuditSocket, frame, parse
+from pam_teleport_audit.netlink import NLMSGERR, NLMSGHDR, AuditError, AuditSocket, AuditStatus, frame, parse
 
 STATUS = struct.pack("=11I", 1, 1, 1, 777, 0, 8192, 3, 0, 0x7F, 60000, 0)
 
@@ -135,3 +136,22 @@ def test_parse_rejects_a_truncated_message() -> None:
     with pytest.raises(AuditError):
         parse(data[:-8] + b"")
     assert [(t, s) for t, s, _ in parse(data + data)] == [(AUDIT_GET, 1), (AUDIT_GET, 1)]
+
+
+@pytest.mark.parametrize(
+    ("pid", "stat", "alive"),
+    [
+        (0, None, False),  # no daemon registered
+        (41, "41 (auditd) S 1 41 41 0", True),
+        (42, "42 (auditd) R 1 42 42 0", True),
+        (43, "43 (auditd) Z 1 43 43 0", False),  # killed, not yet reaped
+        (44, "44 (audit d) X 1 44 44 0", False),  # dead; a name with a space
+        (45, None, False),  # gone: the kernel has not noticed yet
+    ],
+)
+def test_daemon_alive_only_while_it_runs(tmp_path: Path, pid: int, stat: str | None, alive: bool) -> None:
+    if stat is not None:
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(stat + "\n")
+    status = AuditStatus(enabled=1, failure=1, pid=pid, rate_limit=0, backlog_limit=64, lost=0, backlog=0)
+    assert status.daemon_alive(str(tmp_path)) is alive

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
 from dataclasses import dataclass, field
 
 import pytest
@@ -243,9 +245,19 @@ class FakeAudit:
 def status(**kw: int):
     from pam_teleport_audit.netlink import AuditStatus
 
-    base = dict(enabled=1, failure=1, pid=100, rate_limit=0, backlog_limit=8192, lost=0, backlog=0)
+    # This test process stands in for a running auditd.
+    base = dict(enabled=1, failure=1, pid=os.getpid(), rate_limit=0, backlog_limit=8192, lost=0, backlog=0)
     base.update(kw)
     return AuditStatus(**base)
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+DEAD_PID = dead_pid()
 
 
 @pytest.mark.parametrize(
@@ -257,6 +269,7 @@ def status(**kw: int):
         (status(backlog=64, backlog_limit=64), False, r"backlog is full \(backlog_limit 64\)"),
         (status(backlog=10, backlog_limit=0), True, None),  # 0: no limit
         (status(pid=0), True, "no audit daemon"),  # sent: the kernel logs it to kmsg
+        (status(pid=DEAD_PID), True, "no audit daemon"),  # a killed auditd, still registered
     ],
 )
 def test_write_record_reads_the_kernel_state_first(monkeypatch, state, sent, error) -> None:
