@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -68,20 +69,36 @@ def auditd_killed() -> Iterator[None]:
         wait_until(lambda: status().daemon_alive(), "auditd to start")
 
 
+def keep_full(audit: AuditSocket, limit: int, stop: threading.Event) -> None:
+    """Refill the kernel backlog whenever it drops below limit, until stopped."""
+    while not stop.is_set():
+        if audit.status().backlog < limit:
+            for _ in range(limit):  # a whole backlog's worth: the excess is dropped
+                audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
+
+
 @contextmanager
-def backlog_full() -> Iterator[None]:
-    """auditd paused, a tiny backlog, and a burst of records to fill it."""
+def backlog_full(limit: int = 16) -> Iterator[None]:
+    """auditd paused, a tiny backlog, kept full for as long as the login runs.
+
+    Kept full by a thread: with auditd stopped the kernel still moves records
+    off the backlog queue after about half a second, and a login that started
+    later saw an empty backlog (a flaky test, seen once in about 30 runs).
+    """
     before = status()
-    subprocess.run(["auditctl", "-b", "16", "--backlog_wait_time", "0"], check=True, capture_output=True)
+    subprocess.run(["auditctl", "-b", str(limit), "--backlog_wait_time", "0"], check=True, capture_output=True)
     os.kill(before.pid, signal.SIGSTOP)
+    stop = threading.Event()
     try:
         with AuditSocket() as audit:
-            for _ in range(5000):
-                audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
-                if audit.status().backlog >= 16:
-                    break
-            assert audit.status().backlog >= 16, "could not fill the backlog"
-        yield
+            flood = threading.Thread(target=keep_full, args=(audit, limit, stop))
+            flood.start()
+            try:
+                wait_until(lambda: status().backlog >= limit, "the backlog to fill")
+                yield
+            finally:
+                stop.set()
+                flood.join()
     finally:
         os.kill(before.pid, signal.SIGCONT)
         subprocess.run(

@@ -34,9 +34,9 @@ def statuses(checks: list[doctor.Check]) -> dict[str, str]:
     ],
 )
 def test_audit_checks(state: AuditStatus, expected: dict[str, str], tmp_path: Path) -> None:
-    for pid, stat in ((1, "1 (auditd) S 0"), (7, "7 (auditd) Z 1")):
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "stat").write_text(stat + " 0 0 0\n")
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "exe").symlink_to("/usr/sbin/auditd")
+    (tmp_path / "7").mkdir()  # a zombie: no exe
     got = statuses(list(doctor.audit_checks(lambda: state, str(tmp_path))))
     assert {k: got[k] for k in expected} == expected
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -138,20 +141,34 @@ def test_parse_rejects_a_truncated_message() -> None:
     assert [(t, s) for t, s, _ in parse(data + data)] == [(AUDIT_GET, 1), (AUDIT_GET, 1)]
 
 
+def registered(pid: int) -> AuditStatus:
+    return AuditStatus(enabled=1, failure=1, pid=pid, rate_limit=0, backlog_limit=64, lost=0, backlog=0)
+
+
 @pytest.mark.parametrize(
-    ("pid", "stat", "alive"),
+    ("pid", "exe", "alive"),
     [
         (0, None, False),  # no daemon registered
-        (41, "41 (auditd) S 1 41 41 0", True),
-        (42, "42 (auditd) R 1 42 42 0", True),
-        (43, "43 (auditd) Z 1 43 43 0", False),  # killed, not yet reaped
-        (44, "44 (audit d) X 1 44 44 0", False),  # dead; a name with a space
-        (45, None, False),  # gone: the kernel has not noticed yet
+        (41, "/usr/sbin/auditd", True),
+        (42, "/usr/sbin/auditd (deleted)", True),  # upgraded while running
+        (43, None, False),  # killed: a zombie has no exe, nor has a pid that is gone
     ],
 )
-def test_daemon_alive_only_while_it_runs(tmp_path: Path, pid: int, stat: str | None, alive: bool) -> None:
-    if stat is not None:
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "stat").write_text(stat + "\n")
-    status = AuditStatus(enabled=1, failure=1, pid=pid, rate_limit=0, backlog_limit=64, lost=0, backlog=0)
-    assert status.daemon_alive(str(tmp_path)) is alive
+def test_daemon_alive_only_while_it_runs(tmp_path: Path, pid: int, exe: str | None, alive: bool) -> None:
+    (tmp_path / str(pid)).mkdir()
+    if exe is not None:
+        (tmp_path / str(pid) / "exe").symlink_to(exe)
+    assert registered(pid).daemon_alive(str(tmp_path)) is alive
+
+
+def test_a_real_zombie_is_not_alive_and_a_running_process_is() -> None:
+    child = subprocess.Popen(["sleep", "0"])
+    deadline = time.time() + 5
+    while Path(f"/proc/{child.pid}/stat").read_text().rpartition(") ")[2][:1] != "Z":
+        assert time.time() < deadline, "the child did not exit"
+        time.sleep(0.01)
+    try:
+        assert registered(child.pid).daemon_alive() is False
+    finally:
+        child.wait()
+    assert registered(os.getpid()).daemon_alive() is True
