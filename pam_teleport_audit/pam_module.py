@@ -1,8 +1,9 @@
 """The PAM side: pam_sm_* entry → identity → record text → netlink.
 
-pam_entry.py makes one TeleportAuditModule per PAM handle, so the identity
-captured at pam_acct_mgmt is the one the session phases record, whatever
-the PAM environment says by then.
+pam_entry.py takes its pam_sm_* functions from entry_points(), once per PAM
+handle: each handle gets its own TeleportAuditModule, so the identity captured
+at pam_acct_mgmt is the one the session phases record, whatever the PAM
+environment says by then.
 """
 
 import _socket  # not `socket`: see netlink.py
@@ -216,3 +217,24 @@ class TeleportAuditModule:
 
         ident = os.path.basename(program_path().removesuffix(" (deleted)")) or "pam"
         syslog.log(priority, ident, f"pam_teleport_audit({service}:{phase.name}): {text}", options.log_socket)
+
+
+def entry_points() -> "dict[str, Callable[[PamHandle, int, list[str]], int]]":
+    """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule.
+
+    pam_python execs pam_entry.py afresh for each handle, and the script calls
+    this: two handles alive in one process (and so one interpreter) never share
+    an identity.
+    """
+    module = TeleportAuditModule()
+    return {
+        "pam_sm_acct_mgmt": module.acct_mgmt,
+        "pam_sm_open_session": module.open_session,
+        "pam_sm_close_session": module.close_session,
+        "pam_sm_setcred": ignore,  # nothing to do with credentials
+        "pam_sm_authenticate": ignore,  # Teleport authenticates; we only record
+    }
+
+
+def ignore(pamh: "PamHandle", flags: int, args: list[str]) -> int:
+    return PAM_IGNORE

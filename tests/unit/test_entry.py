@@ -1,0 +1,71 @@
+"""pam_entry.py as pam_python runs it: exec'd afresh per PAM handle.
+
+The real stack (pam_python.so in a C process) is in tests/system; here the
+script is exec'd in this interpreter to check what it leaves in its globals.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_pam_module import FakePamh, sink  # noqa: F401 - sink is a fixture
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "pam_teleport_audit" / "pam_entry.py"
+ENTRY_POINTS = (
+    "pam_sm_acct_mgmt",
+    "pam_sm_open_session",
+    "pam_sm_close_session",
+    "pam_sm_setcred",
+    "pam_sm_authenticate",
+)
+
+
+def exec_entry(path: Path) -> dict[str, object]:
+    """What pam_python does with the script at each PAM handle."""
+    scope = {"__file__": str(path), "__name__": "pam_entry"}
+    exec(compile(path.read_text(), str(path), "exec"), scope)
+    return scope
+
+
+def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
+    first, second = exec_entry(SCRIPT), exec_entry(SCRIPT)
+    assert all(callable(first[name]) for name in ENTRY_POINTS)
+    args = [str(SCRIPT)]
+    assert first["pam_sm_acct_mgmt"](FakePamh(), 0, args) == 0
+    # The second handle never ran acct_mgmt: it trusts nobody, whatever its environment says.
+    assert second["pam_sm_open_session"](FakePamh(), 0, args) == 25
+    assert first["pam_sm_open_session"](FakePamh(), 0, args) == 0
+    assert [first[n](FakePamh(), 0, args) for n in ("pam_sm_setcred", "pam_sm_authenticate")] == [25, 25]
+    assert len(sink.records) == 2
+
+
+@pytest.mark.parametrize(("fail_closed", "code"), [(False, 25), (True, 4)])
+def test_a_broken_module_gives_the_fallback(tmp_path: Path, monkeypatch, fail_closed: bool, code: int) -> None:
+    copy = tmp_path / "pam_teleport_audit"
+    shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "pam_module.py").write_text("this is not python (\n")
+    # The copy must be imported, not the package already loaded here.
+    for name in [m for m in sys.modules if m.startswith("pam_teleport_audit")]:
+        monkeypatch.delitem(sys.modules, name)
+    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log.bind(str(tmp_path / "log"))
+    log.settimeout(0.01)
+    scope = exec_entry(copy / "pam_entry.py")
+    args = [str(copy / "pam_entry.py"), f"log_socket={tmp_path / 'log'}", *(["fail_closed"] if fail_closed else [])]
+    assert [scope[n](FakePamh(), 0, args) for n in ENTRY_POINTS] == [code, code, 25, 25, 25]
+    lines = []
+    while True:
+        try:
+            lines.append(log.recv(4096).decode())
+        except TimeoutError:
+            break
+    log.close()
+    verdict = "login refused (fail_closed)" if fail_closed else "login goes on"
+    assert len(lines) == 1 and "cannot load: SyntaxError" in lines[0] and verdict in lines[0], lines
+    assert str(tmp_path) not in sys.path
