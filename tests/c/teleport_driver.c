@@ -16,6 +16,10 @@
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
  *   -W       wait until stdin is closed before pam_start
+ *   -2 USER  a second handle in this process, for Teleport user USER, interleaved
+ *            with the first (acct 1, acct 2, open 1, open 2, close 2, close 1; no
+ *            shell), as a process serving two sessions would: they share one
+ *            pam_python interpreter, and must not share an identity
  * Exit: 0 when every PAM call succeeded; 10+PAM code of acct_mgmt, 40+code
  * of open_session, 70+code of close_session otherwise; 2 on usage errors.
  */
@@ -90,11 +94,38 @@ static int step(int verbose, const char *name, pam_handle_t *pamh, int rc) {
     return rc;
 }
 
+static pam_handle_t *start(const char *service, const char *login, const struct pam_conv *conv, const char *tpuser,
+                           const char *tplogin, const char *roles, char **env, int nenv) {
+    pam_handle_t *pamh = NULL;
+    char item[16384];
+    int rc = pam_start(service, login, conv, &pamh);
+    if (rc != PAM_SUCCESS) { fprintf(stderr, "pam_start: %d\n", rc); exit(3); }
+    if (tpuser) { snprintf(item, sizeof item, "TELEPORT_USERNAME=%s", tpuser); pam_putenv(pamh, item); }
+    if (strcmp(tplogin, "-") != 0) { snprintf(item, sizeof item, "TELEPORT_LOGIN=%s", tplogin); pam_putenv(pamh, item); }
+    if (roles) { snprintf(item, sizeof item, "TELEPORT_ROLES=%s", roles); pam_putenv(pamh, item); }
+    for (int i = 0; i < nenv; i++) pam_putenv(pamh, env[i]);
+    return pamh;
+}
+
+/* Two handles alive at once in one process; exit codes as for one (the first failure). */
+static int interleaved(int verbose, pam_handle_t *one, pam_handle_t *two) {
+    int rc, failed = 0;
+    if ((rc = step(verbose, "acct_mgmt.1", one, pam_acct_mgmt(one, 0))) && !failed) failed = 10 + rc;
+    if ((rc = step(verbose, "acct_mgmt.2", two, pam_acct_mgmt(two, 0))) && !failed) failed = 10 + rc;
+    if ((rc = step(verbose, "open_session.1", one, pam_open_session(one, 0))) && !failed) failed = 40 + rc;
+    if ((rc = step(verbose, "open_session.2", two, pam_open_session(two, 0))) && !failed) failed = 40 + rc;
+    if ((rc = step(verbose, "close_session.2", two, pam_close_session(two, 0))) && !failed) failed = 70 + rc;
+    if ((rc = step(verbose, "close_session.1", one, pam_close_session(one, 0))) && !failed) failed = 70 + rc;
+    pam_end(two, PAM_SUCCESS);
+    pam_end(one, PAM_SUCCESS);
+    return failed;
+}
+
 int main(int argc, char **argv) {
-    const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL;
+    const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL, *tpuser2 = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
     int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, opt;
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:SW")) != -1) {
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:SW2:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
@@ -106,12 +137,13 @@ int main(int argc, char **argv) {
         case 'c': count = atoi(optarg); break;
         case 'S': verbose = 1; break;
         case 'W': wait_stdin = 1; break;
+        case '2': tpuser2 = optarg; break;
         default: return 2;
         }
     }
     if (optind != argc - 1 || count < 1) {
         fprintf(stderr, "usage: %s [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] [-W] login\n", argv[0]);
+                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] [-W] [-2 tpuser] login\n", argv[0]);
         return 2;
     }
     const char *login = argv[optind];
@@ -123,16 +155,12 @@ int main(int argc, char **argv) {
         while (read(0, &c, 1) > 0) {}
     }
     struct pam_conv conv = {null_conv, NULL};
-    char item[16384];
+    if (tpuser2)
+        return interleaved(verbose, start(service, login, &conv, tpuser, tplogin, roles, env, nenv),
+                           start(service, login, &conv, tpuser2, tplogin, roles, env, nenv));
     for (int n = 0; n < count; n++) {
-        pam_handle_t *pamh = NULL;
-        int rc = pam_start(service, login, &conv, &pamh);
-        if (rc != PAM_SUCCESS) { fprintf(stderr, "pam_start: %d\n", rc); return 3; }
-        if (tpuser) { snprintf(item, sizeof item, "TELEPORT_USERNAME=%s", tpuser); pam_putenv(pamh, item); }
-        if (strcmp(tplogin, "-") != 0) { snprintf(item, sizeof item, "TELEPORT_LOGIN=%s", tplogin); pam_putenv(pamh, item); }
-        if (roles) { snprintf(item, sizeof item, "TELEPORT_ROLES=%s", roles); pam_putenv(pamh, item); }
-        for (int i = 0; i < nenv; i++) pam_putenv(pamh, env[i]);
-
+        pam_handle_t *pamh = start(service, login, &conv, tpuser, tplogin, roles, env, nenv);
+        int rc;
         if ((rc = step(verbose, "acct_mgmt", pamh, pam_acct_mgmt(pamh, 0))) != PAM_SUCCESS) {
             pam_end(pamh, rc);
             return 10 + rc;

@@ -120,6 +120,38 @@ def test_login_mismatch_is_not_trusted(driver, pam_service, linux_user):
     assert by_op(records, "PAM:accounting")["terminal"] == "?"
 
 
+def test_two_handles_in_one_process_keep_their_own_identity(driver, pam_service, linux_user):
+    """A process holding two PAM handles at once shares one pam_python interpreter
+    between them (FACTS); each handle still records the Teleport user it was
+    opened for, through interleaved phases."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    first, second = unique("erin-"), unique("frank-")
+    session = run_driver(driver, service, login, user=first, shell=False, extra=("-2", second))
+    assert session.returncode == 0, session.output
+    assert list(session.steps) == [
+        "acct_mgmt.1",
+        "acct_mgmt.2",
+        "open_session.1",
+        "open_session.2",
+        "close_session.2",
+        "close_session.1",
+    ], session.output
+
+    def ours(records: list[AuditRecord]) -> list[tuple[str, str]]:
+        return [(r["op"], r["teleportUser"]) for r in records if "teleportUser" in r.fields]
+
+    records = wait_for_records(session.started, lambda rs: len(ours(rs)) >= 6, "-p", str(session.pid))
+    assert ours(records) == [
+        ("teleport:accounting", first),
+        ("teleport:accounting", second),
+        ("teleport:session_open", first),
+        ("teleport:session_open", second),
+        ("teleport:session_close", second),
+        ("teleport:session_close", first),
+    ]
+
+
 def test_pam_environment_cannot_forge_or_change_the_identity(driver, pam_service, linux_user):
     """pam_env reads ~/.pam_environment in the session stack (Debian: user_readenv=1)."""
     login = linux_user()
