@@ -109,8 +109,9 @@ def write_record(msg_type: int, text: str, timeout: float) -> None:
             # The kernel acks records while disabled, and drops them.
             raise AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
         if status.backlog_limit and status.backlog >= status.backlog_limit:
-            # Sending now would sleep in the kernel for up to backlog_wait_time
-            # (uninterruptibly, whatever our timeout) and then drop the record.
+            # Our record would take it past the limit, and the kernel would then
+            # hold us for up to backlog_wait_time, uninterruptibly. (Past the
+            # limit it held us after AUDIT_GET already: docs/security.md.)
             raise AuditError(None, f"kernel audit backlog is full (backlog_limit {status.backlog_limit})")
         audit.send_user(msg_type, text)
         if not status.daemon_alive():
