@@ -98,7 +98,7 @@ class AuditStatus(Struct):
         A killed auditd stays registered until the kernel next fails to deliver
         a record to it (then it resets pid to 0): the pid alone is not enough.
         /proc/PID/exe is gone once the process has exited, zombie included;
-        reading the link costs a fifth of reading /proc/PID/stat.
+        reading the link costs about a sixth of reading /proc/PID/stat.
         """
         if not self.pid:
             return False
