@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,14 +46,27 @@ def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
     assert len(sink.records) == 2
 
 
+@pytest.fixture
+def own_imports() -> Iterator[None]:
+    """The package unloaded for the test (so a copy gets imported) and reloaded after it."""
+
+    def ours() -> list[str]:
+        return [name for name in sys.modules if name == "pam_teleport_audit" or name.startswith("pam_teleport_audit.")]
+
+    saved = {name: sys.modules.pop(name) for name in ours()}
+    try:
+        yield
+    finally:
+        for name in ours():
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
 @pytest.mark.parametrize(("fail_closed", "code"), [(False, 25), (True, 4)])
-def test_a_broken_module_gives_the_fallback(tmp_path: Path, monkeypatch, fail_closed: bool, code: int) -> None:
+def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_closed: bool, code: int) -> None:
     copy = tmp_path / "pam_teleport_audit"
     shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "pam_module.py").write_text("this is not python (\n")
-    # The copy must be imported, not the package already loaded here.
-    for name in [m for m in sys.modules if m.startswith("pam_teleport_audit")]:
-        monkeypatch.delitem(sys.modules, name)
     log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     log.bind(str(tmp_path / "log"))
     log.settimeout(0.01)
