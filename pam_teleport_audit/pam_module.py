@@ -13,6 +13,7 @@ from .constants import (
     AUDIT_USER_ACCT,
     AUDIT_USER_END,
     AUDIT_USER_START,
+    DELETED_SUFFIX,
     ENV_TELEPORT_USERNAME,
     LOG_ERR,
     LOG_INFO,
@@ -130,6 +131,8 @@ class TeleportAuditModule:
 
     def __init__(self) -> None:
         self.identity: TeleportIdentity | None = None
+        # Read once: a process's executable cannot change while its interpreter lives.
+        self.exe = program_path()
         # Each distinct problem is logged once per PAM handle: one line per
         # login, not one per phase.
         self._reported: set[str] = set()
@@ -157,7 +160,7 @@ class TeleportAuditModule:
             return PAM_IGNORE
 
     def _record(self, pamh: "PamHandle", options: Options, phase: Phase) -> int:
-        exe = program_path()
+        exe = self.exe
         if options.problems:
             self._log(pamh, options, phase, LOG_WARNING, "; ".join(options.problems))
         user = pam_item(pamh, "user")
@@ -216,7 +219,7 @@ class TeleportAuditModule:
             service = "?"
         from . import syslog  # only now: most logins log nothing
 
-        ident = os.path.basename(program_path().removesuffix(" (deleted)")) or "pam"
+        ident = os.path.basename(self.exe.removesuffix(DELETED_SUFFIX)) or "pam"
         syslog.log(priority, ident, f"pam_teleport_audit({service}:{phase.name}): {text}", options.log_socket)
 
 
