@@ -41,6 +41,12 @@ def test_audit_checks(state: AuditStatus, expected: dict[str, str], tmp_path: Pa
     assert {k: got[k] for k in expected} == expected
 
 
+@pytest.mark.parametrize(("pid", "says"), [(0, "no audit daemon is registered"), (9, "pid 9 is registered but gone")])
+def test_auditd_failure_says_which(pid: int, says: str, tmp_path: Path) -> None:
+    checks = {c.name: c for c in doctor.audit_checks(lambda: status(pid=pid), str(tmp_path))}
+    assert says in checks["auditd"].message
+
+
 def test_unreachable_kernel_audit() -> None:
     def fail() -> AuditStatus:
         raise AuditError(93, "cannot open NETLINK_AUDIT: Protocol not supported")
