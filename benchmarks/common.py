@@ -24,7 +24,7 @@ ENTRY = PACKAGE / "pam_entry.py"
 NOOP = Path(__file__).resolve().parent / "noop_module.py"
 DRIVER_SOURCE = ROOT / "tests" / "c" / "teleport_driver.c"
 EXAMPLE_SSHD = ROOT / "pam.d" / "sshd.example"
-INSTALLED_ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
+INSTALLED_ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 PAM_DIR = Path("/etc/pam.d")
 # A stack without pam_python: the account and session calls Teleport makes,
 # with pam_loginuid as in every real session stack. {account}/{session} mark

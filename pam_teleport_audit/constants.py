@@ -16,6 +16,7 @@ AUDIT_GET = 1000
 AUDIT_USER_ACCT = 1101
 AUDIT_USER_START = 1105
 AUDIT_USER_END = 1106
+AUDIT_USER_LOGIN = 1112
 AUDIT_LOGIN = 1006
 AUDIT_TTY = 1319
 
@@ -43,6 +44,9 @@ SSH_TTY_ITEM = "ssh"
 OP_ACCOUNTING = "teleport:accounting"
 OP_SESSION_OPEN = "teleport:session_open"
 OP_SESSION_CLOSE = "teleport:session_close"
+# A login refused before its session opened (account stack, pam_authenticate, or the
+# session stack before our line): written at pam_end, type USER_LOGIN, res=failed.
+OP_LOGIN = "teleport:login"
 
 # errno values (asm-generic/errno.h), so the PAM path need not import errno.
 EIO = 5

@@ -29,7 +29,7 @@ from pam_teleport_audit.stanza import entry_script
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER_SOURCE = ROOT / "tests" / "c" / "teleport_driver.c"
 EXAMPLE_SSHD = ROOT / "pam.d" / "sshd.example"
-INSTALLED_ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
+INSTALLED_ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 PAM_DIR = Path("/etc/pam.d")
 UNSET_SES = "4294967295"
 

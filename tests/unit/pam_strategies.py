@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
+ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 
 _types = st.sampled_from(["auth", "account", "session", "password", "-session", "Session", "ACCOUNT"])
 _controls = st.sampled_from(

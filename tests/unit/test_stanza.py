@@ -10,7 +10,7 @@ from pam_teleport_audit.cli import main
 from pam_teleport_audit.stanza import Stanza, entry_script
 
 ROOT = Path(__file__).resolve().parents[2]
-INSTALLED_ENTRY = "/usr/local/lib/python3.11/dist-packages/pam_teleport_audit/pam_entry.py"
+INSTALLED_ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 
 
 def test_entry_script_is_the_shim_beside_the_package() -> None:
