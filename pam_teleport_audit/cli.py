@@ -187,12 +187,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from . import doctor
 
     checks = doctor.run_all(args.pam_file, args.teleport_config)
+    if args.selftest:
+        from . import selftest
+
+        path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(args.teleport_config) or 'sshd'}"
+        checks += selftest.doctor_checks(path, args.login)
     if args.json:
         print(json.dumps(doctor.summary(checks), sort_keys=True))
     else:
         for check in checks:
             print(check.line())
     return 0 if all(c.status != doctor.FAIL for c in checks) else 1
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from . import selftest
+
+    try:
+        service, path = selftest.resolve_service(args.pam_file, args.service)
+    except ValueError as exc:
+        print(f"pam-teleport-audit selftest: {exc}", file=sys.stderr)
+        return 2
+    report = selftest.run(service, path, args.login)
+    if args.json:
+        print(json.dumps(report.as_dict(), sort_keys=True))
+    else:
+        sys.stdout.write(selftest.render(report))
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
         default="/etc/teleport.yaml",
         help="Teleport's config file (default: %(default)s)",
     )
+    doc.add_argument("--selftest", action="store_true", help="then run `selftest` through the same PAM file (as root)")
+    doc.add_argument("--login", default="root", help="the selftest's Linux login (default: %(default)s)")
     doc.set_defaults(func=cmd_doctor)
+
+    test = sub.add_parser(
+        "selftest", help="a Teleport-like login through the PAM stack with pamtester, read back from the audit log"
+    )
+    where = test.add_mutually_exclusive_group()
+    where.add_argument("--pam-file", metavar="PATH", help="/etc/pam.d/NAME to test (default: /etc/pam.d/sshd)")
+    where.add_argument("--service", metavar="NAME", help="the PAM service to test: /etc/pam.d/NAME")
+    test.add_argument(
+        "--login",
+        default="root",
+        help="Linux login of the probe session (default: %(default)s, which every host has and nologin admits)",
+    )
+    test.add_argument("--json", action="store_true", help="one JSON object: ok, the checks, the run time")
+    test.set_defaults(func=cmd_selftest)
 
     find = sub.add_parser("search", help="sessions and typed input of a Teleport user, from the audit log")
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
