@@ -12,6 +12,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -61,6 +62,11 @@ def real_audit() -> Iterator[None]:
     checks = {c.name: c for c in doctor.audit_checks()}
     for name in ("kernel audit", "auditd"):
         assert checks[name].status == "pass", checks[name].line() + " (scripts/host-setup does this)"
+    # auparse and the package's imports must be the Python pam_python embeds (3.11 on Debian 12, 3.13 on 13).
+    pam_python = doctor.find_pam_python()
+    embedded = doctor.embedded_python(pam_python) if pam_python else None
+    here = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    assert embedded == here, f"tests run on {here}, pam_python embeds {embedded}: PTA_PYTHON={embedded} tox"
     yield
     lock.close()
 

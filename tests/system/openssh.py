@@ -1,19 +1,50 @@
 """A real OpenSSH server on 127.0.0.1 for the tests, running a scratch PAM service.
 
-sshd's PAM service name is its program name: a copy of /usr/sbin/sshd named
-after the scratch service, with its own config, host key and port, runs the
-stack in /etc/pam.d/<service>. Nothing of the host's sshd is touched.
+Before OpenSSH 9.8 (Debian 12: 9.2) sshd's PAM service name is its program
+name: a copy of /usr/sbin/sshd named after the scratch service runs the stack
+in /etc/pam.d/<service>. From 9.8 (Debian 13: 10.0) the session runs in
+/usr/lib/openssh/sshd-session and the service is `PAMServiceName` (default
+sshd). Either way the server has its own config, host key and port, and
+nothing of the host's sshd is touched. Each successful login is checked to
+have run that stack: libpam's session record names a module that
+/etc/pam.d/sshd does not have among its grantors.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from pam_teleport_audit import doctor
+from pam_teleport_audit.auditlog import records_since
+
+SSHD = "/usr/sbin/sshd"
+SSHD_SESSION = "/usr/lib/openssh/sshd-session"
+DEFAULT_SERVICE = Path("/etc/pam.d/sshd")
+
+
+def sshd_version(program: str = SSHD) -> tuple[int, int]:
+    """(major, minor) of OpenSSH, from `sshd -V` (printed on stderr)."""
+    proc = subprocess.run([program, "-V"], capture_output=True, text=True, check=False)
+    match = re.search(r"OpenSSH_(\d+)\.(\d+)", proc.stderr + proc.stdout)
+    assert match, f"cannot tell the OpenSSH version: {proc.stderr!r}"
+    return int(match.group(1)), int(match.group(2))
+
+
+def session_modules(pam_file: Path) -> set[str]:
+    """The module names (pam_x, as libpam's grantors= spells them) on a file's own session lines."""
+    names = set()
+    for line in pam_file.read_text().splitlines():
+        words = line.split()
+        if words and words[0].lstrip("-") == "session":
+            names.update(re.findall(r"\b(pam_\w+)\.so\b", line))
+    return names
 
 
 def free_port() -> int:
@@ -31,8 +62,14 @@ class OpenSSHServer:
         self.dir.chmod(0o755)
         self.service = service
         self.port = free_port()
-        self.binary = self.dir / service
-        shutil.copy2("/usr/sbin/sshd", self.binary)
+        # program: what is started; binary: the exe= of the PAM records (the process running the session).
+        self.service_option = sshd_version() >= (9, 8)
+        if self.service_option:
+            self.program = Path(SSHD)
+            self.binary = Path(SSHD_SESSION)
+        else:
+            self.program = self.binary = self.dir / service
+            shutil.copy2(SSHD, self.binary)
         self.keys = self.dir / "authorized_keys"
         self.keys.mkdir(mode=0o755)
         self.client_key = self.dir / "client_key"
@@ -55,13 +92,15 @@ class OpenSSHServer:
             "UseDNS no",
             "LogLevel VERBOSE",
         ]
+        if self.service_option:
+            config.append(f"PAMServiceName {service}")
         if accept_env:
             config.append(f"AcceptEnv {accept_env}")
         (self.dir / "sshd_config").write_text("\n".join(config) + "\n")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
         self.log = open(self.dir / "sshd.log", "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(self.binary), "-D", "-e", "-f", str(self.dir / "sshd_config")],
+            [str(self.program), "-D", "-e", "-f", str(self.dir / "sshd_config")],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -86,8 +125,9 @@ class OpenSSHServer:
     def login(
         self, user: str, lines: list[str], *, env: dict[str, str] | None = None, timeout: float = 30.0
     ) -> subprocess.CompletedProcess[str]:
-        """ssh -tt into a login shell, type the lines, then exit."""
+        """ssh -tt into a login shell, type the lines, then exit; a login that succeeded ran our service."""
         self.authorize(user)
+        started = time.time()
         argv = [
             "ssh",
             "-tt",
@@ -109,7 +149,7 @@ class OpenSSHServer:
         argv.append(f"{user}@127.0.0.1")
         # Typed one at a time, as a person would, so the pty sees separate lines.
         script = "".join(f"{line}\n" for line in [*lines, "exit"])
-        return subprocess.run(
+        proc = subprocess.run(
             argv,
             input=script,
             capture_output=True,
@@ -117,6 +157,37 @@ class OpenSSHServer:
             timeout=timeout,
             env={**os.environ, **(env or {})},
             check=False,
+        )
+        if proc.returncode == 0:
+            self.assert_stack_ran(user, started)
+        return proc
+
+    def assert_stack_ran(self, user: str, started: float, timeout: float = 10.0) -> None:
+        """libpam's PAM:session_open of the user's login since started has, among its grantors, a module
+        of /etc/pam.d/<service> that /etc/pam.d/sshd lacks: the scratch stack ran, not sshd's.
+
+        Without a kernel audit and a live auditd (a fault test switched them off) there is no record to
+        read; those logins are checked by the same server class in the other tests."""
+        checks = {c.name: c.status for c in doctor.audit_checks()}
+        if checks.get("kernel audit") != "pass" or checks.get("auditd") != "pass":
+            return
+        own = session_modules(Path("/etc/pam.d") / self.service) - session_modules(DEFAULT_SERVICE)
+        assert own, f"/etc/pam.d/{self.service} has no session module that /etc/pam.d/sshd lacks: cannot tell"
+        uid = subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout.strip()
+        deadline = time.time() + timeout
+        while True:
+            opened = [
+                r
+                for r in records_since(started, "-m", "USER_START", "-x", str(self.binary), "--loginuid", uid)
+                if r.get("op") == "PAM:session_open"
+            ]
+            if opened or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert opened, f"no PAM:session_open of {user} by {self.binary}: {self.server_log()}"
+        grantors = set(opened[-1].get("grantors", "").split(","))
+        assert grantors & own, (
+            f"grantors {sorted(grantors)} lack all of {sorted(own)}: service {self.service} did not run"
         )
 
     def server_log(self) -> str:
