@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pam_teleport_audit import doctor
+
 from . import burst, common, login_cost, memory, record_cost, search_cost
 
 BENCHMARKS = {
@@ -25,7 +27,10 @@ def machine() -> None:
     cpu = [line.split(":", 1)[1].strip() for line in out("lscpu").splitlines() if line.startswith("Model name")]
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     mem_kb = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal"))
-    packages = ("libpam-python", "auditd", "python3.11", "libpam0g")
+    # The Python pam_python embeds (python3.11 on Debian 12, python3.13 on 13) is a package of that name.
+    pam_python = doctor.find_pam_python()
+    embedded = doctor.embedded_python(pam_python) if pam_python else None
+    packages = ("libpam-python", "auditd", Path(embedded or "/usr/bin/python3").name, "libpam0g")
     versions = out("dpkg-query", "-W", "-f", "${Package} ${Version}\\n", *packages)
     print("## Machine\n")
     print(f"- CPU: {cpu[0] if cpu else '?'}, {out('nproc')} cores; RAM {mem_kb / 1024 / 1024:.1f} GiB")
