@@ -20,6 +20,7 @@ class AuditRecord:
     time: float
     fields: dict[str, str]  # raw values, as stored (quotes and hex kept)
     interpreted: dict[str, str] = field(repr=False, default_factory=dict)
+    text: str = field(repr=False, default="")  # the line as logged, when the reader asked for it
 
     def __getitem__(self, name: str) -> str:
         return self.fields[name]
@@ -58,9 +59,10 @@ def interpret(parser: Any) -> str:
         return parser.get_field_str()
 
 
-def read_record(parser: Any, interpreted: frozenset[str] | None = None) -> AuditRecord:
+def read_record(parser: Any, interpreted: frozenset[str] | None = None, with_text: bool = False) -> AuditRecord:
     """The record the parser stands on. Fields are interpreted (as ausearch -i shows them)
-    only when named in `interpreted`, or all of them when it is None: that is the slow part."""
+    only when named in `interpreted`, or all of them when it is None: that is the slow part.
+    with_text keeps the line itself, for values auparse cannot split (Teleport's raw teleportUser)."""
     stamp = parser.get_timestamp()
     raw: dict[str, str] = {}
     nice: dict[str, str] = {}
@@ -74,7 +76,13 @@ def read_record(parser: Any, interpreted: frozenset[str] | None = None) -> Audit
                 nice[name] = interpret(parser)
         if not parser.next_field():
             break
-    return AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice)
+    text = ""
+    if with_text:
+        try:
+            text = parser.get_record_text()
+        except UnicodeDecodeError:  # not UTF-8: no name we look for can match it
+            text = ""
+    return AuditRecord(parser.get_type_name(), stamp.serial, stamp.sec + stamp.milli / 1000, raw, nice, text)
 
 
 def parse_records(text: str) -> list[AuditRecord]:

@@ -1,14 +1,26 @@
-"""What a Teleport user did: sessions and typed input, from the audit log.
+"""What a Teleport user did: sessions, refused attempts and typed input, from the audit log.
 
 One pass over the log with auparse (python3-audit). libauparse does the
 filtering in C: only events holding a record of a type below reach Python.
 
-A session is keyed by (node, ses): our USER_START names the Teleport user
-and gives the session id pam_loginuid assigned; every later record with that
-ses on that node belongs to it (TTY input included) until the kernel's LOGIN
-record gives the id to a new session (ids restart at boot). Our USER_ACCT and
-the kernel's LOGIN come before the USER_START (ses unset, or set by
-pam_loginuid just before us): they are joined by the pid that wrote it.
+A session is keyed by (node, ses), the id pam_loginuid gives it: every record
+with that ses on that node belongs to it (TTY input included) until the
+kernel's LOGIN record gives the id to a new session (ids restart at boot).
+Two record sequences of ours are read (docs/records.md):
+
+- today's: USER_ACCT teleport:accounting at pam_open_session (it carries the
+  ses and starts the session), USER_START teleport:session_open and USER_END
+  teleport:session_close at pam_close_session. A refusal leaves USER_LOGIN
+  teleport:login res=failed (before the session opened) or USER_START
+  teleport:session_open res=failed (a session module after ours), at pam_end;
+- the earlier one, still in older logs: USER_ACCT at pam_acct_mgmt (ses
+  unset), USER_START at open (starts the session), USER_END at close.
+
+What comes before a session has its ses (Teleport's own USER_LOGIN, libpam's
+USER_ACCT, the LOGIN record) is joined by the process that wrote it, (node,
+pid), and only within ACCOUNT_LOOKBACK seconds: a pid comes back, and a later
+shell with a reused pid must never be taken for that process. Records with a
+ses go to the session first.
 """
 
 from __future__ import annotations
@@ -24,16 +36,58 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .auditlog import AuditRecord, read_conf, read_record
-from .constants import OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
+from .constants import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
 from .record import bare_value, decode_value
 
 # Record types a session timeline is made of.
-TIMELINE_TYPES = ("USER_ACCT", "USER_START", "USER_END", "LOGIN", "CRED_ACQ", "CRED_DISP", "TTY", "USER_TTY")
+TIMELINE_TYPES = (
+    "USER_ACCT",
+    "USER_AUTH",
+    "USER_START",
+    "USER_END",
+    "USER_LOGIN",
+    "USER_ERR",
+    "LOGIN",
+    "CRED_ACQ",
+    "CRED_DISP",
+    "TTY",
+    "USER_TTY",
+)
 DEFAULT_LOG = "/var/log/audit/audit.log"
-# Our account record precedes its USER_START by milliseconds; look back this far for it.
+# What one process writes before its session has a ses (Teleport's USER_LOGIN, our and libpam's
+# USER_ACCT, LOGIN) is joined to it only this far back: a pid is reused later.
 ACCOUNT_LOOKBACK = 60.0
 # Fields shown as auparse interprets them: keystrokes, as aureport --tty shows them.
 _INTERPRETED = frozenset({"data"})
+OUR_OPS = frozenset({OP_ACCOUNTING, OP_SESSION_OPEN, OP_SESSION_CLOSE, OP_LOGIN})
+
+# Teleport's own records, sent by the `teleport exec` process that then runs PAM
+# (gravitational/teleport lib/srv/reexec.go RunCommand: USER_LOGIN res=success before PAM,
+# USER_ERR res=failed when the login does not exist, USER_END res=success when it ends), in
+# the text of lib/auditd/auditd_linux.go (msgDataTmpl, a text/template, nothing escaped):
+#   op={{ .Opcode }} acct="{{ .Msg.SystemUser }}" exe="{{ .Exe }}" hostname={{ .Hostname }}
+#   addr={{ .Msg.ConnAddress }} terminal={{ .Msg.TTYName }}
+#   {{if .Msg.TeleportUser}}teleportUser={{.Msg.TeleportUser}} {{end}}res={{ .Result }}
+# with hostname "?", addr the client's ip:port, terminal the pty (/dev/pts/N) or "teleport"
+# (lib/auditd/common.go SetDefaults). Releases before 2023 wrote exe= unquoted. teleportUser is
+# raw, so `teleportUser=alice smith` is one name: read from the line, not auparse's fields.
+TELEPORT_OPS = {"USER_LOGIN": "login", "USER_END": "session_close", "USER_ERR": "invalid_user"}
+_TELEPORT_TEXT = re.compile(
+    r'op=(?P<op>\S+) acct="(?P<acct>.*?)" exe=(?P<exe>".*?"|\S*) hostname=(?P<hostname>\S*)'
+    r" addr=(?P<addr>\S*) terminal=(?P<terminal>\S*)(?: teleportUser=(?P<user>.*))? res=(?P<res>\w+)",
+    re.DOTALL,
+)
+# Why an attempt was refused, by the op of the first record of its process saying res=failed.
+REFUSALS = {
+    "PAM:accounting": "refused by the account stack",
+    "PAM:authentication": "refused by pam_authenticate",
+    "PAM:session_open": "refused by a session module",
+    OP_ACCOUNTING: "refused by the account stack",
+    OP_LOGIN: "refused before its session opened",
+    OP_SESSION_OPEN: "refused by a session module",
+    "invalid_user": "refused by Teleport: no such login",
+}
+CHILDREN = {"exec": "shell or command", "networking": "port/agent/X11 forwarding"}
 
 
 @dataclass
@@ -58,8 +112,10 @@ class Event:
 
 @dataclass
 class Session:
+    """A session of a Teleport user, or an attempt that was refused (refused says why)."""
+
     node: str | None
-    ses: int
+    ses: int | None  # None: refused before pam_loginuid gave it one
     teleport_user: str
     login: str
     auid: int
@@ -75,6 +131,10 @@ class Session:
     end_result: str | None = None
     events: list[Event] = field(default_factory=list)
     input: list[Keystrokes] = field(default_factory=list)
+    refused: str | None = None
+    child: str | None = None  # teleportChild: exec, or networking (port/agent/X11 forwarding)
+    roles_omitted: int | None = None  # teleportRolesOmitted: roles cut to fit the record
+    teleport_addr: str | None = None  # the client's ip:port, from Teleport's own USER_LOGIN
 
     def to_json(self) -> dict[str, object]:
         """A stable object for SIEM ingestion: times in ISO 8601 UTC."""
@@ -171,22 +231,26 @@ def _digit_trie(numbers: list[str]) -> str:
 
 
 def candidate_parser(files: list[str], teleport_user: str) -> Any:
-    """auparse over the only lines that can belong to the user's sessions.
+    """auparse over the only lines that can belong to the user's sessions and attempts.
 
     Two byte scans narrow a log of millions of records down for auparse: the
-    lines naming the user as we write the name (record.bare_value), whose
-    USER_START records give the session ids and pids; then every line with one
-    of those ses= or pid= values. A superset of what find_sessions() keeps, so
-    the result is the same as parsing the whole log; auparse parses what is left.
+    lines naming the user, as we write the name (record.bare_value) or as
+    Teleport does (raw), whose records give the session ids and pids; then
+    every line with one of those ses= or pid= values. A superset of what
+    find_sessions() keeps, so the result is the same as parsing the whole log;
+    auparse parses what is left.
     """
     import auparse
 
-    encoded = bare_value(teleport_user.encode("utf-8", "surrogateescape")).encode()
-    named = _grep(files, re.compile(rb" teleportUser=" + re.escape(encoded) + rb" "))
+    raw = teleport_user.encode("utf-8", "surrogateescape")
+    names = [re.compile(rb" teleportUser=" + re.escape(bare_value(raw).encode()) + rb" ")]
+    if bare_value(raw).encode() != raw:
+        names.append(re.compile(rb" teleportUser=" + re.escape(raw) + rb" res="))
+    named = _grep(files, *names)
     ses, pids = set(), set()
     for rec in iter_records(auparse.AuParser(auparse.AUSOURCE_BUFFER, named)) if named else ():
-        if rec.type == "USER_START" and rec.fields.get("op") == OP_SESSION_OPEN:
-            ses.add(rec.fields.get("ses", ""))
+        if rec.int("ses") not in (UNSET_ID, -1):
+            ses.add(rec.fields["ses"])
         pids.add(rec.fields.get("pid", ""))
     # One scan per field name: a pattern that starts with a literal (" ses=") is searched fast.
     patterns = []
@@ -210,12 +274,47 @@ def iter_records(parser: Any, since: float | None = None) -> Iterator[AuditRecor
     while parser.search_next_event():
         parser.first_record()
         while True:
-            if parser.get_type_name() in TIMELINE_TYPES:
-                yield read_record(parser, _INTERPRETED)
+            kind = parser.get_type_name()
+            if kind in TIMELINE_TYPES:
+                yield read_record(parser, _INTERPRETED, with_text=kind in TELEPORT_OPS)
             if not parser.next_record():
                 break
         # search_next_event() resumes after the current event
         # (AUSEARCH_STOP_EVENT), so nothing is read twice.
+
+
+def teleport_fields(rec: AuditRecord) -> dict[str, str] | None:
+    """The fields of one of Teleport's own records, read from the line (teleportUser is raw)."""
+    if TELEPORT_OPS.get(rec.type) != rec.fields.get("op") or not rec.text:
+        return None
+    line = rec.text.split("\x1d", 1)[0]  # ENRICHED: the interpreted ids follow a 0x1D byte
+    begin = line.find(" msg='")
+    match = _TELEPORT_TEXT.fullmatch(line, begin + 6, line.rfind("'")) if begin >= 0 else None
+    if match is None:
+        return None
+    found = {k: v for k, v in match.groupdict().items() if v is not None}
+    found["exe"] = found["exe"].strip('"')
+    return found
+
+
+@dataclass
+class _Process:
+    """What one process (node, pid) wrote in one PAM transaction before its session had a ses."""
+
+    start: float
+    records: list[AuditRecord] = field(default_factory=list)
+    ses: int = UNSET_ID  # the id its LOGIN record gave it
+    ours: AuditRecord | None = None  # our first record naming the user
+    teleport: tuple[AuditRecord, dict[str, str]] | None = None  # Teleport's own, naming the user
+
+    def add(self, rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> None:
+        self.records.append(rec)
+        if rec.type == "LOGIN":
+            self.ses = rec.int("ses")
+        if ours and self.ours is None:
+            self.ours = rec
+        if teleport is not None and self.teleport is None:
+            self.teleport = (rec, teleport)
 
 
 def find_sessions(
@@ -226,37 +325,77 @@ def find_sessions(
     until: float | None = None,
     node: str | None = None,
 ) -> list[Session]:
-    """Sessions of one Teleport user, in the order they started."""
+    """Sessions and refused attempts of one Teleport user, in the order they started."""
     wanted = teleport_user.encode("utf-8", "surrogateescape")
-    sessions: list[Session] = []
+    found: list[Session] = []
     open_by_key: dict[tuple[str | None, int], Session] = {}  # (node, ses) → its session
-    before_start: dict[tuple[str | None, int], list[AuditRecord]] = {}  # (node, pid) → ACCT/LOGIN
+    opened_at_account: set[int] = set()  # id() of sessions started by today's USER_ACCT
+    processes: dict[tuple[str | None, int], _Process] = {}  # (node, pid) → before its session
+    swept = 0.0
+
+    def finish(key: tuple[str | None, int]) -> None:
+        """A process's transaction that opened no session of ours: listed when refused."""
+        proc = processes.pop(key)
+        reason = _refusal(proc.records)
+        if reason is None or (proc.ours is None and proc.teleport is None):
+            return
+        if proc.ours is not None:
+            ses = proc.ours.int("ses")
+            attempt = _new_session(proc.ours, key[0], None if ses in (UNSET_ID, -1) else ses)
+        else:
+            attempt = _teleport_session(*proc.teleport, key[0])  # type: ignore[misc]
+        attempt.result, attempt.refused = "failed", reason
+        _join(attempt, proc)
+        found.append(attempt)
+
     for rec in records:
         rec_node = rec.fields.get("node")
         if node is not None and rec_node != node:
             continue
         op = rec.fields.get("op")
         ses = rec.int("ses")
-        pid_key = (rec_node, rec.int("pid"))
-        ours = "teleportUser" in rec.fields and decode_value(rec.fields["teleportUser"]) == wanted
-        if rec.type == "USER_ACCT" and op == OP_ACCOUNTING and ours:
-            before_start[pid_key] = [rec]  # a new PAM transaction of this process
-            continue
+        key = (rec_node, rec.int("pid"))
+        ours = op in OUR_OPS and "teleportUser" in rec.fields and decode_value(rec.fields["teleportUser"]) == wanted
+        teleport = teleport_fields(rec) if rec.type in TELEPORT_OPS else None
+        named = teleport if teleport is not None and teleport.get("user") == teleport_user else None
+        if rec.time - swept > ACCOUNT_LOOKBACK:  # keep only the processes that may still go on
+            for old in [k for k, p in processes.items() if rec.time - p.start > ACCOUNT_LOOKBACK]:
+                finish(old)
+            swept = rec.time
+        proc = processes.get(key)
+        # A transaction of this pid that is too old, or a new one of the same pid, ends the last one.
+        if proc is not None and (
+            rec.time - proc.start > ACCOUNT_LOOKBACK
+            or (teleport is not None and rec.type == "USER_LOGIN")
+            or (ours and rec.type == "USER_ACCT" and ses == UNSET_ID and proc.ours is not None)
+        ):
+            finish(key)
+            proc = None
         if rec.type == "LOGIN":
             open_by_key.pop((rec_node, ses), None)  # this id now names another session
-        if pid_key in before_start and rec.type != "USER_START":
-            before_start[pid_key].append(rec)  # libpam's USER_ACCT, the kernel's LOGIN
+        session = open_by_key.get((rec_node, ses)) if ses not in (UNSET_ID, -1) else None
+
+        starts = None
+        if ours and session is None and ses not in (UNSET_ID, -1):
+            if rec.type == "USER_ACCT" and op == OP_ACCOUNTING:
+                starts = "account"  # today's sequence: written at pam_open_session
+            elif rec.type == "USER_START" and op == OP_SESSION_OPEN and proc is not None and proc.ses == ses:
+                starts = "open"  # the earlier sequence; its LOGIN came just before
+        if starts is not None:
+            session = _new_session(rec, rec_node, ses)
+            if proc is not None:
+                _join(session, processes.pop(key))
+            if starts == "account":
+                opened_at_account.add(id(session))
+            found.append(session)
+            open_by_key[(rec_node, ses)] = session
+        elif session is None:
+            if proc is None and (ses == UNSET_ID or rec.type == "LOGIN") and rec.type not in ("TTY", "USER_TTY"):
+                proc = processes[key] = _Process(rec.time)
+            if proc is not None and (ses in (UNSET_ID, proc.ses) or rec.type == "LOGIN"):
+                proc.add(rec, ours, named)
             continue
-        if rec.type == "USER_START" and op == OP_SESSION_OPEN and ours and ses != UNSET_ID:
-            early = before_start.pop(pid_key, [])
-            if (since is None or rec.time >= since) and (until is None or rec.time <= until):
-                session = _new_session(rec, rec_node, ses)
-                session.events = [_event(r) for r in early if rec.time - r.time <= ACCOUNT_LOOKBACK]
-                sessions.append(session)
-                open_by_key[(rec_node, ses)] = session
-        session = open_by_key.get((rec_node, ses))
-        if session is None:
-            continue
+
         if rec.type in ("TTY", "USER_TTY"):
             data = rec.fields.get("data", rec.fields.get("msg", ""))
             session.input.append(
@@ -270,19 +409,48 @@ def find_sessions(
                 )
             )
             continue
-        session.events.append(_event(rec))
-        if rec.type == "USER_END" and op == OP_SESSION_CLOSE and ours:
+        session.events.append(_event(rec, teleport))
+        if rec.int("pid") != session.pid:
+            continue  # su, sudo, sshd inside the session: their outcome is not this login's
+        if ours and rec.type == "USER_START" and id(session) in opened_at_account:
+            session.result = rec.fields.get("res", "?")  # today's sequence: the open's outcome, at close or pam_end
+        if named is not None and session.teleport_addr is None:
+            session.teleport_addr = named["addr"]
+        if session.refused is None:
+            session.refused = _refusal([rec])
+        if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
             session.end, session.end_result = rec.time, rec.fields.get("res")
-    return sessions
+    for key in list(processes):
+        finish(key)
+    found.sort(key=lambda s: s.start)
+    return [s for s in found if (since is None or s.start >= since) and (until is None or s.start <= until)]
 
 
-def _event(rec: AuditRecord) -> Event:
-    return Event(rec.time, rec.serial, rec.type, rec.fields.get("op"), rec.fields.get("res"), rec.int("pid"))
+def _refusal(records: list[AuditRecord]) -> str | None:
+    """Why a login was refused: the first record of its process that says so, or None."""
+    for rec in records:
+        reason = REFUSALS.get(rec.fields.get("op", ""))
+        if reason is not None and rec.fields.get("res") == "failed":
+            return reason
+    return None
 
 
-def _new_session(rec: AuditRecord, rec_node: str | None, ses: int) -> Session:
+def _join(session: Session, proc: _Process) -> None:
+    """What the process wrote before the session (or refusal): events, Teleport's client address."""
+    session.events = [_event(r, teleport_fields(r) if r.type in TELEPORT_OPS else None) for r in proc.records]
+    if proc.teleport is not None:
+        session.teleport_addr = proc.teleport[1]["addr"]
+
+
+def _event(rec: AuditRecord, teleport: dict[str, str] | None = None) -> Event:
+    source = teleport if teleport is not None else rec.fields
+    return Event(rec.time, rec.serial, rec.type, source.get("op"), source.get("res"), rec.int("pid"))
+
+
+def _new_session(rec: AuditRecord, rec_node: str | None, ses: int | None) -> Session:
     f = rec.fields
     roles = _text(f.get("teleportRoles", "?"))
+    omitted = f.get("teleportRolesOmitted", "")
     return Session(
         node=rec_node,
         ses=ses,
@@ -297,6 +465,27 @@ def _new_session(rec: AuditRecord, rec_node: str | None, ses: int) -> Session:
         pid=rec.int("pid"),
         start=rec.time,
         result=f.get("res", "?"),
+        child=f.get("teleportChild"),
+        roles_omitted=int(omitted) if omitted.isdigit() else None,
+    )
+
+
+def _teleport_session(rec: AuditRecord, f: dict[str, str], rec_node: str | None) -> Session:
+    """A refusal only Teleport recorded (its USER_ERR invalid_user: the login does not exist)."""
+    return Session(
+        node=rec_node,
+        ses=None,
+        teleport_user=f.get("user", "?"),
+        login=f["acct"],
+        auid=rec.int("auid"),
+        roles=[],
+        terminal=f["terminal"],
+        hostname=f["hostname"],
+        addr=f["addr"],
+        exe=f["exe"],
+        pid=rec.int("pid"),
+        start=rec.time,
+        result=f["res"],
     )
 
 
@@ -310,13 +499,25 @@ def render_text(sessions: list[Session], host: str | None) -> str:
     out = []
     for s in sessions:
         where = s.node or host or "?"
-        ended = f"ended {local_time(s.end)} ({s.end_result})" if s.end is not None else "not ended in the log"
-        out.append(
-            f"session {s.ses} on {where}: Teleport user {s.teleport_user} as {s.login} (auid {s.auid}),"
-            f" roles {','.join(s.roles) or '-'}\n"
-            f"  started {local_time(s.start)} ({s.result}), {ended}\n"
-            f"  terminal {s.terminal}, client {s.hostname} {s.addr}, program {s.exe}, pid {s.pid}\n"
-        )
+        roles = ",".join(s.roles) or "-"
+        if s.roles_omitted:
+            roles += f" and {s.roles_omitted} more (cut to fit the record)"
+        client = f"{s.hostname} {s.addr}" + (f", {s.teleport_addr} as Teleport recorded" if s.teleport_addr else "")
+        child = f", {CHILDREN.get(s.child, s.child)} (teleport {s.child})" if s.child else ""
+        if s.refused:
+            ses = f" (ses {s.ses})" if s.ses is not None else ""
+            out.append(
+                f"REFUSED login{ses} on {where}: Teleport user {s.teleport_user} as {s.login}, roles {roles}\n"
+                f"  attempted {local_time(s.start)}: {s.refused}\n"
+            )
+        else:
+            ended = f"ended {local_time(s.end)} ({s.end_result})" if s.end is not None else "not ended in the log"
+            out.append(
+                f"session {s.ses} on {where}: Teleport user {s.teleport_user} as {s.login} (auid {s.auid}),"
+                f" roles {roles}\n"
+                f"  started {local_time(s.start)} ({s.result}), {ended}\n"
+            )
+        out.append(f"  terminal {s.terminal}, client {client}, program {s.exe}, pid {s.pid}{child}\n")
         timeline = [(e.time, e.serial, f"{e.type:<10} {e.op + ' ' if e.op else ''}res={e.res}") for e in s.events]
         timeline += [(k.time, k.serial, f"{'input':<10} {k.comm}[{k.pid}]: {k.keys}") for k in s.input]
         out.extend(f"    {local_time(t)}  {line}\n" for t, _, line in sorted(timeline))

@@ -183,3 +183,56 @@ def test_aggregated_logs_key_sessions_by_node(tmp_path) -> None:
     assert only_b["node"] == "host-b" and only_b["input"] == both[1]["input"]
     out = run_search("--teleport-user", "carol", "--input", str(log)).stdout
     assert "session 73 on host-a:" in out and "session 73 on host-b:" in out
+
+
+def teleport_fixture(tmp_path, fmt: str) -> str:
+    """tests/fixtures/audit/teleport/audit.log, RAW as written, or ENRICHED as auditd would write it."""
+    raw = FIXTURES / "teleport" / "audit.log"
+    if fmt == "raw":
+        return str(raw)
+    enriched = tmp_path / "enriched.log"
+    suffix = '\x1dUID="root" AUID="unset"'
+    enriched.write_text("".join(line + suffix + "\n" for line in raw.read_text().splitlines()))
+    return str(enriched)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "enriched"])
+def test_refusals_teleport_records_and_a_reused_pid_through_auparse(tmp_path, fmt: str) -> None:
+    log = teleport_fixture(tmp_path, fmt)
+    (smith,) = json_sessions("--teleport-user", "alice smith", "--input", log)
+    assert smith["ses"] == 80 and smith["refused"] is None and smith["child"] == "exec"
+    assert smith["teleport_addr"] == "203.0.113.7:53422"  # from Teleport's raw `teleportUser=alice smith`
+    assert [k["text"] for k in smith["input"]] == ["echo smith-one\n", "exit\n"]
+    assert (smith["events"][0]["type"], smith["events"][0]["op"]) == ("USER_LOGIN", "login")
+    assert smith["events"][-1]["op"] == "session_close" and smith["end_result"] == "success"
+
+    alice = json_sessions("--teleport-user", "alice", "--input", log)
+    assert [(s["ses"], s["pid"], s["refused"]) for s in alice] == [
+        (None, 20200, "refused by the account stack"),
+        (81, 20300, None),
+        (82, 20400, "refused by a session module"),
+        (83, 20500, None),
+        (None, 20600, "refused by Teleport: no such login"),
+    ]
+    refused, reused, by_session, forwarding, no_login = alice
+    assert refused["teleport_addr"] == "198.51.100.9:40022" and refused["result"] == "failed"
+    assert [e["op"] for e in refused["events"]] == ["login", "PAM:accounting", "teleport:login", "session_close"]
+    # The session after the refusal: its shell got the refused process's pid, its input stays.
+    assert [(k["pid"], k["text"]) for k in reused["input"]] == [(20200, "echo reused-pid\n"), (20200, "exit\n")]
+    assert reused["teleport_addr"] == "198.51.100.9:40023" and reused["result"] == "success"
+    assert by_session["result"] == "failed" and by_session["end"] is None
+    assert (forwarding["child"], forwarding["roles_omitted"], forwarding["teleport_addr"]) == ("networking", 3, None)
+    assert no_login["login"] == "nosuch" and no_login["teleport_addr"] == "198.51.100.9:40026"
+
+    out = run_search("--teleport-user", "alice", "--input", log).stdout
+    assert "REFUSED login on ?: Teleport user alice as tpdemo, roles access\n" in out
+    assert "refused by the account stack" in out and "198.51.100.9:40023 as Teleport recorded" in out
+    assert "port/agent/X11 forwarding (teleport networking)" in out and "and 3 more (cut to fit the record)" in out
+
+
+def test_narrowed_parse_equals_the_full_parse_on_teleport_records(tmp_path) -> None:
+    for fmt in ("raw", "enriched"):
+        files = [teleport_fixture(tmp_path, fmt)]
+        for name in ("alice", "alice smith", "smith", "nosuch"):
+            narrowed = search.find_sessions(search.iter_records(search.candidate_parser(files, name)), name)
+            assert [s.to_json() for s in narrowed] == full_parse(files, name), (fmt, name)

@@ -1,0 +1,226 @@
+"""search.find_sessions over crafted records: both record sequences, refusals, pid reuse,
+and Teleport's own records (raw teleportUser). The same logic over real logs through
+auparse is in tests/system/test_search.py."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.search import find_sessions, teleport_fields
+
+U = 4294967295
+EXE = '"/usr/local/bin/teleport"'
+_HEADER = re.compile(r"type=(\w+) msg=audit\((\d+)\.(\d+):(\d+)\): (.*)", re.DOTALL)
+_FIELD = re.compile(r"([\w-]+)=('[^']*'|\S+)")
+
+
+def parse(line: str) -> AuditRecord:
+    """One log line as auparse splits it (first occurrence wins, msg='…' opened): enough for these lines."""
+    kind, sec, milli, serial, body = _HEADER.fullmatch(line).groups()  # type: ignore[union-attr]
+    fields: dict[str, str] = {}
+    for name, value in _FIELD.findall(body):
+        inner = _FIELD.findall(value[1:-1]) if name == "msg" and value.startswith("'") else [(name, value)]
+        for key, val in inner:
+            fields.setdefault(key, val)
+    return AuditRecord(kind, int(serial), int(sec) + int(milli) / 1000, fields, {}, line)
+
+
+class Log:
+    """Lines in the layout the kernel and auditd write, numbered as they come."""
+
+    def __init__(self, start: float = 1795900000.0) -> None:
+        self.start, self.serial, self.lines = start, 100, []
+
+    def add(self, kind: str, at: float, pid: int, ses: int, body: str, auid: int = 1002) -> None:
+        self.serial += 1
+        auid = U if ses == U else auid
+        stamp = f"{self.start + at:.3f}:{self.serial}"
+        self.lines.append(f"type={kind} msg=audit({stamp}): pid={pid} uid=0 auid={auid} ses={ses} msg='{body}'")
+
+    def login(self, at: float, pid: int, ses: int) -> None:
+        self.serial += 1
+        self.lines.append(
+            f"type=LOGIN msg=audit({self.start + at:.3f}:{self.serial}): pid={pid} uid=0 old-auid={U} auid=1002"
+            f" tty=(none) old-ses={U} ses={ses} res=1"
+        )
+
+    def tty(self, at: float, pid: int, ses: int, typed: str) -> None:
+        self.serial += 1
+        self.lines.append(
+            f"type=TTY msg=audit({self.start + at:.3f}:{self.serial}): tty pid={pid} uid=1002 auid=1002 ses={ses}"
+            f' major=136 minor=0 comm="sh" data={typed.encode().hex().upper()}'
+        )
+
+    def records(self) -> list[AuditRecord]:
+        return [parse(line) for line in self.lines]
+
+
+def ours(op: str, user: str, res: str, extra: str = "") -> str:
+    where = "hostname=? addr=? terminal=ssh"
+    return f'op=teleport:{op} acct="tpdemo" exe={EXE} {where} teleportUser={user}{extra} res={res}'
+
+
+def pam(op: str, res: str) -> str:
+    return f'op=PAM:{op} grantors=? acct="tpdemo" exe={EXE} hostname=? addr=? terminal=ssh res={res}'
+
+
+def teleport(op: str, user: str, addr: str, res: str = "success", acct: str = "tpdemo") -> str:
+    """Teleport's text (lib/auditd/auditd_linux.go msgDataTmpl): teleportUser raw."""
+    return f'op={op} acct="{acct}" exe={EXE} hostname=? addr={addr} terminal=teleport teleportUser={user} res={res}'
+
+
+def old_session(log: Log, at: float, pid: int, ses: int, user: str, shell: int, typed: list[str]) -> None:
+    """The earlier sequence: USER_ACCT at acct time (ses unset), USER_START at open, USER_END at close."""
+    log.add("USER_ACCT", at, pid, U, ours("accounting", user, "success"))
+    log.add("USER_ACCT", at + 0.001, pid, U, pam("accounting", "success"))
+    log.login(at + 0.002, pid, ses)
+    log.add("USER_START", at + 0.003, pid, ses, ours("session_open", user, "success"))
+    log.add("USER_START", at + 0.004, pid, ses, pam("session_open", "success"))
+    for i, line in enumerate(typed):
+        log.tty(at + 0.1 + i / 10, shell, ses, line)
+    log.add("USER_END", at + 1, pid, ses, ours("session_close", user, "success"))
+
+
+def old_refusal(log: Log, at: float, pid: int, user: str) -> None:
+    """The earlier sequence refused by the account stack: ours said success, libpam failed."""
+    log.add("USER_ACCT", at, pid, U, ours("accounting", user, "success"))
+    log.add("USER_ACCT", at + 0.001, pid, U, pam("accounting", "failed"))
+
+
+def test_old_sequence_refusal_then_a_shell_with_the_same_pid_keeps_its_input() -> None:
+    log = Log()
+    old_refusal(log, 0, 500, "alice")
+    old_session(log, 2, 600, 71, "alice", 500, ["echo one\n", "exit\n"])  # its shell got pid 500
+    refused, session = find_sessions(log.records(), "alice")
+    assert refused.refused == "refused by the account stack" and refused.pid == 500 and refused.ses is None
+    assert [e.op for e in refused.events] == ["teleport:accounting", "PAM:accounting"]
+    assert session.refused is None and session.ses == 71 and session.pid == 600
+    assert [k.text for k in session.input] == ["echo one\n", "exit\n"]
+    assert {k.pid for k in session.input} == {500}
+
+
+def test_new_sequence_refusal_then_a_shell_with_the_same_pid_keeps_its_input() -> None:
+    log = Log()
+    log.add("USER_ACCT", 0, 500, U, pam("accounting", "failed"))
+    log.add("USER_LOGIN", 0.001, 500, U, ours("login", "alice", "failed"))
+    log.add("USER_ACCT", 1, 600, U, pam("accounting", "success"))
+    log.login(1.001, 600, 72)
+    log.add("USER_ACCT", 1.002, 600, 72, ours("accounting", "alice", "success"))
+    log.tty(1.2, 500, 72, "echo two\n")
+    log.add("USER_START", 2, 600, 72, ours("session_open", "alice", "success"))
+    log.add("USER_END", 2, 600, 72, ours("session_close", "alice", "success"))
+    refused, session = find_sessions(log.records(), "alice")
+    assert refused.refused == "refused by the account stack" and refused.result == "failed"
+    assert (session.ses, session.result, session.end_result) == (72, "success", "success")
+    assert session.start == log.start + 1.002  # today's USER_ACCT starts the session
+    assert [k.text for k in session.input] == ["echo two\n"]
+
+
+def test_a_reused_teleport_pid_starts_a_new_attempt() -> None:
+    log = Log()
+    old_refusal(log, 0, 500, "alice")
+    old_session(log, 120, 500, 73, "alice", 501, ["echo later\n"])  # the same pid, two minutes on
+    refused, session = find_sessions(log.records(), "alice")
+    assert refused.refused and len(refused.events) == 2
+    assert session.refused is None and [e.op for e in session.events][:3] == [
+        "teleport:accounting",
+        "PAM:accounting",
+        None,  # LOGIN
+    ]
+
+
+def test_a_session_module_refusal_after_ours() -> None:
+    log = Log()
+    log.login(0, 700, 74)
+    log.add("USER_ACCT", 0.001, 700, 74, ours("accounting", "alice", "success"))
+    log.add("USER_START", 0.002, 700, 74, pam("session_open", "failed"))
+    log.add("USER_START", 0.003, 700, 74, ours("session_open", "alice", "failed"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert session.refused == "refused by a session module" and session.result == "failed"
+    assert session.ses == 74 and session.end is None
+
+
+def test_an_inner_program_failing_is_not_a_refusal_of_the_login() -> None:
+    """su inside the session fails: same ses, another pid; the login itself succeeded."""
+    log = Log()
+    old_session(log, 0, 800, 75, "alice", 801, ["su\n"])
+    log.add("USER_AUTH", 0.5, 802, 75, pam("authentication", "failed"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert session.refused is None and "PAM:authentication" in [e.op for e in session.events]
+
+
+def test_teleport_records_give_the_client_address_and_are_matched_on_the_raw_name() -> None:
+    log = Log()
+    log.add("USER_LOGIN", 0, 900, U, teleport("login", "alice smith", "203.0.113.7:53422"))
+    log.add("USER_ACCT", 0.001, 900, U, pam("accounting", "success"))
+    log.login(0.002, 900, 76)
+    log.add("USER_ACCT", 0.003, 900, 76, ours("accounting", "616C69636520736D697468", "success"))
+    log.add("USER_START", 1, 900, 76, ours("session_open", "616C69636520736D697468", "success"))
+    log.add("USER_END", 1, 900, 76, ours("session_close", "616C69636520736D697468", "success"))
+    log.add("USER_END", 1.01, 900, 76, teleport("session_close", "alice smith", "203.0.113.7:53422"))
+    (session,) = find_sessions(log.records(), "alice smith")
+    assert session.teleport_addr == "203.0.113.7:53422" and session.teleport_user == "alice smith"
+    assert [(e.type, e.op) for e in session.events if e.op in ("login", "session_close")] == [
+        ("USER_LOGIN", "login"),
+        ("USER_END", "session_close"),
+    ]
+    # auparse would read teleportUser=alice from the same line: that is not alice's record.
+    assert find_sessions(log.records(), "alice") == []
+
+
+def test_a_login_teleport_refused_itself() -> None:
+    log = Log()
+    log.add("USER_LOGIN", 0, 950, U, teleport("login", "alice", "198.51.100.9:40026", acct="nosuch"))
+    log.add("USER_ERR", 0.003, 950, U, teleport("invalid_user", "alice", "198.51.100.9:40026", "failed", "nosuch"))
+    (attempt,) = find_sessions(log.records(), "alice")
+    assert attempt.refused == "refused by Teleport: no such login" and attempt.login == "nosuch"
+    assert attempt.teleport_addr == "198.51.100.9:40026" and attempt.ses is None
+
+
+def test_teleport_records_alone_are_not_a_session() -> None:
+    """A node without the module: Teleport says success before and after; nothing to list."""
+    log = Log()
+    log.add("USER_LOGIN", 0, 960, U, teleport("login", "alice", "198.51.100.9:1"))
+    log.add("USER_END", 5, 960, U, teleport("session_close", "alice", "198.51.100.9:1"))
+    assert find_sessions(log.records(), "alice") == []
+
+
+def test_child_and_roles_omitted() -> None:
+    log = Log()
+    log.login(0, 970, 77)
+    extra = " teleportRoles=access,editor teleportChild=networking teleportRolesOmitted=3"
+    log.add("USER_ACCT", 0.001, 970, 77, ours("accounting", "alice", "success", extra))
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.child, session.roles, session.roles_omitted) == ("networking", ["access", "editor"], 3)
+
+
+OLD_EXE = 'op=login acct="x" exe=/opt/teleport hostname=? addr=? terminal=teleport teleportUser=bob res=success'
+MEMFD_EXE = (
+    'op=login acct="x" exe="/memfd:teleport-sessionhelper (deleted)" hostname=? addr=1.2.3.4:5 terminal=teleport'
+    " teleportUser=bob res=success"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "user", "exe", "addr"),
+    [
+        (teleport("login", "alice smith", "10.0.0.1:22"), "alice smith", "/usr/local/bin/teleport", "10.0.0.1:22"),
+        # a name holding " res=": the last one ends it
+        (teleport("login", "a res=failed b", "[::1]:9"), "a res=failed b", "/usr/local/bin/teleport", "[::1]:9"),
+        # releases before 2023: exe= not quoted
+        (OLD_EXE, "bob", "/opt/teleport", "?"),
+        # the memfd session helper (18.8+): a space in exe
+        (MEMFD_EXE, "bob", "/memfd:teleport-sessionhelper (deleted)", "1.2.3.4:5"),
+    ],
+)
+def test_teleport_fields_from_the_raw_line(body: str, user: str, exe: str, addr: str) -> None:
+    line = f"type=USER_LOGIN msg=audit(1795900000.000:1): pid=1 uid=0 auid={U} ses={U} msg='{body}'"
+    for text in (line, line + '\x1dUID="root" AUID="unset"'):  # RAW and ENRICHED
+        found = teleport_fields(AuditRecord("USER_LOGIN", 1, 0.0, {"op": "login"}, {}, text))
+        assert found is not None and (found["user"], found["exe"], found["addr"]) == (user, exe, addr)
+    # libpam's and sshd's records are not Teleport's.
+    sshd = line.replace("op=login acct", "op=PAM:session_open acct")
+    assert teleport_fields(parse(sshd)) is None
