@@ -24,8 +24,13 @@ AUDIT_TTY = 1319
 AUDIT_MESSAGE_TEXT_MAX = 8560
 # libaudit cuts acct= to the utmp name size (UT_NAMESIZE).
 ACCT_MAX_BYTES = 32
-# Our cap on exe=, so that a pathological path cannot crowd out the identity.
-EXE_MAX_BYTES = 2048
+# Our caps on the other fields (raw bytes; hex doubles them), so that no field can crowd
+# out the identity or res=: with these the text always fits AUDIT_MESSAGE_TEXT_MAX.
+EXE_MAX_BYTES = 1024
+HOSTNAME_MAX_BYTES = 512  # a DNS name has at most 253
+ADDR_MAX_BYTES = 64  # an IPv6 literal has at most 45
+TERMINAL_MAX_BYTES = 128
+TELEPORT_USER_MAX_BYTES = 2048
 # /proc/PID/loginuid and sessionid when unset.
 UNSET_ID = 4294967295
 
@@ -34,7 +39,11 @@ ENV_TELEPORT_USERNAME = "TELEPORT_USERNAME"
 ENV_TELEPORT_LOGIN = "TELEPORT_LOGIN"
 ENV_TELEPORT_ROLES = "TELEPORT_ROLES"
 
-# PAM return code (security/_pam_types.h), for when the handle itself fails us.
+# PAM return codes (security/_pam_types.h): the ABI's values, so that a return code never
+# depends on a handle that may be the thing failing.
+PAM_SUCCESS = 0
+PAM_SYSTEM_ERR = 4
+PAM_SESSION_ERR = 14
 PAM_IGNORE = 25
 
 # PAM_TTY that OpenSSH's sshd sets for every session (auth-pam.c).
@@ -65,3 +74,9 @@ DEFAULT_TELEPORT_NAME = "teleport"
 # What the kernel appends to /proc/PID/exe when the file was replaced or unlinked.
 DELETED_SUFFIX = " (deleted)"
 MEMFD_PREFIX = "/memfd:"
+# The memfd Teleport 18.8+ runs `teleport exec` from (session/reexec/embed_linux.go):
+# trusted by default, like a binary named teleport.
+DEFAULT_TELEPORT_MEMFD = "memfd:teleport-sessionhelper"
+# teleportChild= values: argv[1] of the Teleport child running PAM.
+CHILD_EXEC = "exec"
+CHILD_NETWORKING = "networking"  # port, agent and X11 forwarding

@@ -4,7 +4,7 @@ Pure functions over bytes and str; nothing here touches the system.
 
     op=teleport:session_open acct="root" exe="/usr/local/bin/teleport"
     hostname=? addr=? terminal=ssh teleportUser=alice teleportRoles=access,editor
-    res=success
+    teleportChild=exec res=success
 
 acct and exe follow libaudit (audit_log_acct_message): double-quoted, or
 uppercase hex without quotes when the value holds '"', a byte below 0x21 or
@@ -14,7 +14,16 @@ looks like hex (such values are hex-encoded too), so decode_value() can
 always tell the two apart.
 """
 
-from .constants import ACCT_MAX_BYTES, AUDIT_MESSAGE_TEXT_MAX, EXE_MAX_BYTES
+from .constants import (
+    ACCT_MAX_BYTES,
+    ADDR_MAX_BYTES,
+    AUDIT_MESSAGE_TEXT_MAX,
+    CHILD_EXEC,
+    EXE_MAX_BYTES,
+    HOSTNAME_MAX_BYTES,
+    TELEPORT_USER_MAX_BYTES,
+    TERMINAL_MAX_BYTES,
+)
 from .struct_type import Struct
 
 UNKNOWN = "?"
@@ -66,22 +75,11 @@ def to_bytes(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-def _fit(value: bytes, budget: int) -> str:
-    """bare_value() of the longest prefix of value that fits in budget."""
-    encoded = bare_value(value)
-    if len(encoded) <= budget:
-        return encoded
-    encoded = bare_value(value[:budget])
-    if len(encoded) > budget:  # hex doubles the length
-        encoded = bare_value(value[: budget // 2])
-    return encoded
-
-
 class Fields(Struct):
     """What one of our records says, before encoding."""
 
-    __slots__ = ("op", "acct", "exe", "hostname", "addr", "terminal", "teleport_user", "roles", "success")
-    _defaults = {"success": True}  # noqa: RUF012
+    __slots__ = ("op", "acct", "exe", "hostname", "addr", "terminal", "teleport_user", "roles", "child", "success")
+    _defaults = {"child": CHILD_EXEC, "success": True}  # noqa: RUF012
     op: str
     acct: str
     exe: str
@@ -90,30 +88,58 @@ class Fields(Struct):
     terminal: str | None
     teleport_user: str
     roles: tuple[str, ...]
+    child: str  # teleportChild=: exec, or networking for Teleport's forwarding child
     success: bool
 
 
-def _optional(value: str | None) -> str:
-    return bare_value(to_bytes(value)) if value else UNKNOWN
+def _capped(value: str | None, cap: int) -> str:
+    """bare_value() of at most cap bytes of value; "?" when unset."""
+    return bare_value(to_bytes(value)[:cap]) if value else UNKNOWN
+
+
+def _roles(roles: tuple[str, ...], budget: int) -> tuple[str, int]:
+    """The encoded roles that fit in budget, cut only between roles, and how many were left out.
+
+    A role cut mid-name would read as another, valid-looking role.
+    """
+
+    def encoded(count: int) -> str:
+        return bare_value(to_bytes(",".join(roles[:count]))) if count else UNKNOWN
+
+    if len(encoded(len(roles))) <= budget:
+        return encoded(len(roles)), 0
+    low, high = 0, len(roles)  # encoded(low) fits ("?" always does), encoded(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if len(encoded(middle)) <= budget:
+            low = middle
+        else:
+            high = middle
+    return encoded(low), len(roles) - low
 
 
 def record_text(fields: Fields) -> str:
-    """The message text, never longer than the kernel accepts.
+    """The message text, never longer than the kernel accepts (AUDIT_MESSAGE_TEXT_MAX).
 
-    When the Teleport user and roles do not fit, roles are cut first, then
-    the user name; every other field is always complete.
+    Every field but the roles has a cap (constants.py) that keeps it from
+    crowding out the rest; the roles get what is left, cut between roles, and
+    teleportRolesOmitted=N then says how many are missing. res= is always last
+    and always whole.
     """
     head = (
         f"op={fields.op}"
         f" acct={libaudit_value(to_bytes(fields.acct)[:ACCT_MAX_BYTES])}"
         f" exe={libaudit_value(to_bytes(fields.exe)[:EXE_MAX_BYTES])}"
-        f" hostname={_optional(fields.hostname)}"
-        f" addr={_optional(fields.addr)}"
-        f" terminal={_optional(fields.terminal)}"
+        f" hostname={_capped(fields.hostname, HOSTNAME_MAX_BYTES)}"
+        f" addr={_capped(fields.addr, ADDR_MAX_BYTES)}"
+        f" terminal={_capped(fields.terminal, TERMINAL_MAX_BYTES)}"
+        f" teleportUser={_capped(fields.teleport_user, TELEPORT_USER_MAX_BYTES)}"
     )
-    tail = " res=success" if fields.success else " res=failed"
-    budget = AUDIT_MESSAGE_TEXT_MAX - len(head) - len(tail) - len(" teleportUser= teleportRoles=")
-    user = _fit(to_bytes(fields.teleport_user), budget - len(UNKNOWN))
-    roles_raw = to_bytes(",".join(fields.roles))
-    roles = _fit(roles_raw, budget - len(user)) if roles_raw else UNKNOWN
-    return f"{head} teleportUser={user} teleportRoles={roles or UNKNOWN}{tail}"
+    tail = f" teleportChild={bare_value(fields.child.encode())} res={'success' if fields.success else 'failed'}"
+    omitted_room = len(f" teleportRolesOmitted={len(fields.roles)}")
+    budget = AUDIT_MESSAGE_TEXT_MAX - len(head) - len(" teleportRoles=") - len(tail)
+    roles, omitted = _roles(fields.roles, budget)
+    if omitted:
+        roles, omitted = _roles(fields.roles, budget - omitted_room)
+        roles += f" teleportRolesOmitted={omitted}"
+    return f"{head} teleportRoles={roles}{tail}"

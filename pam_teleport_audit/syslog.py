@@ -20,17 +20,25 @@ def format_line(priority: int, ident: str, text: str, now: float | None = None) 
 
 
 def log(priority: int, ident: str, text: str, path: str) -> bool:
-    """Send one line; False when no log daemon listens (never raises)."""
+    """Send one line; False when no log daemon listens (never raises).
+
+    As glibc's syslog(3): a datagram socket first; when that fails (EPROTOTYPE
+    from a stream socket such as syslog-ng's unix-stream, or anything else), a
+    stream socket, with the line NUL-terminated to mark where it ends.
+    """
     line = format_line(priority, ident, text)
-    try:
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        sock.settimeout(0.5)
-        sock.sendto(line, path)
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
+    for kind, payload in ((_socket.SOCK_DGRAM, line), (_socket.SOCK_STREAM, line + b"\0")):
+        try:
+            sock = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            sock.sendall(payload)
+            return True
+        except OSError:
+            continue
+        finally:
+            sock.close()
+    return False

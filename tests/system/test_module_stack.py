@@ -38,29 +38,32 @@ def test_teleport_session_gets_identity_session_id_and_keystrokes(driver, pam_se
 
     # ours: USER_ACCT, USER_START, USER_END; libpam: the same three; kernel: LOGIN
     records = pid_records(session.started, session.pid, expect=7)
-    ours = {r["op"]: r for r in records if r.get("op", "").startswith("teleport:")}
-    assert sorted(ours) == ["teleport:accounting", "teleport:session_close", "teleport:session_open"]
-    for record in ours.values():
+    in_order = [r for r in records if r.get("op", "").startswith("teleport:")]
+    assert [(r.type, r["op"]) for r in in_order] == [
+        ("USER_ACCT", "teleport:accounting"),
+        ("USER_START", "teleport:session_open"),
+        ("USER_END", "teleport:session_close"),
+    ]
+    for record in in_order:
         assert record["teleportUser"] == tp_user
         assert record["teleportRoles"] == "access,editor"
+        assert record["teleportChild"] == "exec"
         assert record["acct"] == f'"{login}"'
         assert record["exe"] == f'"{driver}"'
         assert record["terminal"] == "ssh"
         assert record["res"] == "success"
-    assert ours["teleport:accounting"].type == "USER_ACCT"
-    assert ours["teleport:session_open"].type == "USER_START"
-    assert ours["teleport:session_close"].type == "USER_END"
 
-    # The account phase comes before pam_loginuid: no auid/ses yet, as for sshd.
-    assert ours["teleport:accounting"]["ses"] == UNSET_SES
+    # Written at open_session, after pam_loginuid: every record of ours has the LOGIN record's auid and ses.
     login_record = [r for r in records if r.type == "LOGIN"]
     assert len(login_record) == 1
     ses = login_record[0]["ses"]
+    assert ses != UNSET_SES
     uid = subprocess.run(["id", "-u", login], capture_output=True, text=True, check=True).stdout.strip()
     assert login_record[0]["auid"] == uid
-    for op in ("teleport:session_open", "teleport:session_close"):
-        assert ours[op]["ses"] == ses
-        assert ours[op]["auid"] == uid
+    for record in in_order:
+        assert (record["ses"], record["auid"]) == (ses, uid)
+    # libpam's account record comes before pam_loginuid, as for sshd.
+    assert by_op(records, "PAM:accounting")["ses"] == UNSET_SES
 
     # libpam's own records now say terminal=ssh, as OpenSSH's do.
     assert by_op(records, "PAM:accounting")["terminal"] == "ssh"
@@ -142,12 +145,13 @@ def test_two_handles_in_one_process_keep_their_own_identity(driver, pam_service,
         return [(r["op"], r["teleportUser"]) for r in records if "teleportUser" in r.fields]
 
     records = wait_for_records(session.started, lambda rs: len(ours(rs)) >= 6, "-p", str(session.pid))
+    # Each record is written when its outcome is known: accounting at open, both session records at close.
     assert ours(records) == [
         ("teleport:accounting", first),
         ("teleport:accounting", second),
-        ("teleport:session_open", first),
         ("teleport:session_open", second),
         ("teleport:session_close", second),
+        ("teleport:session_open", first),
         ("teleport:session_close", first),
     ]
 
@@ -200,7 +204,7 @@ def test_audit_disabled_fail_open_logs_one_line_and_login_goes_on(
     assert len(lines) == 1, lines
     assert "audit is disabled" in lines[0] and "login goes on" in lines[0]
     assert lines[0].startswith("<84>")  # authpriv.warning
-    assert f"({service}:account)" in lines[0]
+    assert f"({service}:session)" in lines[0]  # the first record is written at open_session
     assert teleport_records(session.started, tp_user) == []
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pam_teleport_audit import pam_module, syslog
-from pam_teleport_audit.constants import AUDIT_USER_ACCT, AUDIT_USER_END, AUDIT_USER_START
+from pam_teleport_audit.constants import AUDIT_USER_ACCT, AUDIT_USER_END, AUDIT_USER_LOGIN, AUDIT_USER_START
 from pam_teleport_audit.netlink import AuditError
 
 ENTRY = "/x/pam_entry.py"
@@ -29,10 +29,6 @@ class FakePamh:
     env: Env = field(
         default_factory=lambda: Env(TELEPORT_USERNAME="alice", TELEPORT_LOGIN="root", TELEPORT_ROLES="access editor")
     )
-    PAM_SUCCESS: int = 0
-    PAM_SYSTEM_ERR: int = 4
-    PAM_SESSION_ERR: int = 14
-    PAM_IGNORE: int = 25
 
 
 @pytest.fixture
@@ -43,36 +39,118 @@ def sink(monkeypatch):
         def __init__(self) -> None:
             self.records: list[tuple[int, str]] = []
             self.logs: list[tuple[int, str]] = []
-            self.error: Exception | None = None
+            self.error: Exception | None = None  # every write fails with it
+            self.unusable: Exception | None = None  # what check_usable finds (fail_closed, acct_mgmt)
             self.exe = "/usr/local/bin/teleport"
+            self.child = "exec"
 
     s = Sink()
 
-    def write(msg_type, text, timeout):
+    def write(records, timeout):
         if s.error:
             raise s.error
-        s.records.append((msg_type, text))
+        s.records.extend(records)
 
-    monkeypatch.setattr(pam_module, "write_record", write)
+    def check(timeout):
+        if s.unusable:
+            raise s.unusable
+
+    monkeypatch.setattr(pam_module, "write_records", write)
+    monkeypatch.setattr(pam_module, "check_usable", check)
     monkeypatch.setattr(pam_module, "program_path", lambda: s.exe)
+    monkeypatch.setattr(pam_module, "child_kind", lambda: s.child)
     monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
     monkeypatch.setattr(syslog, "log", lambda prio, ident, text, path: s.logs.append((prio, text)))
     return s
 
 
-def login(module, pamh, *extra: str) -> list[int]:
+def login(module, pamh, *extra: str, end: bool = True) -> list[int]:
+    """acct_mgmt, open_session, close_session, then pam_end as Teleport calls them."""
     args = [ENTRY, *extra]
-    return [module.acct_mgmt(pamh, 0, args), module.open_session(pamh, 0, args), module.close_session(pamh, 0, args)]
+    codes = [module.acct_mgmt(pamh, 0, args), module.open_session(pamh, 0, args), module.close_session(pamh, 0, args)]
+    if end:
+        module.end(pamh)
+    return codes
 
 
-def test_teleport_login_writes_three_records_and_sets_tty(sink) -> None:
+def ops(sink) -> list[tuple[int, str, str]]:
+    """(type, op, res) of each record written."""
+    out = []
+    for msg_type, text in sink.records:
+        fields = dict(part.split("=", 1) for part in text.split(" "))
+        out.append((msg_type, fields["op"], fields["res"]))
+    return out
+
+
+def test_teleport_login_writes_each_record_once_its_outcome_is_known(sink) -> None:
     pamh = FakePamh()
-    assert login(pam_module.TeleportAuditModule(), pamh) == [0, 0, 0]
-    assert [t for t, _ in sink.records] == [AUDIT_USER_ACCT, AUDIT_USER_START, AUDIT_USER_END]
-    assert pamh.tty == "ssh"
-    assert "op=teleport:accounting " in sink.records[0][1]
-    assert "teleportUser=alice teleportRoles=access,editor res=success" in sink.records[2][1]
+    module = pam_module.TeleportAuditModule()
+    assert module.acct_mgmt(pamh, 0, [ENTRY]) == 25  # never SUCCESS: an all-ignore stack must not grant
+    assert sink.records == [] and pamh.tty == "ssh"
+    assert module.open_session(pamh, 0, [ENTRY]) == 0
+    assert ops(sink) == [(AUDIT_USER_ACCT, "teleport:accounting", "success")]
+    assert module.close_session(pamh, 0, [ENTRY]) == 0
+    module.end(pamh)
+    assert ops(sink) == [
+        (AUDIT_USER_ACCT, "teleport:accounting", "success"),
+        (AUDIT_USER_START, "teleport:session_open", "success"),
+        (AUDIT_USER_END, "teleport:session_close", "success"),
+    ]
+    assert "teleportUser=alice teleportRoles=access,editor teleportChild=exec res=success" in sink.records[2][1]
     assert sink.logs == []
+
+
+def test_refused_before_our_session_line_gives_one_failed_login_record(sink) -> None:
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(pamh, 0, [ENTRY])
+    assert module.end(pamh) == 0  # Teleport: pam_end without open_session after a refusal
+    assert ops(sink) == [(AUDIT_USER_LOGIN, "teleport:login", "failed")]
+    assert "teleportUser=alice " in sink.records[0][1] and "terminal=ssh " in sink.records[0][1]
+
+
+def test_refused_after_our_session_line_gives_a_failed_session_open(sink) -> None:
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(pamh, 0, [ENTRY])
+    module.open_session(pamh, 0, [ENTRY])
+    module.end(pamh)  # a session module after ours refused: no close_session
+    assert ops(sink) == [
+        (AUDIT_USER_ACCT, "teleport:accounting", "success"),
+        (AUDIT_USER_START, "teleport:session_open", "failed"),
+    ]
+
+
+def test_end_without_a_trusted_identity_writes_nothing(sink) -> None:
+    sink.exe = "/usr/sbin/sshd"
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(FakePamh(), 0, [ENTRY])
+    assert module.end(FakePamh()) == 0
+    assert pam_module.TeleportAuditModule().end(FakePamh()) == 0  # no acct_mgmt at all
+    assert sink.records == []
+
+
+def test_networking_child_is_marked(sink) -> None:
+    sink.child = "networking"
+    login(pam_module.TeleportAuditModule(), FakePamh())
+    assert len(sink.records) == 3
+    assert all(" teleportChild=networking res=success" in text for _, text in sink.records)
+
+
+@pytest.mark.parametrize(
+    ("argv", "child"),
+    [
+        (b"/usr/local/bin/teleport\0networking\0", "networking"),
+        (b"/usr/local/bin/teleport\0exec\0", "exec"),
+        (b"teleport\0", "exec"),
+        (b"/x/teleport\0networkingx\0", "exec"),
+    ],
+)
+def test_child_kind_reads_argv1(tmp_path, argv, child) -> None:
+    path = tmp_path / "cmdline"
+    path.write_bytes(argv)
+    assert pam_module.child_kind(str(path)) == child
+    assert pam_module.child_kind(str(tmp_path / "missing")) == "exec"
 
 
 def test_application_items_are_never_overridden(sink) -> None:
@@ -131,61 +209,107 @@ def test_identity_captured_at_acct_mgmt_wins_over_later_changes(sink) -> None:
     pamh.env["TELEPORT_USERNAME"] = "mallory"  # e.g. from ~/.pam_environment via pam_env
     pamh.env["TELEPORT_ROLES"] = "editor"
     module.open_session(pamh, 0, [ENTRY])
+    module.end(pamh)
+    assert len(sink.records) == 2
     assert all("teleportUser=alice teleportRoles=access,editor" in text for _, text in sink.records)
 
 
 def test_session_without_account_phase_writes_nothing(sink) -> None:
     module = pam_module.TeleportAuditModule()
     assert module.open_session(FakePamh(), 0, [ENTRY]) == 25
+    assert module.close_session(FakePamh(), 0, [ENTRY]) == 25
+    module.end(FakePamh())
     assert sink.records == []
 
 
-def test_user_changed_after_acct_mgmt_writes_nothing(sink) -> None:
+def test_user_changed_after_acct_mgmt_writes_nothing_more(sink) -> None:
     pamh = FakePamh()
     module = pam_module.TeleportAuditModule()
     module.acct_mgmt(pamh, 0, [ENTRY])
     pamh.user = "ubuntu"
     assert module.open_session(pamh, 0, [ENTRY]) == 25
-    assert len(sink.records) == 1
+    assert module.close_session(pamh, 0, [ENTRY]) == 25
+    module.end(pamh)
+    assert sink.records == []
+    assert len(sink.logs) == 1 and "PAM user changed" in sink.logs[0][1]
 
 
 FAILURES = [
     AuditError(None, "audit is disabled in the kernel (auditctl -e 0)"),
-    AuditError(errno.EPERM, "kernel refused audit message 1101: Operation not permitted"),
+    AuditError(errno.EPERM, "kernel refused the audit record: Operation not permitted"),
     AuditError(errno.EPROTONOSUPPORT, "cannot open NETLINK_AUDIT: Protocol not supported"),
-    AuditError(errno.ECONNREFUSED, "kernel refused audit message 1101: Connection refused"),
+    AuditError(errno.ECONNREFUSED, "kernel refused the audit record: Connection refused"),
     AuditError(errno.ETIMEDOUT, "waiting for the kernel's ack: Connection timed out"),
     RuntimeError("boom"),
 ]
+IDS = [type(e).__name__ + str(getattr(e, "errno", "")) for e in FAILURES]
 
 
-@pytest.mark.parametrize("error", FAILURES, ids=lambda e: type(e).__name__ + str(getattr(e, "errno", "")))
+@pytest.mark.parametrize("error", FAILURES, ids=IDS)
 def test_fail_open_ignores_and_logs_once_per_login(sink, error) -> None:
     sink.error = error
     assert login(pam_module.TeleportAuditModule(), FakePamh()) == [25, 25, 25]
     assert len(sink.logs) == 1
-    assert "login goes on" in sink.logs[0][1]
+    assert "login goes on" in sink.logs[0][1] and "(sshd:session)" in sink.logs[0][1]
 
 
-@pytest.mark.parametrize("error", FAILURES, ids=lambda e: type(e).__name__ + str(getattr(e, "errno", "")))
-def test_fail_closed_refuses_account_and_session_but_close_goes_on(sink, error) -> None:
+@pytest.mark.parametrize("error", FAILURES, ids=IDS)
+def test_fail_closed_refuses_the_session_when_the_record_fails(sink, error) -> None:
     sink.error = error
     module = pam_module.TeleportAuditModule()
     pamh = FakePamh()
-    assert module.acct_mgmt(pamh, 0, [ENTRY, "fail_closed"]) == 4
+    assert module.acct_mgmt(pamh, 0, [ENTRY, "fail_closed"]) == 25  # nothing known to be wrong yet
     assert module.open_session(pamh, 0, [ENTRY, "fail_closed"]) == 14
+    assert module.end(pamh) == 25  # tried the failed session_open record; still one log line
+    assert len(sink.logs) == 1 and "login refused (fail_closed)" in sink.logs[0][1]
+
+
+@pytest.mark.parametrize("error", FAILURES, ids=IDS)
+def test_fail_closed_refuses_at_acct_mgmt_when_audit_is_known_unusable(sink, error) -> None:
+    sink.unusable = sink.error = error
+    module = pam_module.TeleportAuditModule()
+    pamh = FakePamh()
+    assert module.acct_mgmt(pamh, 0, [ENTRY, "fail_closed"]) == 4
+    module.end(pamh)
+    assert len(sink.logs) == 1 and "login refused (fail_closed)" in sink.logs[0][1]
+    assert "(sshd:account)" in sink.logs[0][1]
+
+
+def test_fail_closed_close_and_end_never_refuse(sink) -> None:
+    module = pam_module.TeleportAuditModule()
+    pamh = FakePamh()
+    module.acct_mgmt(pamh, 0, [ENTRY, "fail_closed"])
+    module.open_session(pamh, 0, [ENTRY, "fail_closed"])
+    sink.error = AuditError(None, "audit is disabled")
     assert module.close_session(pamh, 0, [ENTRY, "fail_closed"]) == 25
-    assert "login refused (fail_closed)" in sink.logs[0][1]
+    assert module.end(pamh) == 0  # closed: nothing left to say
+    assert len(sink.logs) == 1 and "login goes on" in sink.logs[0][1]
 
 
 def test_fail_closed_does_not_refuse_untrusted_programs(sink) -> None:
     sink.exe = "/usr/sbin/sshd"
-    sink.error = AuditError(None, "audit is disabled")
+    sink.unusable = sink.error = AuditError(None, "audit is disabled")
     assert login(pam_module.TeleportAuditModule(), FakePamh(), "fail_closed") == [25, 25, 25]
 
 
+@pytest.mark.parametrize("fail_closed", [False, True])
+def test_a_raising_logger_never_changes_the_return_code(sink, monkeypatch, fail_closed) -> None:
+    def broken_log(*args: object) -> None:
+        raise OSError("log socket exploded")
+
+    monkeypatch.setattr(syslog, "log", broken_log)
+    sink.error = AuditError(None, "audit is disabled")
+    extra = ("fail_closed", "debug", "bogus") if fail_closed else ("debug", "bogus")
+    module = pam_module.TeleportAuditModule()
+    pamh = FakePamh()
+    assert module.acct_mgmt(pamh, 0, [ENTRY, *extra]) == 25
+    assert module.open_session(pamh, 0, [ENTRY, *extra]) == (14 if fail_closed else 25)
+    sink.error = None
+    assert module.open_session(pamh, 0, [ENTRY, *extra]) == 0
+
+
 def test_unknown_option_is_logged_not_fatal(sink) -> None:
-    assert login(pam_module.TeleportAuditModule(), FakePamh(), "bogus") == [0, 0, 0]
+    assert login(pam_module.TeleportAuditModule(), FakePamh(), "bogus") == [25, 0, 0]
     assert len(sink.logs) == 1 and "unknown option 'bogus'" in sink.logs[0][1]
 
 
@@ -197,6 +321,9 @@ def test_a_broken_handle_never_escapes(sink) -> None:
     module = pam_module.TeleportAuditModule()
     assert module.acct_mgmt(Broken(), 0, [ENTRY]) == 25
     assert module.close_session(Broken(), 0, [ENTRY]) == 25
+    assert module.acct_mgmt(FakePamh(), 0, [ENTRY]) == 25
+    assert module.end(Broken()) == 25  # the failed-login record could not be built
+    assert module.acct_mgmt(Broken(), 0, None) == 25  # type: ignore[arg-type]
 
 
 def test_debug_explains_decisions(sink) -> None:
@@ -215,15 +342,16 @@ def test_non_utf8_names_keep_their_bytes(sink) -> None:
             return super().get(key, default)
 
     pamh = FakePamh(env=Env(TELEPORT_LOGIN="root"))
-    assert login(pam_module.TeleportAuditModule(), pamh) == [0, 0, 0]
+    assert login(pam_module.TeleportAuditModule(), pamh) == [25, 0, 0]
+    assert len(sink.records) == 3
     assert all("teleportUser=626164FF " in text for _, text in sink.records)
 
 
 class FakeAudit:
-    """Stands in for AuditSocket in write_record()."""
+    """Stands in for AuditSocket in write_records() and check_usable()."""
 
     def __init__(self, status) -> None:
-        self._status = status
+        self._status = status  # an AuditStatus, or the AuditError AUDIT_GET gets
         self.sent: list[tuple[int, str]] = []
 
     def __call__(self, timeout: float) -> FakeAudit:
@@ -236,6 +364,8 @@ class FakeAudit:
         pass
 
     def status(self):
+        if isinstance(self._status, Exception):
+            raise self._status
         return self._status
 
     def send_user(self, msg_type: int, text: str) -> None:
@@ -258,26 +388,52 @@ def dead_pid() -> int:
 
 
 DEAD_PID = dead_pid()
+EPERM = AuditError(errno.EPERM, "kernel refused AUDIT_GET: Operation not permitted")
+ECONNREFUSED = AuditError(errno.ECONNREFUSED, "kernel refused AUDIT_GET: Connection refused")
+
+# kernel state: (records sent, error of write_records, error of check_usable)
+STATES = [
+    (status(), True, None, None),
+    (status(enabled=2), True, None, None),  # locked is enabled
+    (status(enabled=0), False, "audit is disabled", "audit is disabled"),
+    (status(backlog=64, backlog_limit=64), True, None, None),  # the kernel queues it anyway
+    (status(backlog=10, backlog_limit=0), True, None, None),  # 0: no limit
+    (status(pid=0), True, "no audit daemon", "no audit daemon"),  # sent: the kernel logs it to kmsg
+    (status(pid=DEAD_PID), True, "no audit daemon", "no audit daemon"),  # a killed auditd, still registered
+    (EPERM, True, None, None),  # a pid namespace, or no CAP_AUDIT_CONTROL: the record is still taken
+    (ECONNREFUSED, True, None, None),  # unknown: the send says what the kernel thinks
+]
 
 
-@pytest.mark.parametrize(
-    ("state", "sent", "error"),
-    [
-        (status(), True, None),
-        (status(enabled=2), True, None),  # locked is enabled
-        (status(enabled=0), False, "audit is disabled"),
-        (status(backlog=64, backlog_limit=64), False, r"backlog is full \(backlog_limit 64\)"),
-        (status(backlog=10, backlog_limit=0), True, None),  # 0: no limit
-        (status(pid=0), True, "no audit daemon"),  # sent: the kernel logs it to kmsg
-        (status(pid=DEAD_PID), True, "no audit daemon"),  # a killed auditd, still registered
-    ],
-)
-def test_write_record_reads_the_kernel_state_first(monkeypatch, state, sent, error) -> None:
+@pytest.mark.parametrize(("state", "sent", "error", "_"), STATES)
+def test_write_records_sends_whenever_the_kernel_would_take_them(monkeypatch, state, sent, error, _) -> None:
+    audit = FakeAudit(state)
+    monkeypatch.setattr(pam_module, "AuditSocket", audit)
+    records = [(1105, "x"), (1106, "y")]
+    if error:
+        with pytest.raises(AuditError, match=error):
+            pam_module.write_records(records, 1.0)
+    else:
+        pam_module.write_records(records, 1.0)
+    assert audit.sent == (records if sent else [])
+
+
+@pytest.mark.parametrize(("state", "_", "__", "error"), STATES)
+def test_check_usable_refuses_only_what_is_known(monkeypatch, state, _, __, error) -> None:
     audit = FakeAudit(state)
     monkeypatch.setattr(pam_module, "AuditSocket", audit)
     if error:
         with pytest.raises(AuditError, match=error):
-            pam_module.write_record(1105, "x", 1.0)
+            pam_module.check_usable(1.0)
     else:
-        pam_module.write_record(1105, "x", 1.0)
-    assert bool(audit.sent) is sent
+        pam_module.check_usable(1.0)
+    assert audit.sent == []
+
+
+def test_check_usable_refuses_when_no_socket_opens(monkeypatch) -> None:
+    def no_socket(timeout: float) -> None:
+        raise AuditError(errno.EPROTONOSUPPORT, "cannot open NETLINK_AUDIT: Protocol not supported")
+
+    monkeypatch.setattr(pam_module, "AuditSocket", no_socket)
+    with pytest.raises(AuditError, match="cannot open NETLINK_AUDIT"):
+        pam_module.check_usable(1.0)

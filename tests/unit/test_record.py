@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pam_teleport_audit.constants import AUDIT_MESSAGE_TEXT_MAX
+from pam_teleport_audit.constants import AUDIT_MESSAGE_TEXT_MAX, HOSTNAME_MAX_BYTES
 from pam_teleport_audit.record import (
     Fields,
     bare_value,
@@ -12,9 +14,10 @@ from pam_teleport_audit.record import (
     libaudit_value,
     needs_encoding,
     record_text,
+    to_bytes,
 )
 
-KEYS = ["op", "acct", "exe", "hostname", "addr", "terminal", "teleportUser", "teleportRoles", "res"]
+KEYS = ["op", "acct", "exe", "hostname", "addr", "terminal", "teleportUser", "teleportRoles", "teleportChild", "res"]
 
 
 def fields(user: str = "alice", roles: tuple[str, ...] = ("access",), **kw: object) -> Fields:
@@ -104,7 +107,7 @@ def test_record_layout_follows_libpam_with_identity_before_res() -> None:
     text = record_text(fields(roles=("access", "editor")))
     assert text == (
         'op=teleport:session_open acct="root" exe="/usr/local/bin/teleport" hostname=? addr=? terminal=ssh'
-        " teleportUser=alice teleportRoles=access,editor res=success"
+        " teleportUser=alice teleportRoles=access,editor teleportChild=exec res=success"
     )
 
 
@@ -138,19 +141,95 @@ def test_crafted_names_never_add_or_change_a_field(name: str, roles: tuple[str, 
     assert len(text.encode()) <= AUDIT_MESSAGE_TEXT_MAX
     assert text.isascii() and text.isprintable()
     pairs = split(text)
-    assert [k for k, _ in pairs] == KEYS
+    keys = [k for k, _ in pairs]
+    if "teleportRolesOmitted" in keys:  # the one long role did not fit whole: left out, and said so
+        keys.remove("teleportRolesOmitted")
+        assert dict(pairs)["teleportRolesOmitted"] == "1" and dict(pairs)["teleportRoles"] == "?"
+    assert keys == KEYS
     values = dict(pairs)
     assert values["acct"] == '"root"' and values["res"] == "success"
     user = decode_value(values["teleportUser"])
     assert name.encode().startswith(user) and len(user) > 0
 
 
-def test_long_values_are_cut_roles_first() -> None:
-    text = record_text(fields(user="u" * 3000, roles=("r" * 9000,)))
+def test_roles_are_cut_between_roles_and_the_cut_is_said() -> None:
+    roles = tuple(f"role-{i:04d}" for i in range(2000))
+    text = record_text(fields(user="u" * 2000, roles=roles))
     values = dict(split(text))
-    assert values["teleportUser"] == "u" * 3000  # kept whole
-    assert 0 < len(values["teleportRoles"]) < 9000
-    assert len(text) == AUDIT_MESSAGE_TEXT_MAX
+    assert values["teleportUser"] == "u" * 2000  # kept whole
+    kept = values["teleportRoles"].split(",")
+    assert kept == list(roles[: len(kept)])  # whole roles, in order, none cut mid-name
+    assert int(values["teleportRolesOmitted"]) == len(roles) - len(kept) > 0
+    assert len(text) <= AUDIT_MESSAGE_TEXT_MAX and text.endswith(" teleportChild=exec res=success")
+
+
+def test_roles_that_fit_have_no_omitted_marker() -> None:
+    assert "teleportRolesOmitted" not in record_text(fields(roles=("access", "editor")))
+
+
+def test_huge_rhost_keeps_res() -> None:
+    """An 8,600-byte PAM_RHOST once pushed res= past the kernel's limit."""
+    text = record_text(fields(hostname="h" * 8600, addr=None, success=False))
+    values = dict(split(text))
+    assert len(text) <= AUDIT_MESSAGE_TEXT_MAX
+    assert values["res"] == "failed" and values["teleportUser"] == "alice" and values["teleportRoles"] == "access"
+    assert values["hostname"] == "h" * HOSTNAME_MAX_BYTES
+
+
+def test_every_field_at_its_worst_still_fits() -> None:
+    text = record_text(
+        Fields(
+            "teleport:session_close",
+            "\xff" * 99,
+            "\x01" * 9000,
+            " " * 9000,
+            " " * 9000,
+            " " * 9000,
+            "\n" * 9000,
+            tuple("\x02" * 50 for _ in range(500)),
+            "networking",
+            False,
+        )
+    )
+    assert len(text) <= AUDIT_MESSAGE_TEXT_MAX and text.endswith(" teleportChild=networking res=failed")
+
+
+field_text = st.text(st.characters(codec="utf-8"), max_size=3000) | st.text(max_size=20)
+# TELEPORT_ROLES is split on blanks; Teleport's role names hold no comma, the separator.
+role = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Z", "Cc"), exclude_characters=","), min_size=1, max_size=300
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    acct=field_text,
+    exe=field_text,
+    hostname=st.none() | field_text,
+    addr=st.none() | field_text,
+    terminal=st.none() | field_text,
+    user=field_text.filter(bool),
+    roles=st.lists(role, max_size=200).map(tuple),
+    child=st.sampled_from(["exec", "networking"]),
+    success=st.booleans(),
+)
+def test_property_any_fields_give_one_well_formed_record(
+    acct, exe, hostname, addr, terminal, user, roles, child, success
+) -> None:
+    text = record_text(Fields("teleport:login", acct, exe, hostname, addr, terminal, user, roles, child, success))
+    assert len(text.encode()) <= AUDIT_MESSAGE_TEXT_MAX
+    assert text.isascii() and text.isprintable()
+    pairs = split(text)
+    keys = [k for k, _ in pairs]
+    values = dict(pairs)
+    omitted = int(values.pop("teleportRolesOmitted", 0))
+    assert [k for k in keys if k != "teleportRolesOmitted"] == KEYS
+    assert values["res"] == ("success" if success else "failed") and values["teleportChild"] == child
+    assert to_bytes(user).startswith(decode_value(values["teleportUser"]))
+    kept = [] if values["teleportRoles"] == "?" else decode_value(values["teleportRoles"]).split(b",")
+    # Whole roles only: exactly the first len(kept) of them, and the count of the rest.
+    assert kept == [to_bytes(r) for r in roles[: len(kept)]]
+    assert omitted == len(roles) - len(kept)
 
 
 def test_acct_is_cut_to_32_bytes_like_libaudit() -> None:
