@@ -27,6 +27,7 @@ MODULE_DIRS = (
     "/lib/aarch64-linux-gnu/security",
 )
 RECOMMENDED_BACKLOG = 8192
+_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TELEPORT_CONFIG = "/etc/teleport.yaml"
 
 
@@ -88,15 +89,160 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
         )
     else:
         yield Check("backlog", PASS, f"backlog_limit {status.backlog_limit}")
+    if status.rate_limit and status.lost:
+        yield Check(
+            "rate limit",
+            FAIL,
+            f"rate_limit is {status.rate_limit} records/s and the kernel lost {status.lost} records since boot: "
+            "over the rate it drops records it has already acked, ours included",
+            "run `auditctl -r 0` and remove `-r` from /etc/audit/rules.d",
+        )
+    elif status.rate_limit:
+        yield Check(
+            "rate limit",
+            WARN,
+            f"rate_limit is {status.rate_limit} records/s: a burst of logins over it loses records",
+            "run `auditctl -r 0` and remove `-r` from /etc/audit/rules.d",
+        )
+    else:
+        yield Check("rate limit", PASS, "none")
     if status.lost:
         yield Check(
             "lost records",
             WARN,
-            f"the kernel lost {status.lost} records since boot",
+            f"the kernel lost {status.lost} records since boot (backlog over its limit, auditd behind"
+            + (", or the rate limit" if status.rate_limit else "")
+            + ")",
             "raise backlog_limit and check that auditd keeps up (auditctl -s)",
         )
     else:
         yield Check("lost records", PASS, "none lost since boot")
+
+
+# Our record types (linux/audit.h), and the user-message names `auditctl -l` prints.
+OUR_TYPES = {"USER_ACCT": 1101, "USER_START": 1105, "USER_END": 1106, "USER_LOGIN": 1112}
+MSG_TYPES = {
+    "USER": 1005,
+    "USER_AUTH": 1100,
+    "USER_ACCT": 1101,
+    "USER_MGMT": 1102,
+    "CRED_ACQ": 1103,
+    "CRED_DISP": 1104,
+    "USER_START": 1105,
+    "USER_END": 1106,
+    "USER_AVC": 1107,
+    "USER_CHAUTHTOK": 1108,
+    "USER_ERR": 1109,
+    "CRED_REFR": 1110,
+    "USYS_CONFIG": 1111,
+    "USER_LOGIN": 1112,
+    "USER_LOGOUT": 1113,
+}
+_CONDITION = re.compile(r"([A-Za-z_]\w*)(!=|>=|<=|&=|=|>|<|&)(.*)")
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    "&": lambda a, b: bool(a & b),
+    "&=": lambda a, b: a & b == b,
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One `-a` rule of the user or exclude filter list, as `auditctl -l` prints it."""
+
+    text: str
+    filter: str  # user or exclude
+    drops: bool  # never,user or always,exclude: a match is not logged
+    conditions: tuple[tuple[str, str, str], ...]
+
+    def matches(self, msgtype: int) -> bool | None:
+        """Whether a record of this type matches: None when it depends on the sender (uid=, exe=, …)."""
+        certain = True
+        for name, op, value in self.conditions:
+            if name != "msgtype":
+                certain = False
+                continue
+            number = MSG_TYPES.get(value, int(value) if value.isdigit() else None)
+            if number is None:
+                certain = False
+            elif not _OPS[op](msgtype, number):
+                return False
+        return True if certain else None
+
+
+def parse_rules(text: str) -> list[Rule]:
+    """The user and exclude filter rules in `auditctl -l` output, in order (the first match decides)."""
+    rules = []
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0] != "-a":
+            continue
+        parts = set(words[1].split(","))
+        if "user" in parts:
+            kind, drops = "user", "never" in parts
+        elif "exclude" in parts:
+            kind, drops = "exclude", "always" in parts
+        else:
+            continue  # syscall rules: they add records, never drop ours
+        conditions = []
+        for flag, field in zip(words[2::2], words[3::2], strict=False):
+            match = _CONDITION.fullmatch(field) if flag == "-F" else None
+            if match:
+                conditions.append((match.group(1), match.group(2), match.group(3)))
+        rules.append(Rule(line.strip(), kind, drops, tuple(conditions)))
+    return rules
+
+
+def rule_checks(rules_text: str | None = None) -> Iterator[Check]:
+    """Filter rules that make the kernel ack our records and log nothing (`auditctl -l`)."""
+    if rules_text is None:
+        try:
+            proc = subprocess.run(
+                ["auditctl", "-l"], capture_output=True, text=True, check=False, env={"LC_ALL": "C", "PATH": _PATH}
+            )
+        except OSError as exc:
+            yield Check("audit rules", WARN, f"cannot run auditctl -l: {exc}", "apt-get install auditd")
+            return
+        if proc.returncode:
+            yield Check("audit rules", WARN, f"auditctl -l: {proc.stderr.strip()}", "run doctor as root")
+            return
+        rules_text = proc.stdout
+    rules = parse_rules(rules_text)
+    dropped: dict[str, list[str]] = {}
+    maybe: dict[str, list[str]] = {}
+    for name, number in OUR_TYPES.items():
+        for kind in ("user", "exclude"):  # the kernel applies both; in each list the first match decides
+            for rule in (r for r in rules if r.filter == kind):
+                found = rule.matches(number)
+                if found is False:
+                    continue
+                if rule.drops:
+                    (dropped if found else maybe).setdefault(rule.text, []).append(name)
+                if found:
+                    break
+    if dropped:
+        yield Check(
+            "audit rules",
+            FAIL,
+            "; ".join(f"`{rule}` drops our {'/'.join(names)} records" for rule, names in dropped.items())
+            + ": the kernel acks them and logs nothing",
+            "delete the rule (auditctl -d with the same words) and remove it from /etc/audit/rules.d",
+        )
+    if maybe:
+        yield Check(
+            "audit rules",
+            WARN,
+            "; ".join(f"`{rule}` may drop our {'/'.join(names)} records" for rule, names in maybe.items())
+            + ", depending on the sending process",
+            "make sure the rule cannot match root's Teleport process, or delete it",
+        )
+    if not dropped and not maybe:
+        yield Check("audit rules", PASS, f"no filter rule drops {'/'.join(OUR_TYPES)} records")
 
 
 def find_pam_python(dirs: tuple[str, ...] = MODULE_DIRS) -> str | None:
@@ -389,6 +535,7 @@ def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
     service = pam_service_of(teleport_config)
     path = pam_file or f"/etc/pam.d/{service or 'sshd'}"
     checks = list(audit_checks())
+    checks += rule_checks()
     checks += stanza_checks(path)
     checks += module_checks(entry_in(path) or entry_script())
     checks += teleport_config_checks(teleport_config)

@@ -183,3 +183,40 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
         sender.stdin.close()
         sender.wait(timeout=10)
     assert checks()["remote logging"] == "fail"  # active, but no audisp-remote runs
+
+
+def test_a_rule_that_drops_our_records_is_named(host) -> None:
+    """`-a never,user -F msgtype=USER_START`: the kernel acks a USER_START and logs nothing; doctor says so."""
+    import audit
+
+    from .conftest import wait_for_records
+
+    rule = ["-a", "never,user", "-F", "msgtype=USER_START"]
+    dropped, logged = unique("doctor-dropped-"), unique("doctor-logged-")
+
+    def send(op: str) -> None:
+        fd = audit.audit_open()
+        try:
+            assert audit.audit_log_user_message(fd, 1105, f"op={op}", None, None, None, 1) > 0  # acked
+        finally:
+            audit.audit_close(fd)
+
+    assert "never,user" not in subprocess.run(["auditctl", "-l"], capture_output=True, text=True, check=True).stdout
+    started = time.time()
+    subprocess.run(["auditctl", *rule], check=True)
+    try:
+        code, checks = doctor(*host)
+        send(dropped)
+    finally:
+        subprocess.run(["auditctl", "-d", *rule[1:]], check=True)
+    send(logged)
+    # auditd writes in order: once the second is in the log, the first would be before it.
+    ops = [
+        r.get("op")
+        for r in wait_for_records(started, lambda rs: logged in [r.get("op") for r in rs], "-m", "USER_START")
+    ]
+    assert logged in ops and dropped not in ops
+    assert code == 1 and status(checks, "audit rules") == "fail", checks["audit rules"]
+    assert "`-a never,user -F msgtype=USER_START` drops our USER_START records" in checks["audit rules"][0]["message"]
+    code, checks = doctor(*host)
+    assert status(checks, "audit rules") == "pass"

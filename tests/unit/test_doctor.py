@@ -30,7 +30,9 @@ def statuses(checks: list[doctor.Check]) -> dict[str, str]:
         (status(pid=7), {"auditd": "fail"}),  # a zombie, still registered
         (status(pid=9), {"auditd": "fail"}),  # gone, still registered
         (status(backlog_limit=64), {"backlog": "warn"}),
-        (status(lost=3), {"lost records": "warn"}),
+        (status(lost=3), {"lost records": "warn", "rate limit": "pass"}),
+        (status(rate_limit=100), {"rate limit": "warn", "lost records": "pass"}),
+        (status(rate_limit=100, lost=3), {"rate limit": "fail", "lost records": "warn"}),
     ],
 )
 def test_audit_checks(state: AuditStatus, expected: dict[str, str], tmp_path: Path) -> None:
@@ -45,6 +47,54 @@ def test_audit_checks(state: AuditStatus, expected: dict[str, str], tmp_path: Pa
 def test_auditd_failure_says_which(pid: int, says: str, tmp_path: Path) -> None:
     checks = {c.name: c for c in doctor.audit_checks(lambda: status(pid=pid), str(tmp_path))}
     assert says in checks["auditd"].message
+
+
+def test_rate_limit_hit_is_named() -> None:
+    checks = {c.name: c for c in doctor.audit_checks(lambda: status(rate_limit=50, lost=12))}
+    assert "rate_limit is 50 records/s and the kernel lost 12 records" in checks["rate limit"].message
+    assert "auditctl -r 0" in checks["rate limit"].fix
+
+
+NONE = "No rules\n"
+SYSCALLS = "-a always,exit -F arch=b64 -S execve -F key=exec\n-w /etc/pam.d -p wa -k pam\n"
+
+
+@pytest.mark.parametrize(
+    ("rules", "status", "named"),
+    [
+        (NONE, "pass", ""),
+        (SYSCALLS, "pass", ""),
+        ("-a never,user\n", "fail", "`-a never,user` drops our USER_ACCT/USER_START/USER_END/USER_LOGIN records"),
+        ("-a never,user -F msgtype=USER_START\n", "fail", "`-a never,user -F msgtype=USER_START` drops our USER_START"),
+        ("-a never,user -F msgtype=1112\n", "fail", "drops our USER_LOGIN records"),
+        ("-a never,user -F msgtype=USER_AVC\n", "pass", ""),
+        ("-a always,user -F msgtype=USER_START\n", "pass", ""),  # always,user keeps
+        ("-a always,exclude -F msgtype=USER_ACCT\n", "fail", "drops our USER_ACCT records"),
+        ("-a exclude,always -F msgtype=USER_END\n", "fail", "drops our USER_END records"),
+        ("-a never,exclude -F msgtype=USER_END\n", "pass", ""),  # never,exclude keeps
+        ("-a always,exclude\n", "fail", "drops our USER_ACCT/USER_START/USER_END/USER_LOGIN records"),
+        ("-a always,exclude -F msgtype!=USER_END\n", "fail", "drops our USER_ACCT/USER_START/USER_LOGIN records"),
+        ("-a always,exclude -F msgtype>=USER_AUTH -F msgtype<=1104\n", "fail", "drops our USER_ACCT records"),
+        ("-a always,exclude -F msgtype>=1200\n", "pass", ""),
+        # The first match in a list decides: a keeping rule before the dropping one.
+        ("-a always,user -F msgtype=USER_START\n-a never,user\n", "fail", "drops our USER_ACCT/USER_END/USER_LOGIN"),
+        ("-a never,user -F msgtype=USER_ACCT\n-a never,user\n", "fail", "`-a never,user` drops our USER_START"),
+        # Conditions on the sender: it depends.
+        ("-a never,user -F uid=0\n", "warn", "may drop our USER_ACCT/USER_START/USER_END/USER_LOGIN records"),
+        ("-a never,user -F auid=1002 -F msgtype>=USER_AUTH -F msgtype<=1199\n", "warn", "may drop our USER_ACCT"),
+        ("-a never,user -F exe=/usr/sbin/sshd -F msgtype=CRED_ACQ\n", "pass", ""),
+    ],
+)
+def test_rule_checks(rules: str, status: str, named: str) -> None:
+    checks = list(doctor.rule_checks(rules))
+    assert {c.status for c in checks} == {status}, checks
+    assert named in " ".join(c.message for c in checks)
+
+
+def test_rules_that_surely_drop_and_that_may_drop_are_both_named() -> None:
+    checks = list(doctor.rule_checks("-a never,user -F uid=0\n-a always,exclude -F msgtype=USER_END\n"))
+    assert [c.status for c in checks] == ["fail", "warn"]
+    assert "USER_END" in checks[0].message and "-F uid=0" in checks[1].message
 
 
 def test_unreachable_kernel_audit() -> None:
