@@ -16,12 +16,15 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from .pamedit import Refusal
 
 SELINUX_XATTR = "security.selinux"
 TEMP_PREFIX = ".pam-teleport-audit."
-BACKUP_SUFFIX = ".pam-teleport-audit.bak"
+# Backups live outside /etc/pam.d: there libpam would read one as a service of its own, and the
+# package's prerm (which looks for our stanza in /etc/pam.d) would refuse removal for good.
+DEFAULT_BACKUP_DIR = "/var/backups/pam-teleport-audit"
 # Steps at which the fault hook is called, in order (tests kill the process there).
 STEPS = ("temp-created", "temp-written", "temp-synced", "renamed", "folder-synced")
 
@@ -90,7 +93,9 @@ def _fsync_folder(folder: str) -> None:
         os.close(fd)
 
 
-def _write_new(path: str, data: bytes, like: os.stat_result, label_from: str, hook: Hook) -> None:
+def _write_new(
+    path: str, data: bytes, like: os.stat_result, label_from: str | None, hook: Hook, mode: int | None = None
+) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
@@ -102,8 +107,9 @@ def _write_new(path: str, data: bytes, like: os.stat_result, label_from: str, ho
         hook("temp-written")
         # Owner and mode before the label and the rename: never visible with the wrong ones.
         os.fchown(fd, like.st_uid, like.st_gid)
-        os.fchmod(fd, stat.S_IMODE(like.st_mode))
-        _copy_label(label_from, fd)
+        os.fchmod(fd, stat.S_IMODE(like.st_mode) if mode is None else mode)
+        if label_from is not None:
+            _copy_label(label_from, fd)
         os.fsync(fd)
         hook("temp-synced")
     except BaseException:
@@ -121,18 +127,30 @@ def _write_new(path: str, data: bytes, like: os.stat_result, label_from: str, ho
     hook("folder-synced")
 
 
-def replace_file(path: str, data: bytes, *, backup: bool = False, hook: Hook | None = None) -> str | None:
+def backup_folder(folder: str) -> str:
+    """The backup folder, made 0700 if missing; refused when it is a symlink or not a folder."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(folder, 0o700)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode):
+        raise Refusal(f"backup folder {folder} is not a folder (or is a symbolic link)")
+    return folder
+
+
+def replace_file(path: str, data: bytes, *, backup_dir: str | None = None, hook: Hook | None = None) -> str | None:
     """Atomically give path the bytes data; returns the backup's path when one was made.
 
-    The caller holds folder_lock. The backup (the bytes being replaced, same
-    owner, mode and label) is written the same atomic way, before the target.
+    The caller holds folder_lock. With backup_dir, the bytes being replaced are first
+    written the same atomic way to backup_dir/<name>.<UTC time>, mode 0600, same owner.
     """
     like = check_replaceable(path)
     saved = None
-    if backup:
-        saved = path + BACKUP_SUFFIX
+    if backup_dir is not None:
+        folder = backup_folder(backup_dir)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        saved = os.path.join(folder, f"{os.path.basename(path)}.{stamp}")
         with open(path, "rb") as old:
-            _write_new(saved, old.read(), like, path, _no_hook)
+            _write_new(saved, old.read(), like, None, _no_hook, mode=0o600)
     _write_new(path, data, like, path, hook or _no_hook)
     return saved
 

@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable
 
-from . import __version__, atomicwrite, pamedit
+from . import __version__, atomicwrite, pamedit, pamstack
 from .pamedit import Refusal, Result
 from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
 
@@ -22,6 +22,7 @@ EXIT_REFUSED = 4  # refused: the file is left byte-for-byte as it was
 EXIT_IO = 5  # could not read, lock or write (nothing changed)
 EXIT_NOT_INSTALLED = 6  # status: no block of ours
 EXIT_BROKEN = 7  # status: present but incomplete, duplicated or out of order
+EXIT_UNREACHABLE = 8  # status: present and complete, but a login can skip a line of ours (or it cannot be proven)
 # One pam.d token: no blanks, comment, brackets or backslash, or libpam would read another line.
 _PATTERNS = re.compile(r"[^\s#\[\]\\]+")
 
@@ -75,7 +76,8 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
                 info["diff"] = _diff(path, old, result.data)
             if changed and not args.check:
                 atomicwrite.remove_stale_temps(path)
-                info["backup"] = atomicwrite.replace_file(path, result.data, backup=args.backup)
+                backup_dir = args.backup_dir or (atomicwrite.DEFAULT_BACKUP_DIR if args.backup else None)
+                info["backup"] = atomicwrite.replace_file(path, result.data, backup_dir=backup_dir)
                 info["changed"] = True
     except Refusal as exc:
         info.update(error=f"refused, {path} left unchanged: {exc}", reason=str(exc), refused=True)
@@ -91,12 +93,14 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
 
 def _stanza(args: argparse.Namespace) -> Stanza:
     """The Stanza the stanza options chose (see _add_stanza_options)."""
-    return Stanza(args.entry or entry_script(), args.tty_audit, args.fail_closed, tuple(args.option))
+    entry = entry_script() if args.entry is None else args.entry
+    return Stanza(entry, args.tty_audit, args.fail_closed, tuple(args.option))
 
 
 def cmd_install(args: argparse.Namespace) -> int:
     stanza = _stanza(args)
-    return _edit(args, lambda data: pamedit.install(data, stanza))
+    resolve = pamstack.folder_resolver(args.pam_file)
+    return _edit(args, lambda data: pamedit.install(data, stanza, resolve, args.pam_file))
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -108,7 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     info: dict[str, object] = {"command": "status", "path": path, "changed": False}
     try:
         with open(path, "rb") as f:
-            found = pamedit.status(f.read())
+            found = pamedit.status(f.read(), pamstack.folder_resolver(path), path)
     except OSError as exc:
         info.update(error=f"I/O error: {exc}", reason=str(exc))
         return _report(args, EXIT_IO, info)
@@ -117,6 +121,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         code, info["summary"] = EXIT_OK, f"{path}: installed (pam_tty_audit: {found.tty_audit})"
     elif not found.account and not found.session:
         code, info["summary"] = EXIT_NOT_INSTALLED, f"{path}: not installed"
+    elif found.problems == found.skipped_by:
+        code = EXIT_UNREACHABLE
+        info["summary"] = f"{path}: present but unreachable: " + "; ".join(found.skipped_by)
     else:
         code, info["summary"] = EXIT_BROKEN, f"{path}: needs repair: " + "; ".join(found.problems)
     return _report(args, code, info)
@@ -140,7 +147,8 @@ def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str
         type=tty_type,
         default=DEFAULT_TTY_AUDIT,
         metavar="PATTERNS|off",
-        help="pam_tty_audit enable= patterns (default: %(default)s); off omits the line",
+        help="pam_tty_audit enable= patterns (default %(default)s: the keystrokes of EVERY login through the "
+        "file, OpenSSH's included); off omits the line",
     )
     parser.add_argument("--fail-closed", action="store_true", help="refuse logins that cannot be audited")
     parser.add_argument(
@@ -153,7 +161,12 @@ def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str
 
 
 def cmd_stanza(args: argparse.Namespace) -> int:
-    sys.stdout.write(_stanza(args).render())
+    stanza = _stanza(args)
+    problems = stanza.problems()
+    if problems:
+        print(f"pam-teleport-audit stanza: refused: {'; '.join(problems)}", file=sys.stderr)
+        return EXIT_REFUSED
+    sys.stdout.write(stanza.render())
     return 0
 
 
@@ -232,13 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(install, edits=True)
     _add_stanza_options(install, _tty_patterns)
     install.add_argument(
-        "--backup", action="store_true", help=f"keep the replaced file as PATH{atomicwrite.BACKUP_SUFFIX}"
+        "--backup",
+        action="store_true",
+        help=f"keep the replaced bytes in {atomicwrite.DEFAULT_BACKUP_DIR}/NAME.UTCTIME (0600; outside /etc/pam.d)",
     )
+    install.add_argument("--backup-dir", metavar="DIR", help="keep the backup in DIR instead (implies --backup)")
     install.set_defaults(func=cmd_install)
 
     uninstall = sub.add_parser("uninstall", help="remove exactly what install added")
     _add_common(uninstall, edits=True)
-    uninstall.set_defaults(func=cmd_uninstall, backup=False)
+    uninstall.set_defaults(func=cmd_uninstall, backup=False, backup_dir=None)
 
     status = sub.add_parser("status", help="is the stanza present, complete and in order?")
     _add_common(status, edits=False)

@@ -414,15 +414,25 @@ def entry_in(path: str) -> str | None:
 
 
 def stanza_checks(path: str) -> Iterator[Check]:
-    """The stanza complete and in order, with controls that match the failure policy."""
+    """The stanza complete, in order and reached by every login, with controls that match the failure policy."""
     from .pamedit import status
+    from .pamstack import folder_resolver
 
     try:
         with open(path, "rb") as f:
-            state = status(f.read())
+            state = status(f.read(), folder_resolver(path), path)
         module_lines = _module_lines(path)
     except OSError as exc:
         yield Check("stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file")
+        return
+    if not state.installed and state.account and state.session and state.problems == state.skipped_by:
+        yield Check(
+            "stanza",
+            FAIL,
+            f"{path}: present but unreachable: " + "; ".join(state.skipped_by),
+            f"run `pam-teleport-audit install --pam-file {path}` (it puts the lines where no login skips them, "
+            "or refuses and says which line is in the way); see docs/installer.md",
+        )
         return
     if not state.installed:
         yield Check(
@@ -440,7 +450,7 @@ def stanza_checks(path: str) -> Iterator[Check]:
     yield Check(
         "stanza",
         PASS if state.tty_audit != "none" else WARN,
-        f"{path}: complete, pam_loginuid then pam_tty_audit then the module; {tty}",
+        f"{path}: complete and reached by every login, pam_loginuid then pam_tty_audit then the module; {tty}",
         "install with --tty-audit PATTERNS to record keystrokes",
     )
     for line in module_lines:

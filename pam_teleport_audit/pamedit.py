@@ -1,16 +1,18 @@
 """Pure edits of a PAM service file: install, uninstall and status of our stanza.
 
-Bytes in, bytes out (or a Refusal with the reason); no I/O here. Lines outside
-our marked blocks are never changed, so install then uninstall gives the
-original bytes back.
+Bytes in, bytes out (or a Refusal with the reason); the only reads are of the
+files the service includes, through the resolver the caller passes (see
+pamstack). Lines outside our marked blocks are never changed, so install then
+uninstall gives the original bytes back.
 
 Placement (see docs/installer.md):
-- account block: after the last line of the account stack (an `account` line,
-  or an `@include` of a file named *account, e.g. Debian's common-account);
+- account block: FIRST in the account stack, right before the first line that
+  adds to it (an `account` line of any control, or an `@include` whose file has
+  account lines; an unreadable one counts), above the comment lines glued to it;
 - session block: after pam_loginuid, or after an existing pam_tty_audit if
   that comes later (our module must run after pam_tty_audit);
-- never inside the range of a `[value=N]` jump: that would change which lines
-  the jump skips. When the place is inside one, refuse.
+- the result must be provably reachable (pamstack.skippers), and never inside
+  the range of a `[value=N]` jump (that would change which lines it skips).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from . import pamstack
 from .pamfile import Kind, Line, parse
-from .stanza import Stanza
+from .pamstack import Resolver
+from .stanza import ENTRY_SUFFIX, Stanza
 
 PARTS = ("account", "session")
-ENTRY_SUFFIX = "pam_teleport_audit/pam_entry.py"
+__all__ = ["ENTRY_SUFFIX", "Refusal", "Result", "Status", "install", "status", "uninstall"]
 
 
 class Refusal(Exception):
@@ -52,6 +56,8 @@ class Status:
     order_ok: bool
     tty_audit: str  # "ours", "existing" or "none"
     problems: list[str] = field(default_factory=list)
+    reachable: bool = True  # no line of ours can be skipped (pamstack rules), as far as proven
+    skipped_by: list[str] = field(default_factory=list)  # FILE:LINE 'text': why, for each that can skip ours
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -135,26 +141,30 @@ def _covered(lines: list[Line], at: int, type_: str) -> Line | None:
     return None
 
 
-def _in_account_stack(line: Line) -> bool:
-    if line.kind is Kind.AT_INCLUDE:
-        return bool(line.module) and line.module.endswith("account")
-    return line.kind is Kind.RULE and line.type == "account"
-
-
 def _encode(block: list[str], ending: bytes) -> list[bytes]:
     return [text.encode("utf-8", "surrogateescape") + ending for text in block]
 
 
-def _insert(lines: list[Line], after: int, block: list[bytes]) -> list[Line]:
-    """Block lines inserted after index `after`; an unterminated last line gets an LF."""
-    anchor = lines[after]
-    head = lines[: after + 1]
+def _insert(lines: list[Line], at: int, block: list[bytes]) -> list[Line]:
+    """Block lines inserted before index `at`; an unterminated line before them gets an LF."""
+    new = [Line(raw=b, number=0, kind=Kind.BLANK) for b in block]
+    if at == 0:
+        return new + lines
+    anchor = lines[at - 1]
+    head = lines[:at]
     if anchor.ending == b"":
         ending = block[0][-2:] if block[0].endswith(b"\r\n") else block[0][-1:]
         head[-1] = dataclasses.replace(anchor, raw=anchor.raw + ending)
-        block = [*block[:-1], block[-1][: len(block[-1]) - len(ending)]]
-    new = [Line(raw=b, number=0, kind=Kind.BLANK) for b in block]
-    return head + new + lines[after + 1 :]
+        last = new[-1]
+        new[-1] = dataclasses.replace(last, raw=last.raw[: len(last.raw) - len(ending)])
+    return head + new + lines[at:]
+
+
+def _above_comments(lines: list[Line], at: int) -> int:
+    """Index of the first of the comment-only lines right above `at` (they describe that line)."""
+    while at > 0 and lines[at - 1].kind is Kind.BLANK and lines[at - 1].comment.strip():
+        at -= 1
+    return at
 
 
 def _check_parseable(lines: list[Line]) -> None:
@@ -176,8 +186,32 @@ def _find(lines: list[Line], module: str, type_: str = "session") -> int | None:
     return next((k for k, x in enumerate(lines) if x.type == type_ and x.module_name == module), None)
 
 
-def install(data: bytes, stanza: Stanza) -> Result:
-    """data with our two blocks, in place; any old or broken block of ours is replaced."""
+def _check_stanza(stanza: Stanza) -> None:
+    problems = stanza.problems()
+    if problems:
+        raise Refusal("; ".join(problems))
+
+
+def _check_blocks(data: bytes, stanza: Stanza) -> None:
+    """Each block of ours in data is byte for byte the block the stanza meant."""
+    lines = parse(data)
+    for block in find_blocks(lines):
+        got = b"".join(x.raw for x in lines[block.start : block.end])
+        meant = b"".join(_encode(stanza.block(block.part), b"\n"))
+        if got not in (meant, meant[:-1]):  # the last line of the file may lack its LF
+            raise Refusal(f"the {block.part} block written would not be the one meant: {got!r} != {meant!r}")
+
+
+def install(
+    data: bytes, stanza: Stanza, resolve: Resolver = pamstack.system_resolver, path: str = "this file"
+) -> Result:
+    """data with our two blocks, in place; any old or broken block of ours is replaced.
+
+    resolve reads the files the service includes (default: from /etc/pam.d, as libpam
+    does for a service; pamstack.folder_resolver for a file elsewhere); path names the
+    file in messages.
+    """
+    _check_stanza(stanza)
     lines = parse(data)
     _check_parseable(lines)
     blocks = find_blocks(lines)
@@ -189,41 +223,51 @@ def install(data: bytes, stanza: Stanza) -> Result:
     if loginuid is None:
         raise Refusal("no pam_loginuid in the session stack of this file: the session block must follow it")
     existing_tty = _find(base, "pam_tty_audit")
+    keystrokes: str | None = None
     if existing_tty is not None and stanza.tty_audit is not None:
         kept = base[existing_tty]
         notes.append(f"keeping the existing pam_tty_audit at line {kept.number}: {kept.text!r}")
         if existing_tty < loginuid:
             notes.append("warning: that pam_tty_audit runs before pam_loginuid, so its records lack the session id")
         stanza = dataclasses.replace(stanza, tty_audit=None)
-    session_after = loginuid if existing_tty is None else max(loginuid, existing_tty)
+    elif stanza.tty_audit is not None:
+        keystrokes = (
+            f"pam_tty_audit enable={stanza.tty_audit} records the keystrokes of every login through {path}, "
+            "OpenSSH's included; narrow it with --tty-audit PATTERNS or turn it off with --tty-audit off"
+        )
+    session_at = (loginuid if existing_tty is None else max(loginuid, existing_tty)) + 1
 
-    account_lines = [k for k, x in enumerate(base) if _in_account_stack(x)]
-    if not account_lines:
+    first = next((k for k, x in enumerate(base) if pamstack.contributes(path, x, "account", resolve)), None)
+    if first is None:
         raise Refusal("no account stack in this file to add the account line to")
-    account_after = account_lines[-1]
+    account_at = _above_comments(base, first)
 
+    jump = _covered(base, session_at, "session")
+    if jump is not None:
+        raise Refusal(
+            f"the session block would go after line {base[session_at - 1].number}, inside the range of the jump "
+            f"at line {jump.number} ({jump.text!r}); inserting there would change what it skips"
+        )
     # Always LF, also in a CR LF file: libpam splits tokens on space, tab and LF only, so a CR
     # would become part of our last token ("pam_entry.py\r", "enable=*\r").
     ending = b"\n"
     # Insert the later one first so the earlier index stays valid.
-    plan = sorted([("account", account_after), ("session", session_after)], key=lambda p: p[1], reverse=True)
+    plan = sorted([("account", account_at), ("session", session_at)], key=lambda p: p[1], reverse=True)
     out = base
-    for part, after in plan:
-        jump = _covered(base, after + 1, part)
-        if jump is not None:
-            raise Refusal(
-                f"the {part} block would go after line {base[after].number}, inside the range of the jump "
-                f"at line {jump.number} ({jump.text!r}); inserting there would change what it skips"
-            )
-        out = _insert(out, after, _encode(stanza.block(part), ending))
+    for part, at in plan:
+        out = _insert(out, at, _encode(stanza.block(part), ending))
     result = b"".join(x.raw for x in out)
-    # Read back what we made the way libpam will; a stanza that does not parse
-    # (say an entry path with a space) must never reach the disk.
-    check = status(result)
+    # Read back what we made the way libpam will: a stanza that does not parse, or a
+    # line of ours that a login can skip, must never reach the disk.
+    # Name the file's lines by their numbers before the edit (ours are new).
+    numbers = {new.number: old.number for new, old in zip(parse(result), out, strict=True)}
+    check = _status(result, resolve, path, numbers)
     if not check.installed:
         raise Refusal(f"the edited file would not be correct: {'; '.join(check.problems)}")
+    _check_blocks(result, stanza)
     if result != data:
         notes += [f"replacing the {b.part} block at line {b.start + 1}" for b in blocks]
+        notes += [keystrokes] if keystrokes else []
     return Result(result, notes)
 
 
@@ -235,7 +279,38 @@ def uninstall(data: bytes) -> Result:
     return Result(b"".join(x.raw for x in _without_blocks(lines, blocks)), notes)
 
 
-def status(data: bytes) -> Status:
+def _reach(
+    data: bytes, lines: list[Line], blocks: list[Block], resolve: Resolver, path: str, numbers: dict[int, int] | None
+) -> list[str]:
+    """For each rule line of ours, what can make a login skip it (numbers: the file's lines before an edit)."""
+    found: list[str] = []
+    for part in PARTS:
+        ours = [k for b in blocks if b.part == part for k in range(b.start, b.end) if lines[k].type == part]
+        if not ours:
+            continue
+        entries = pamstack.expand(path, data, part, resolve)
+        seen: set[int] = set()
+        for k in ours:
+            at = pamstack.locate(entries, k)
+            for entry, why in pamstack.skippers(entries, at, part) if at is not None else []:
+                if id(entry) in seen:
+                    continue  # named once, for the first line of ours it stands before
+                seen.add(id(entry))
+                verdict = "cannot be proven to run" if entry.unknown else "can be skipped"
+                where = entry.where
+                if numbers is not None and entry.path == path:
+                    where = f"{path}:{numbers.get(entry.line.number, entry.line.number)}"
+                ours = f"the new {part} line" if numbers is not None else f"the {part} line at {path}:{lines[k].number}"
+                found.append(f"{ours} {verdict}: {where} {entry.line.text.strip()!r} {why}")
+    return found
+
+
+def status(data: bytes, resolve: Resolver = pamstack.system_resolver, path: str = "this file") -> Status:
+    """Are our blocks present, complete, in order, and run by every login (see pamstack)?"""
+    return _status(data, resolve, path, None)
+
+
+def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] | None) -> Status:
     lines = parse(data)
     blocks = find_blocks(lines)
     problems = [f"line {x.number} cannot be parsed ({x.error})" for x in lines if x.kind is Kind.INVALID]
@@ -264,26 +339,25 @@ def status(data: bytes) -> Status:
             (loginuid is None or loginuid < session.start, "the session block comes before pam_loginuid"),
             (loginuid is not None, "no pam_loginuid in the session stack"),
             (all(t < m for t in ours_tty + existing for m in module), "our module runs before pam_tty_audit"),
-            (_covered(lines, session.start, "session") is None, "the session block is inside a jump range"),
         ]
         for ok, problem in checks:
             if not ok:
                 order_ok = False
                 problems.append(problem)
-    account = by_part["account"][0] if by_part["account"] else None
-    if account is not None and _covered(lines, account.start, "account") is not None:
-        order_ok = False
-        problems.append("the account block is inside a jump range")
+    skipped_by = _reach(data, lines, blocks, resolve, path, numbers)
+    problems += skipped_by
     present = {p: bool(by_part[p]) for p in PARTS}
     for part in PARTS:
         if not present[part]:
             problems.append(f"no {part} block")
     return Status(
-        installed=all(present.values()) and complete and order_ok,
+        installed=all(present.values()) and complete and order_ok and not skipped_by,
         account=present["account"],
         session=present["session"],
         complete=complete,
         order_ok=order_ok,
         tty_audit=tty,
         problems=problems,
+        reachable=not skipped_by,
+        skipped_by=skipped_by,
     )

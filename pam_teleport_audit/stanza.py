@@ -1,9 +1,12 @@
 """The PAM lines that put the module into a service's stack.
 
-account: the module, anywhere in the account stack (it reads the PAM
-environment Teleport filled and sets PAM_TTY for libpam's USER_ACCT).
+account: the module, first in the account stack (it reads the PAM environment
+Teleport filled and sets PAM_TTY=ssh, as sshd does, before any other account
+module runs or can end the stack).
 session: pam_tty_audit right after pam_loginuid, then the module, so that
 keystrokes and our records carry the session id pam_loginuid just gave.
+The default pam_tty_audit enable=* records the keystrokes of EVERY login
+through the service, OpenSSH's included (--tty-audit narrows or turns it off).
 """
 
 from __future__ import annotations
@@ -11,11 +14,28 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .options import parse_options
+
 DEFAULT_TTY_AUDIT = "*"
 # Marker comments around each block we add; no timestamps, so that writing
 # the same stanza twice gives the same bytes.
 BEGIN_MARK = "# BEGIN pam_teleport_audit {part} (managed by pam-teleport-audit; do not edit)"
 END_MARK = "# END pam_teleport_audit {part}"
+ENTRY_SUFFIX = "/pam_teleport_audit/pam_entry.py"
+# libpam reads these as something else than part of one argument: comment, brackets, continuation.
+_NOT_IN_TOKEN = "#[]\\"
+
+
+def token_problem(value: str) -> str | None:
+    """Why value is not exactly one plain pam.d token (None: it is)."""
+    if not value:
+        return "is empty"
+    if not all("!" <= c <= "~" for c in value):
+        return "holds a blank, a control character or a non-ASCII character"
+    bad = sorted({c for c in value if c in _NOT_IN_TOKEN})
+    if bad:
+        return f"holds {' '.join(repr(c) for c in bad)}, which libpam would not read as part of the argument"
+    return None
 
 
 def entry_script() -> str:
@@ -34,6 +54,28 @@ class Stanza:
     def control(self) -> str:
         # An optional module's failure cannot refuse a login; required can.
         return "required" if self.fail_closed else "optional"
+
+    def problems(self) -> list[str]:
+        """Why these lines would not be exactly the ones meant (empty: they would)."""
+        found = []
+        for what, value in (
+            [("--entry", self.entry)]
+            + [("--option", o) for o in self.options]
+            + ([("--tty-audit", self.tty_audit)] if self.tty_audit is not None else [])
+        ):
+            why = token_problem(value)
+            if why is not None:
+                found.append(f"{what} {value!r} {why}")
+        if token_problem(self.entry) is None and not (self.entry.startswith("/") and self.entry.endswith(ENTRY_SUFFIX)):
+            found.append(f"--entry {self.entry!r} is not an absolute path ending in {ENTRY_SUFFIX[1:]}")
+        for option in self.options:
+            if token_problem(option) is not None:
+                continue
+            if option == "fail_closed":
+                found.append("--option 'fail_closed': use --fail-closed, which also makes the lines required")
+                continue
+            found += [f"--option {option!r}: {p}" for p in parse_options([option]).problems]
+        return found
 
     def _module_args(self) -> str:
         args = [self.entry, *(("fail_closed",) if self.fail_closed else ()), *self.options]
@@ -55,10 +97,21 @@ class Stanza:
         return [BEGIN_MARK.format(part=part), *lines, END_MARK.format(part=part)]
 
     def render(self) -> str:
-        return (
-            "# Account stack, after the other account modules:\n"
-            + "\n".join(self.account_lines())
-            + "\n# Session stack, right after 'session required pam_loginuid.so':\n"
-            + "\n".join(self.session_lines())
-            + "\n"
+        tty = (
+            [
+                f"# pam_tty_audit enable={self.tty_audit} records the keystrokes of EVERY login through this",
+                "# service, OpenSSH's included. Narrow it with --tty-audit PATTERNS, or --tty-audit off.",
+            ]
+            if self.tty_audit is not None
+            else []
+        )
+        return "\n".join(
+            [
+                "# Account stack, FIRST: before every other account line (and any include that has some):",
+                *self.account_lines(),
+                "# Session stack, right after 'session required pam_loginuid.so':",
+                *tty,
+                *self.session_lines(),
+                "",
+            ]
         )

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from pam_teleport_audit.pamstack import dict_resolver
+
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
+# What the include lines of pam_file() name (_other below), with stacks that end or jump;
+# any other name cannot be read.
+INCLUDES = dict_resolver(
+    {
+        "common-account": b"account [success=1 default=ignore] pam_unix.so\naccount requisite pam_deny.so\n",
+        "common-session": b"session [default=1] pam_permit.so\nsession requisite pam_deny.so\n",
+        "password-auth": b"account sufficient pam_localuser.so\nsession optional pam_keyinit.so revoke\n",
+        "postlogin": b"session [success=1 default=ignore] pam_succeed_if.so quiet\nsession sufficient pam_permit.so\n",
+    }
+)
 
 _types = st.sampled_from(["auth", "account", "session", "password", "-session", "Session", "ACCOUNT"])
 _controls = st.sampled_from(

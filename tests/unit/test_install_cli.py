@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import stat
 from pathlib import Path
 
 import pytest
 
 from pam_teleport_audit import cli
-from pam_teleport_audit.atomicwrite import BACKUP_SUFFIX
 
 from .pam_strategies import ENTRY
 
 ROOT = Path(__file__).resolve().parents[2]
-DEBIAN = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_bytes()
+FIXTURES = ROOT / "tests" / "fixtures" / "pam"
+DEBIAN = (FIXTURES / "debian-12" / "sshd").read_bytes()
 EXAMPLE = (ROOT / "pam.d" / "sshd.example").read_bytes()
 
 
 @pytest.fixture
 def pam(tmp_path: Path) -> Path:
+    """Debian 12's sshd in a folder with the common-* files it includes."""
+    for common in (FIXTURES / "debian-12").glob("common-*"):
+        shutil.copy(common, tmp_path / common.name)
     path = tmp_path / "sshd"
     path.write_bytes(DEBIAN)
     path.chmod(0o640)
@@ -103,13 +108,110 @@ def test_hard_link_and_non_regular_are_refused(pam: Path, capsys: pytest.Capture
     assert code == cli.EXIT_REFUSED and "does not exist" in out["reason"]
 
 
-def test_backup_keeps_the_replaced_bytes(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run(capsys, "install", "--pam-file", str(pam), "--backup", "--entry", ENTRY)
+def test_backup_keeps_the_replaced_bytes_outside_the_pam_folder(
+    pam: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path_factory.mktemp("backups") / "pam-teleport-audit"
+    before = sorted(p.name for p in pam.parent.iterdir())
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--backup-dir", str(folder), "--entry", ENTRY)
     assert code == cli.EXIT_OK
     backup = Path(out["backup"])
-    assert backup == Path(str(pam) + BACKUP_SUFFIX)
-    assert backup.read_bytes() == DEBIAN and backup.stat().st_mode & 0o777 == 0o640
-    assert not [p for p in pam.parent.iterdir() if p.name.startswith(".pam-teleport-audit.")]
+    assert backup.parent == folder and backup.name.startswith("sshd.") and backup.name.endswith("Z")
+    assert backup.read_bytes() == DEBIAN and stat.S_IMODE(backup.stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    # Nothing new beside the PAM file: libpam would read it as a service, prerm would find our stanza in it.
+    assert sorted(p.name for p in pam.parent.iterdir()) == before
+
+
+def test_backup_default_folder_is_outside_etc_pam_d() -> None:
+    from pam_teleport_audit.atomicwrite import DEFAULT_BACKUP_DIR
+
+    assert DEFAULT_BACKUP_DIR == "/var/backups/pam-teleport-audit"
+    args = cli.build_parser().parse_args(["install", "--backup"])
+    assert args.backup and args.backup_dir is None
+
+
+def test_status_names_the_line_that_skips_ours(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A hand edit puts `sufficient` before our account line: present but unreachable, exit 8."""
+    cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY])
+    capsys.readouterr()
+    text = pam.read_text().replace(
+        "# BEGIN pam_teleport_audit account", "account sufficient pam_localuser.so\n# BEGIN pam_teleport_audit account"
+    )
+    pam.write_text(text)
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_UNREACHABLE == 8
+    line = text.splitlines().index("account sufficient pam_localuser.so") + 1
+    assert out["skipped_by"] == [
+        f"the account line at {pam}:{line + 2} can be skipped: {pam}:{line} 'account sufficient pam_localuser.so' "
+        "(sufficient ends the account stack there)"
+    ]
+    assert cli.main(["status", "--pam-file", str(pam)]) == 8
+    assert f"present but unreachable: the account line at {pam}:{line + 2}" in capsys.readouterr().out
+    # install moves the block above it again
+    assert cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY]) == cli.EXIT_OK
+    assert cli.main(["status", "--pam-file", str(pam)]) == cli.EXIT_OK
+
+
+def test_an_unreadable_include_before_our_line_is_refused(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (pam.parent / "common-auth").unlink()
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--entry", ENTRY)
+    assert code == cli.EXIT_REFUSED
+    assert (
+        f"the new session line cannot be proven to run: {pam}:4 '@include common-auth' includes 'common-auth', "
+        "which cannot be read" in out["reason"]
+    )
+    assert pam.read_bytes() == DEBIAN
+
+
+HOSTILE = [
+    ("--option", "debug\nauth sufficient pam_permit.so"),
+    ("--option", "two words"),
+    ("--option", "x#y"),
+    ("--option", "[x]"),
+    ("--option", "a]b"),
+    ("--option", "a\\"),
+    ("--option", ""),
+    ("--option", "tab\there"),
+    ("--option", "nonsense"),
+    ("--option", "timeout_ms=0"),
+    ("--option", "fail_closed"),
+    ("--option", "caf\u00e9"),
+    ("--entry", "relative/pam_teleport_audit/pam_entry.py"),
+    ("--entry", "/opt/x/other.py"),
+    ("--entry", "/opt/my dir/pam_teleport_audit/pam_entry.py"),
+    ("--entry", "/opt/x\n/pam_teleport_audit/pam_entry.py"),
+    ("--entry", ""),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), HOSTILE)
+def test_hostile_option_or_entry_is_refused_with_the_file_unchanged(
+    pam: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    argv = ["install", "--pam-file", str(pam), "--entry", ENTRY, flag, value]
+    code, out = run(capsys, *argv)
+    assert code == cli.EXIT_REFUSED and out["refused"] is True and out["reason"]
+    assert pam.read_bytes() == DEBIAN
+    # the same on a file that already has our blocks
+    cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY])
+    installed = pam.read_bytes()
+    capsys.readouterr()
+    assert cli.main(argv) == cli.EXIT_REFUSED
+    assert "refused" in capsys.readouterr().err
+    assert pam.read_bytes() == installed
+    # stanza prints nothing for it
+    assert cli.main(["stanza", "--entry", ENTRY, flag, value]) == cli.EXIT_REFUSED
+    assert capsys.readouterr().out == ""
+
+
+def test_good_options_are_written_as_single_tokens(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    opts = ["rhost_env=TELEPORT_CLIENT_ADDR", "teleport_exe=/usr/local/bin/teleport", "debug", "timeout_ms=500"]
+    argv = ["install", "--pam-file", str(pam), "--entry", ENTRY]
+    for opt in opts:
+        argv += ["--option", opt]
+    assert cli.main(argv) == cli.EXIT_OK
+    assert f"account    optional   pam_python.so {ENTRY} {' '.join(opts)}\n" in pam.read_text()
 
 
 def test_fail_closed_and_tty_audit_flags(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:

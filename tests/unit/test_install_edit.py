@@ -9,47 +9,75 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_teleport_audit import pamedit
-from pam_teleport_audit.pamedit import Refusal, install, status, uninstall
+from pam_teleport_audit import pamedit, pamstack
+from pam_teleport_audit.pamedit import Refusal, Result, Status, uninstall
+from pam_teleport_audit.pamstack import Resolver, no_includes
 from pam_teleport_audit.stanza import Stanza
 
-from .pam_strategies import ENTRY, noisy_bytes, pam_file
+from .pam_strategies import ENTRY, INCLUDES, noisy_bytes, pam_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "pam"
 STANZA = Stanza(ENTRY)
-STOCK = ["debian-12", "ubuntu-24.04", "rhel-8", "rhel-9"]
+# Each stock sshd file with the folder whose files its includes name (tests/fixtures/pam/README.md).
+STOCK = {"debian-12": "debian-12", "ubuntu-24.04": "debian-12", "rhel-8": "rhel-8-sssd", "rhel-9": "rhel-9-sssd"}
+
+
+def install(data: bytes, stanza: Stanza, resolve: Resolver = no_includes) -> Result:
+    """pamedit.install, hermetic: no file is read unless the test names the folder."""
+    return pamedit.install(data, stanza, resolve)
+
+
+def status(data: bytes, resolve: Resolver = no_includes, path: str = "this file") -> Status:
+    return pamedit.status(data, resolve, path)
 
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
+def includes(folder: str) -> Resolver:
+    """The included files of a layout folder, read as libpam would read them beside the service."""
+    return pamstack.folder_resolver(str(FIXTURES / folder / "sshd"))
+
+
+DEBIAN = includes("debian-12")
+
+
 def test_debian_install_gives_exactly_the_shipped_example() -> None:
-    result = install(fixture("debian-12/sshd"), STANZA)
+    result = install(fixture("debian-12/sshd"), STANZA, DEBIAN)
     assert result.data == (ROOT / "pam.d" / "sshd.example").read_bytes()
-    assert result.notes == []
+    assert len(result.notes) == 1 and "keystrokes of every login" in result.notes[0]
 
 
-@pytest.mark.parametrize("distro", STOCK)
-def test_stock_files_install_uninstall_and_status(distro: str) -> None:
+@pytest.mark.parametrize(("distro", "folder"), list(STOCK.items()))
+def test_stock_files_install_uninstall_and_status(distro: str, folder: str) -> None:
     original = fixture(f"{distro}/sshd")
-    assert status(original).installed is False
-    done = install(original, STANZA).data
+    resolve = includes(folder)
+    assert status(original, resolve).installed is False
+    done = install(original, STANZA, resolve).data
     lines = done.decode().splitlines()
     loginuid = next(i for i, x in enumerate(lines) if "pam_loginuid.so" in x)
     assert lines[loginuid + 1 : loginuid + 5] == STANZA.block("session")
     account = lines.index(STANZA.block("account")[0])
-    assert all(not x.startswith("account") for x in lines[account + 3 :])  # after the whole account stack
-    assert status(done).installed is True
-    assert install(done, STANZA).data == done
+    # first in the account stack: nothing before it adds an account line
+    assert not any(x.startswith("account") or "common-account" in x for x in lines[:account])
+    assert status(done, resolve).installed is True
+    assert install(done, STANZA, resolve).data == done
     assert uninstall(done).data == original
 
 
-def test_rhel_account_block_follows_the_password_auth_include() -> None:
-    lines = install(fixture("rhel-9/sshd"), STANZA).data.decode().splitlines()
-    at = lines.index("account    include      password-auth")
-    assert lines[at + 1 : at + 4] == STANZA.block("account")
+def test_rhel_account_block_comes_before_every_account_line() -> None:
+    lines = install(fixture("rhel-9/sshd"), STANZA, includes("rhel-9-sssd")).data.decode().splitlines()
+    at = lines.index("account    required     pam_sepermit.so")
+    assert lines[at - 3 : at] == STANZA.block("account")
+
+
+def test_account_block_goes_above_the_comment_of_the_first_account_line() -> None:
+    lines = (ROOT / "pam.d" / "sshd.example").read_text().splitlines()
+    at = lines.index("# Disallow non-root logins when /etc/nologin exists.")
+    assert lines[at - 3 : at] == STANZA.block("account")
+    assert lines[at + 1] == "account    required     pam_nologin.so"
 
 
 @pytest.mark.parametrize(
@@ -59,7 +87,6 @@ def test_rhel_account_block_follows_the_password_auth_include() -> None:
         ("hard/no-loginuid", "no pam_loginuid"),
         ("hard/jump-over-loginuid", "inside the range of the jump at line 2"),
         ("hard/jump-through-include", "inside the range of the jump at line 2"),
-        ("hard/account-jump-at-end", "account block would go after line 2"),
         ("hard/bad-control", "line 2 cannot be parsed (unknown control 'requred')"),
         ("hard/bad-bracket", "line 2 cannot be parsed"),
         ("hard/stray-line", "line 2 loads pam_teleport_audit outside the managed markers"),
@@ -69,6 +96,13 @@ def test_refusals_say_why(name: str, reason: str) -> None:
     with pytest.raises(Refusal, match=None) as caught:
         install(fixture(name), STANZA)
     assert reason in str(caught.value)
+
+
+def test_an_account_jump_at_the_end_no_longer_matters() -> None:
+    """The account block goes first, so no account jump lies before it."""
+    done = install(fixture("hard/account-jump-at-end"), STANZA).data
+    assert done.decode().splitlines()[:3] == STANZA.block("account")
+    assert status(done).installed
 
 
 def test_jump_that_ends_before_the_place_is_fine() -> None:
@@ -114,46 +148,59 @@ def test_no_final_newline() -> None:
     assert uninstall(done).data == original
 
 
-@pytest.mark.parametrize(("name", "well_formed"), [("hard/half-installed", False), ("hard/hand-edited", True)])
-def test_broken_blocks_are_repaired(name: str, well_formed: bool) -> None:
+@pytest.mark.parametrize("name", ["hard/half-installed", "hard/hand-edited"])
+def test_broken_blocks_are_repaired(name: str) -> None:
     broken = fixture(name)
-    # A hand edit that keeps the structure is still "installed"; a cut block is not.
-    assert status(broken).installed is well_formed
-    result = install(broken, STANZA)
+    assert status(broken, DEBIAN).installed is False
+    result = install(broken, STANZA, DEBIAN)
     assert result.data == (ROOT / "pam.d" / "sshd.example").read_bytes()
     assert any("replacing" in n for n in result.notes)
     assert uninstall(broken).data == fixture("debian-12/sshd")
 
 
+def test_the_old_place_after_common_account_is_present_but_unreachable() -> None:
+    """Blocks written by the old installer: complete, but Debian's requisite pam_deny can skip the account line."""
+    found = status(fixture("hard/hand-edited"), DEBIAN, "sshd")
+    assert found.complete and found.order_ok and not found.reachable and not found.installed
+    common = FIXTURES / "debian-12" / "common-account"
+    assert found.skipped_by == [
+        f"the account line at sshd:16 can be skipped: {common}:17 "
+        "'account\\t[success=1 new_authtok_reqd=done default=ignore]\\tpam_unix.so' "
+        "(done ends the account stack there)",
+        f"the account line at sshd:16 can be skipped: {common}:19 "
+        "'account\\trequisite\\t\\t\\tpam_deny.so' (requisite ends the account stack there)",
+    ]
+
+
 def test_already_installed_is_unchanged() -> None:
     data = fixture("hard/already-installed")
-    assert install(data, STANZA).data == data
-    assert status(data).installed
+    assert install(data, STANZA, DEBIAN).data == data
+    assert status(data, DEBIAN).installed
 
 
 def test_options_fail_closed_and_tty_off() -> None:
     stanza = Stanza(ENTRY, tty_audit=None, fail_closed=True)
-    done = install(fixture("debian-12/sshd"), stanza).data.decode()
+    done = install(fixture("debian-12/sshd"), stanza, DEBIAN).data.decode()
     assert "pam_tty_audit" not in done
     assert f"session    required   pam_python.so {ENTRY} fail_closed\n" in done
     assert f"account    required   pam_python.so {ENTRY} fail_closed\n" in done
     # Switching options rewrites the blocks in place, still one of each.
-    again = install(done.encode(), Stanza(ENTRY, tty_audit="root")).data.decode()
+    again = install(done.encode(), Stanza(ENTRY, tty_audit="root"), DEBIAN).data.decode()
     assert again.count("# BEGIN pam_teleport_audit") == 2
     assert "enable=root" in again and "fail_closed" not in again
 
 
 def test_entry_path_that_would_not_parse_is_refused() -> None:
-    with pytest.raises(Refusal, match="would not be correct"):
-        install(fixture("debian-12/sshd"), Stanza("/opt/my dir/pam_teleport_audit/pam_entry.py"))
+    with pytest.raises(Refusal, match="holds a blank"):
+        install(fixture("debian-12/sshd"), Stanza("/opt/my dir/pam_teleport_audit/pam_entry.py"), DEBIAN)
 
 
 def test_status_finds_wrong_order() -> None:
-    done = install(fixture("debian-12/sshd"), STANZA).data
+    done = install(fixture("debian-12/sshd"), STANZA, DEBIAN).data
     swapped = done.replace(b"session    required     pam_loginuid.so\n", b"", 1).replace(
         b"# Create a new session keyring.", b"session    required     pam_loginuid.so\n# Create a new session keyring."
     )
-    found = status(swapped)
+    found = status(swapped, DEBIAN)
     assert not found.installed and not found.order_ok
     assert "the session block comes before pam_loginuid" in found.problems
 
@@ -173,19 +220,19 @@ _stanzas = st.builds(
 @given(pam_file(), _stanzas)
 def test_install_twice_equals_once_and_uninstall_undoes_it(data: bytes, stanza: Stanza) -> None:
     try:
-        once = install(data, stanza)
+        once = install(data, stanza, INCLUDES)
     except Refusal:
         return  # refusals are their own tests; the assert below checks most inputs do install
-    assert install(once.data, stanza).data == once.data
+    assert install(once.data, stanza, INCLUDES).data == once.data
     assert uninstall(once.data).data == data
-    assert status(once.data).installed
+    assert status(once.data, INCLUDES).installed
 
 
 @settings(max_examples=300)
 @given(noisy_bytes())
 def test_install_on_any_bytes_refuses_or_round_trips(data: bytes) -> None:
     try:
-        done = install(data, STANZA).data
+        done = install(data, STANZA, INCLUDES).data
     except Refusal as exc:
         assert str(exc)
         return
@@ -201,7 +248,7 @@ def test_the_generator_mostly_produces_installable_files() -> None:
     def count(data: bytes) -> None:
         nonlocal ok
         try:
-            install(data, STANZA)
+            install(data, STANZA, INCLUDES)
             ok += 1
         except Refusal:
             pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,17 @@ from pam_teleport_audit.atomicwrite import STEPS, TEMP_PREFIX
 from .pam_strategies import ENTRY
 
 ROOT = Path(__file__).resolve().parents[2]
-DEBIAN = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_bytes()
+FOLDER = ROOT / "tests" / "fixtures" / "pam" / "debian-12"
+DEBIAN = (FOLDER / "sshd").read_bytes()
 EXAMPLE = (ROOT / "pam.d" / "sshd.example").read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _includes(tmp_path: Path) -> None:
+    """The common-* files Debian's sshd includes, beside it (install proves our lines reachable)."""
+    for common in FOLDER.glob("common-*"):
+        shutil.copy(common, tmp_path / common.name)
+
 
 KILLER = """
 import os, signal, sys
@@ -51,7 +61,7 @@ def test_concurrent_installs_give_one_correct_block(tmp_path: Path) -> None:
     target = tmp_path / "sshd"
     target.write_bytes(DEBIAN)
     base = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
-    variants = [[], ["--tty-audit", "root"], ["--fail-closed"], ["--backup"]] * 4
+    variants = [[], ["--tty-audit", "root"], ["--fail-closed"], ["--backup-dir", str(tmp_path / "backups")]] * 4
     procs = [subprocess.Popen(base + v, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for v in variants]
     assert [p.wait(timeout=60) for p in procs] == [0] * len(procs)
     text = target.read_text()

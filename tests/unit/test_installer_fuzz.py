@@ -18,9 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pam_teleport_audit.pamedit import Refusal, install
+from pam_teleport_audit.pamstack import Resolver, folder_resolver
 from pam_teleport_audit.stanza import Stanza
 
-from .pam_strategies import ENTRY, noisy_bytes, pam_file
+from .pam_strategies import ENTRY, INCLUDES, noisy_bytes, pam_file
 
 ROOT = Path(__file__).resolve().parents[2]
 FUZZ_EXAMPLES = 10_000
@@ -99,9 +100,9 @@ def assert_only_ours_added(old: bytes, new: bytes, stanza: Stanza) -> None:
     assert after == before
 
 
-def check(data: bytes, stanza: Stanza) -> bool:
+def check(data: bytes, stanza: Stanza, resolve: Resolver = INCLUDES) -> bool:
     try:
-        result = install(data, stanza)
+        result = install(data, stanza, resolve)
     except Refusal:
         return False
     assert_only_ours_added(data, result.data, stanza)
@@ -118,10 +119,14 @@ def test_fuzz_install_never_changes_how_libpam_reads_other_lines(data: bytes) ->
 
 
 def test_the_model_agrees_on_the_stock_files() -> None:
-    for path in sorted((ROOT / "tests" / "fixtures" / "pam").glob("*/sshd")):
+    fixtures = ROOT / "tests" / "fixtures" / "pam"
+    # each stock file with a folder holding the files it includes (README.md)
+    folders = {"ubuntu-24.04": "debian-12", "debian-13": "debian-12", "rhel-8": "rhel-8-sssd", "rhel-9": "rhel-9-sssd"}
+    for path in sorted(fixtures.glob("*/sshd")):
         data = path.read_bytes()
+        folder = folders.get(path.parent.name, path.parent.name)
         if b"pam_loginuid" in data:
-            assert check(data, STANZA), path
+            assert check(data, STANZA, folder_resolver(str(fixtures / folder / "sshd"))), path
 
 
 HOSTILE = {
@@ -165,3 +170,31 @@ def test_symlink_loop_is_refused(tmp_path: Path) -> None:
     proc = run_install(loop)
     assert proc.returncode in (4, 5) and proc.stderr.strip()
     assert os.readlink(loop) == str(loop)
+
+
+OPTION_EXAMPLES = 3_000
+_hostile_text = st.one_of(
+    st.text(st.sampled_from(list("ab=_/1:#[]\\ \t\n\r\x00\x7f\u00e9")), max_size=12),
+    st.text(max_size=12),
+    st.sampled_from(["debug", "rhost_env=X", "timeout_ms=5", "teleport_exe=/t", "fail_closed"]),
+)
+
+
+@settings(max_examples=OPTION_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_hostile_text, st.sampled_from(["option", "entry"]))
+def test_any_option_or_entry_is_one_token_or_refused(value: str, which: str) -> None:
+    """Installed: libpam reads the value as exactly one argument of each module line; else refused."""
+    data = (ROOT / "tests" / "fixtures" / "pam" / "hard" / "jump-before-loginuid").read_bytes()
+    entry = "/opt/" + value + "/pam_teleport_audit/pam_entry.py" if which == "entry" else ENTRY
+    stanza = Stanza(entry, options=(value,) if which == "option" else ())
+    try:
+        result = install(data, stanza, INCLUDES)
+    except Refusal as exc:
+        assert str(exc)
+        assert stanza.problems(), "refused although the value is one clean token"
+        return
+    assert not stanza.problems()
+    ours = [r for r in libpam_rules(result.data) if b"pam_python.so" in r]
+    expected = (entry.encode(), value.encode()) if which == "option" else (entry.encode(),)
+    assert len(ours) == 2 and all(r[3:] == expected for r in ours), ours
+    assert_only_ours_added(data, result.data, stanza)

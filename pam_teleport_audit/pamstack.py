@@ -1,0 +1,218 @@
+"""A service's stacks as libpam builds them, and which lines a login always reaches.
+
+Expansion follows Linux-PAM's _pam_parse_conf_file (pam_handlers.c) and Debian's
+`@include`: `include` splices the named file's lines of the same type into the
+stack (so its sufficient/requisite/done/die end the WHOLE stack, and its jumps
+count on past its end); `substack` adds one unit whose inner done/die end only
+the substack and whose jumps cannot leave it; `@include` splices every type.
+Names are resolved relative to the service file's folder (libpam: /etc/pam.d,
+then /usr/lib/pam.d). Jumps count units at their own level (_pam_dispatch_aux:
+a substack is one unit).
+
+Reachability (docs/installer.md):
+- an account line must run on EVERY pam_acct_mgmt: no entry before it may end
+  the stack (sufficient, requisite, any `done` or `die`) or jump over it;
+- a session line must run on every SUCCESSFUL open/close: no entry before it
+  may end the stack with success (sufficient, any `done`) or jump over it
+  (requisite/die before it refuse the session: the module records that at pam_end).
+Anything the expansion cannot read or parse before the line makes it unprovable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .pamfile import Kind, Line, parse
+
+# libpam's PAM_SUBSTACK_MAX_LEVEL caps include and substack depth.
+MAX_DEPTH = 16
+PAM_DIRS = ("/etc/pam.d", "/usr/lib/pam.d")
+# Every action each control word can take (pam_handlers.c).
+_WORD_ACTIONS = {
+    "required": frozenset({"ok", "ignore", "bad"}),
+    "requisite": frozenset({"ok", "ignore", "die"}),
+    "optional": frozenset({"ok", "ignore"}),
+    "sufficient": frozenset({"done", "ignore"}),
+}
+
+# name -> (path shown in messages, bytes), or None when it cannot be read.
+Resolver = Callable[[str], "tuple[str, bytes] | None"]
+
+
+def no_includes(_name: str) -> tuple[str, bytes] | None:
+    """A resolver that reads nothing: every include is unknown (and so unprovable)."""
+    return None
+
+
+def folder_resolver(service_path: str) -> Resolver:
+    """Names resolved as libpam resolves them for a service file in this folder.
+
+    An absolute name is read as is; a relative one from the service file's own
+    folder, and, for a file in /etc/pam.d, then from /usr/lib/pam.d.
+    """
+    folder = os.path.dirname(os.path.abspath(service_path))
+    dirs = PAM_DIRS if folder == PAM_DIRS[0] else (folder,)
+
+    def resolve(name: str) -> tuple[str, bytes] | None:
+        candidates = [name] if name.startswith("/") else [os.path.join(d, name) for d in dirs]
+        for path in candidates:
+            try:
+                with open(path, "rb") as f:
+                    return path, f.read()
+            except OSError:
+                continue
+        return None
+
+    return resolve
+
+
+def system_resolver(name: str) -> tuple[str, bytes] | None:
+    """Names resolved as libpam resolves them for a service: /etc/pam.d, then /usr/lib/pam.d."""
+    return folder_resolver(os.path.join(PAM_DIRS[0], "service"))(name)
+
+
+def dict_resolver(files: dict[str, bytes], folder: str = "") -> Resolver:
+    """For tests: names looked up in a dict."""
+
+    def resolve(name: str) -> tuple[str, bytes] | None:
+        data = files.get(name)
+        return None if data is None else (os.path.join(folder, name) if folder else name, data)
+
+    return resolve
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One handler of an expanded stack."""
+
+    path: str  # file the line is in
+    line: Line
+    level: int  # substack depth: 0 is the service's own level
+    top: int | None = None  # index of the line in the service file itself (None: from an include)
+    unknown: str | None = None  # why the expansion could not tell what this brings (unreadable, loop, invalid)
+    substack: bool = False  # the unit marker of a substack; its lines follow at level + 1
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line.number}"
+
+
+def actions(line: Line) -> set[str]:
+    """Every action a rule can take, as libpam parsed its control."""
+    control = (line.control or "").lower()
+    if control in _WORD_ACTIONS:
+        return set(_WORD_ACTIONS[control])
+    if not line.actions:
+        return set()
+    found = set(line.actions.values())
+    if "default" not in line.actions:
+        found.add("bad")  # libpam: unset values take `bad`
+    return found
+
+
+def jump(line: Line) -> int:
+    return max((int(a) for a in actions(line) if a.isdigit()), default=0)
+
+
+def expand(path: str, data: bytes, type_: str, resolve: Resolver) -> list[Entry]:
+    """The `type_` stack of a service file, includes followed."""
+    out: list[Entry] = []
+    _expand(path, parse(data), type_, resolve, 0, 0, (path,), out, top=True)
+    return out
+
+
+def _expand(
+    path: str,
+    lines: list[Line],
+    type_: str,
+    resolve: Resolver,
+    depth: int,
+    level: int,
+    seen: tuple[str, ...],
+    out: list[Entry],
+    *,
+    top: bool = False,
+) -> None:
+    for index, line in enumerate(lines):
+        here = index if top else None
+        if line.kind is Kind.BLANK:
+            continue
+        if line.kind is Kind.INVALID:
+            out.append(Entry(path, line, level, here, unknown=f"cannot be parsed ({line.error})"))
+            continue
+        if line.kind is Kind.RULE and line.type != type_:
+            continue
+        if line.kind is Kind.RULE and not line.is_include:
+            out.append(Entry(path, line, level, here))
+            continue
+        substack = line.kind is Kind.RULE and (line.control or "").lower() == "substack"
+        name = line.module or ""
+        if substack:
+            out.append(Entry(path, line, level, here, substack=True))
+        inner_level = level + 1 if substack else level
+        found = resolve(name)
+        why = None
+        if found is None:
+            why = f"includes {name!r}, which cannot be read"
+        elif found[0] in seen:
+            why = f"includes {name!r} again inside itself (a loop)"
+        elif depth + 1 >= MAX_DEPTH:
+            why = f"includes {name!r} deeper than libpam's {MAX_DEPTH} levels"
+        if why is not None or found is None:
+            # libpam puts a failing handler at the including line's own level.
+            out.append(Entry(path, line, level, here, unknown=why))
+            continue
+        _expand(found[0], parse(found[1]), type_, resolve, depth + 1, inner_level, (*seen, found[0]), out)
+
+
+def contributes(path: str, line: Line, type_: str, resolve: Resolver) -> bool:
+    """Does this line of the service file add to the `type_` stack? An unreadable include counts."""
+    if line.kind is Kind.RULE:
+        return line.type == type_
+    if line.kind is not Kind.AT_INCLUDE:
+        return line.kind is Kind.INVALID
+    entries: list[Entry] = []
+    _expand(path, [line], type_, resolve, 0, 0, (path,), entries)
+    return bool(entries)
+
+
+def _units_between(entries: list[Entry], start: int, end: int, level: int) -> int:
+    """Units at `level` after index start up to and including index end (a substack counts once)."""
+    return sum(1 for e in entries[start + 1 : end + 1] if e.level == level)
+
+
+def skippers(entries: list[Entry], at: int, type_: str) -> list[tuple[Entry, str]]:
+    """Entries before entries[at] that can make libpam skip it, each with why.
+
+    An account line is skipped by anything that can end the stack; a session line
+    only by what can end it with success. Jumps count units at their own level.
+    """
+    target = entries[at]
+    ending = {"done", "die"} if type_ == "account" else {"done"}
+    found: list[tuple[Entry, str]] = []
+    for k in range(at):
+        entry = entries[k]
+        if entry.level > target.level:
+            continue  # inside a substack: its done/die end only the substack, its jumps stay inside
+        if entry.unknown is not None:
+            found.append((entry, entry.unknown))
+            continue
+        if entry.substack:
+            continue
+        can = actions(entry.line)
+        ends = sorted(can & ending)
+        if ends:
+            word = entry.line.control if (entry.line.control or "").lower() in _WORD_ACTIONS else ",".join(ends)
+            found.append((entry, f"({word} ends the {type_} stack there)"))
+            continue
+        n = jump(entry.line)
+        if n and n >= _units_between(entries, k, at, entry.level):
+            found.append((entry, f"(its jump of {n} skips it)"))
+    return found
+
+
+def locate(entries: list[Entry], top_index: int) -> int | None:
+    """Position in the expanded stack of the service file's own line number top_index."""
+    return next((k for k, e in enumerate(entries) if e.top == top_index and e.unknown is None), None)
