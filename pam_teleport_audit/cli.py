@@ -221,7 +221,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pam-teleport-audit selftest: {exc}", file=sys.stderr)
         return 2
-    report = selftest.run(service, path, args.login)
+    report = selftest.run(service, path, args.login, tty_audit=not args.allow_no_tty_audit)
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--login",
         default="root",
         help="Linux login of the probe session (default: %(default)s, which every host has and nologin admits)",
+    )
+    test.add_argument(
+        "--allow-no-tty-audit",
+        action="store_true",
+        help="no pam_tty_audit is a warning, not a failure (installed with --tty-audit off on purpose)",
     )
     test.add_argument("--json", action="store_true", help="one JSON object: ok, the checks, the run time")
     test.set_defaults(func=cmd_selftest)

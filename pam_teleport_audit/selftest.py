@@ -32,10 +32,12 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .auditlog import AuditRecord, records_since
 from .constants import DEFAULT_TELEPORT_NAME, OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, SSH_TTY_ITEM
-from .doctor import FAIL, PASS, Check, audit_checks
+from .doctor import FAIL, PASS, WARN, Check, audit_checks
 from .netlink import AuditStatus
-from .pamedit import ENTRY_SUFFIX
+from .options import parse_options
+from .pamedit import ENTRY_SUFFIX, status
 from .pamfile import Line, parse
+from .pamstack import Resolver, folder_resolver
 
 PAM_DIR = "/etc/pam.d"
 DEFAULT_LOGIN = "root"
@@ -76,8 +78,6 @@ def our_lines(data: bytes) -> list[Line]:
 
 def trusted_exes(lines: list[Line]) -> list[str]:
     """The teleport_exe= entries of the module lines (empty: any root-owned binary named teleport is trusted)."""
-    from .options import parse_options
-
     return sorted({exe for x in lines for exe in parse_options(x.args[1:]).teleport_exe})
 
 
@@ -89,11 +89,16 @@ def stand_in(exes: list[str], isfile: Callable[[str], bool] = os.path.isfile) ->
 # ---- before running anything: reasons the transaction cannot show a recording host
 
 
-def stanza_preconditions(path: str, data: bytes, isfile: Callable[[str], bool] = os.path.isfile) -> Iterator[Check]:
-    """The stanza installed and reachable, its entry script present, pam_tty_audit in the session stack."""
-    from .pamedit import status
-
-    state = status(data)
+def stanza_preconditions(
+    path: str,
+    data: bytes,
+    isfile: Callable[[str], bool] = os.path.isfile,
+    tty_audit: bool = True,
+    resolve: Resolver | None = None,
+) -> Iterator[Check]:
+    """The stanza installed and reachable (includes read as libpam reads them, or with resolve), its entry
+    script present, pam_tty_audit in the session stack (tty_audit False: left out on purpose, a warning)."""
+    state = status(data, resolve or folder_resolver(path), path)
     if not state.installed:
         yield Check(
             "stanza",
@@ -102,14 +107,14 @@ def stanza_preconditions(path: str, data: bytes, isfile: Callable[[str], bool] =
             f"run `pam-teleport-audit install --pam-file {path}`",
         )
         return
-    yield Check("stanza", PASS, f"{path}: complete and in order")
+    yield Check("stanza", PASS, f"{path}: complete, in order and reachable")
     ours = our_lines(data)
     missing = sorted({x.args[0] for x in ours if not isfile(x.args[0])})
     if missing:
         yield Check(
             "module file",
             FAIL,
-            f"the stanza loads {', '.join(missing)}, which does not exist: pam_python skips the line",
+            f"the stanza loads {', '.join(missing)}, which does not exist: nothing is recorded",
             "install the package, then run `pam-teleport-audit install` to write the installed path",
         )
     else:
@@ -117,7 +122,7 @@ def stanza_preconditions(path: str, data: bytes, isfile: Callable[[str], bool] =
     if state.tty_audit == "none":
         yield Check(
             "pam_tty_audit",
-            FAIL,
+            FAIL if tty_audit else WARN,
             "no pam_tty_audit in the session stack: keystrokes are not recorded",
             f"run `pam-teleport-audit install --tty-audit '*' --pam-file {path}` (or narrower patterns)",
         )
@@ -143,6 +148,7 @@ def preconditions(
     login: str,
     status_reader: Callable[[], AuditStatus] | None = None,
     pamtester: str | None = None,
+    tty_audit: bool = True,
 ) -> list[Check]:
     """Everything that can be said before running: each failure names its reason and fix."""
     checks: list[Check] = []
@@ -163,7 +169,7 @@ def preconditions(
             Check("stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --service or --pam-file of Teleport's")
         )
     else:
-        checks += stanza_preconditions(path, data)
+        checks += stanza_preconditions(path, data, tty_audit=tty_audit)
     checks += audit_preconditions(status_reader)
     try:
         import auparse  # noqa: F401 - the records are read back with it
@@ -226,9 +232,17 @@ def pamtester_argv(program: str, service: str, login: str, user: str, as_exe: st
 
 
 def run_pamtester(argv: list[str]) -> Run:
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-    )
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
+    except OSError as exc:  # e.g. /run mounted noexec: no process, so no record can match pid 0
+        return Run(0, 126, f"cannot run {argv[0]}: {exc}")
     try:
         output, _ = proc.communicate(timeout=PAMTESTER_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -310,7 +324,7 @@ def transaction_checks(run: Run, records: list[AuditRecord], user: str, service:
             )
         )
     login = next((r for r in mine if r.type == "LOGIN"), None)
-    sessions = [r for r in ours if r.type in ("USER_START", "USER_END")]
+    sessions = ours  # each is written once the session exists (USER_ACCT at open_session)
     if login is None or login.get("ses") in (None, UNSET_SES):
         checks.append(
             Check(
@@ -331,7 +345,7 @@ def transaction_checks(run: Run, records: list[AuditRecord], user: str, service:
             )
         )
     else:
-        checks.append(Check("session id", PASS, f"ses={login.get('ses')} on LOGIN, USER_START and USER_END"))
+        checks.append(Check("session id", PASS, f"ses={login.get('ses')} on LOGIN and on our three records"))
     wrong = [
         f"{op} {'missing' if libpam.get(op) is None else 'terminal=' + str(libpam[op].get('terminal'))}"
         for op in ("PAM:accounting", "PAM:session_open")
@@ -412,11 +426,12 @@ def run(
     path: str,
     login: str = DEFAULT_LOGIN,
     status_reader: Callable[[], AuditStatus] | None = None,
+    tty_audit: bool = True,
 ) -> Report:
     """Preconditions; when they hold, the transaction under `teleport` and under pamtester's own name."""
     started = time.monotonic()
     report = Report(service, path, login, probe_user())
-    report.before = preconditions(path, login, status_reader)
+    report.before = preconditions(path, login, status_reader, tty_audit=tty_audit)
     if report.ok:
         pamtester = shutil.which("pamtester") or "pamtester"
         with open(path, "rb") as f:
@@ -449,7 +464,7 @@ def doctor_checks(pam_file: str, login: str = DEFAULT_LOGIN) -> list[Check]:
         service, path = resolve_service(pam_file, None)
     except ValueError as exc:
         return [Check("selftest", FAIL, str(exc), "pass --pam-file /etc/pam.d/NAME")]
-    report = run(service, path, login)
+    report = run(service, path, login, tty_audit=False)  # doctor's stanza check warns about it already
     if not report.ran:
         failed = [c for c in report.before if c.status == FAIL]
         reasons = "; ".join(f"{c.name}: {c.message}" for c in failed)

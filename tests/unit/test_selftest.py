@@ -11,10 +11,12 @@ import pytest
 from pam_teleport_audit import selftest
 from pam_teleport_audit.auditlog import AuditRecord
 from pam_teleport_audit.netlink import AuditStatus
+from pam_teleport_audit.pamstack import folder_resolver
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = (ROOT / "pam.d" / "sshd.example").read_bytes()
-STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_bytes()
+DEBIAN = ROOT / "tests" / "fixtures" / "pam" / "debian-12"
+STOCK = (DEBIAN / "sshd").read_bytes()
 USER = "pam-teleport-audit-selftest-0123456789ab"
 PID = 4242
 
@@ -44,7 +46,7 @@ def test_service_and_file(pam_file: str | None, service: str | None, expected: t
     [("/tmp/sshd", None), ("/etc/pam.d", None), ("/etc/pam.d/sub/sshd", None), (None, "a/b"), (None, ".."), (None, "")],
 )
 def test_files_libpam_cannot_read_as_a_service_are_refused(pam_file: str | None, service: str | None) -> None:
-    with pytest.raises(ValueError, match="(?i)pam"):
+    with pytest.raises(ValueError, match=r"(?i)pam"):
         selftest.resolve_service(pam_file, service)
 
 
@@ -56,8 +58,10 @@ def test_the_probe_says_it_is_a_selftest_and_is_unique() -> None:
 # ---- preconditions
 
 
-def stanza(data: bytes, isfile=lambda path: True) -> dict[str, object]:
-    return checks_by_name(list(selftest.stanza_preconditions("/etc/pam.d/x", data, isfile)))
+def stanza(data: bytes, isfile=lambda path: True, tty_audit: bool = True) -> dict[str, object]:
+    """The checks of a file in Debian 12's folder (its common-* files resolve its includes)."""
+    resolve = folder_resolver(str(DEBIAN / "sshd"))
+    return checks_by_name(list(selftest.stanza_preconditions("/etc/pam.d/x", data, isfile, tty_audit, resolve)))
 
 
 def test_an_installed_stanza_passes() -> None:
@@ -85,10 +89,12 @@ def test_the_module_file_missing() -> None:
 
 
 def test_pam_tty_audit_missing() -> None:
-    data = INSTALLED.replace(b"session    optional   pam_tty_audit.so enable=*\n", b"")
+    data = b"".join(x for x in INSTALLED.splitlines(keepends=True) if b"pam_tty_audit.so" not in x)
     got = stanza(data)
     assert got["stanza"].status == "pass" and got["pam_tty_audit"].status == "fail"
     assert "keystrokes are not recorded" in got["pam_tty_audit"].message
+    # Left out on purpose (install --tty-audit off): said, but not a failure.
+    assert stanza(data, tty_audit=False)["pam_tty_audit"].status == "warn"
 
 
 def test_teleport_exe_needs_a_binary_to_stand_in_for() -> None:
@@ -218,6 +224,10 @@ def test_a_session_record_without_the_login_ses() -> None:
     got = transaction(records)
     assert got["session id"].status == "fail"
     assert "ses=7" in got["session id"].message and "teleport:session_open ses=4294967295" in got["session id"].message
+    # USER_ACCT too is written at open_session, inside the session (COMMON.md's record sequence).
+    records = good_records()
+    records[2] = ours("teleport:accounting", "USER_ACCT", 3, ses="4294967295")
+    assert transaction(records)["session id"].status == "fail"
 
 
 def test_libpam_records_without_terminal_ssh() -> None:
@@ -274,6 +284,15 @@ def test_teleport_named_copy_is_private_and_removed(tmp_path: Path, monkeypatch:
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(copy).st_mode) == 0o755
     assert not os.path.exists(folder)
+
+
+def test_a_program_that_cannot_run(tmp_path: Path) -> None:
+    data = tmp_path / "teleport"
+    data.write_bytes(b"not a program")  # mode 0644: exec fails as on a noexec /run
+    run = selftest.run_pamtester([str(data), "-v"])
+    assert (run.pid, run.returncode) == (0, 126) and "cannot run" in run.output
+    got = transaction([], run.returncode, run.output)
+    assert got["pam transaction"].status == "fail" and "cannot run" in got["pam transaction"].message
 
 
 def test_report_render_and_json() -> None:
