@@ -236,3 +236,120 @@ def test_narrowed_parse_equals_the_full_parse_on_teleport_records(tmp_path) -> N
         for name in ("alice", "alice smith", "smith", "nosuch"):
             narrowed = search.find_sessions(search.iter_records(search.candidate_parser(files, name)), name)
             assert [s.to_json() for s in narrowed] == full_parse(files, name), (fmt, name)
+
+
+# Teleport's USER_LOGIN, sent before PAM by the process that then runs it: a Python process sends it
+# in Teleport's exact text (lib/auditd/auditd_linux.go msgDataTmpl, teleportUser raw), then becomes
+# the driver by exec, so both carry one pid, as in `teleport exec`.
+SEND_THEN_EXEC = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from pam_teleport_audit.netlink import AuditSocket
+with AuditSocket() as audit:
+    audit.send_user(1112, sys.argv[2])
+os.execv(sys.argv[3], sys.argv[3:])
+"""
+
+
+def as_teleport(driver, argv: list[str], login: str, name: str, addr: str) -> list[str]:
+    where = f"hostname=? addr={addr} terminal=teleport"
+    text = f'op=login acct="{login}" exe="{driver}" {where} teleportUser={name} res=success'
+    return ["/usr/bin/python3", "-c", SEND_THEN_EXEC, str(ROOT), text, *argv]
+
+
+def stack_with(after_ours: str | None = None, replace: tuple[str, str] | None = None, drop: str = "") -> str:
+    """The shipped stack with a line added after our session line, one line replaced, or lines dropped."""
+    lines = []
+    for line in debian_stack().splitlines():
+        if drop and drop in line:
+            continue
+        if replace and line.startswith(replace[0]):
+            line = replace[1]
+        lines.append(line)
+        if after_ours and line.startswith("session") and "pam_python.so" in line:
+            lines.append(after_ours)
+    return "\n".join(lines) + "\n"
+
+
+REFUSE_ACCOUNT = ("account    required     pam_nologin.so", "account    required     pam_deny.so")
+
+
+def wait_for_search(*args: str, until, timeout: float = 10.0) -> list[dict]:
+    """search's JSON, polled until the predicate holds (auditd writes asynchronously)."""
+    deadline = time.time() + timeout
+    while True:
+        found = json_sessions(*args)
+        if until(found) or time.time() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_live_refusals_and_teleport_records_of_the_same_process(driver, pam_service, linux_user) -> None:
+    login = linux_user()
+    name = unique("tp user ")  # a space: hex in our records, raw in Teleport's
+    runs = [
+        (pam_service(stack_with(replace=REFUSE_ACCOUNT)), "198.51.100.7:40001", 10),
+        (pam_service(stack_with(after_ours="session    required   pam_deny.so")), "198.51.100.7:40002", 40),
+        (pam_service(debian_stack()), "198.51.100.7:40003", 0),
+    ]
+    started = time.time()
+    pids = []
+    for service, addr, expected in runs:
+        argv = driver_argv(driver, service, login, user=name, lines=["echo live-one"])
+        proc = subprocess.run(as_teleport(driver, argv, login, name, addr), capture_output=True, text=True, check=False)
+        assert (proc.returncode >= expected > 0 and proc.returncode < expected + 30) or proc.returncode == expected == 0
+        pids.append(int(next(x for x in proc.stdout.splitlines() if x.startswith("pid=")).partition("=")[2]))
+    found = wait_for_search(
+        "--teleport-user", name, "--since", f"@{int(started)}", until=lambda f: len(f) == 3 and f[2]["end"]
+    )
+    assert [(s["pid"], s["refused"], s["teleport_addr"]) for s in found] == [
+        (pids[0], "refused by the account stack", "198.51.100.7:40001"),
+        (pids[1], "refused by a session module", "198.51.100.7:40002"),
+        (pids[2], None, "198.51.100.7:40003"),
+    ]
+    account, session_module, ok = found
+    assert account["ses"] is None and account["result"] == "failed"
+    assert [e["op"] for e in account["events"]][:2] == ["login", "PAM:accounting"]
+    assert "teleport:login" in [e["op"] for e in account["events"]]
+    assert session_module["ses"] is not None and session_module["result"] == "failed"
+    assert not any(e["res"] == "success" and e["op"] == "teleport:session_open" for e in session_module["events"])
+    assert ok["result"] == ok["end_result"] == "success" and ok["child"] == "exec"
+    assert [k["text"] for k in ok["input"]] == ["echo live-one\n", "exit\n"]
+    assert all(s["teleport_user"] == name for s in found)
+    out = run_search("--teleport-user", name, "--since", f"@{int(started)}").stdout
+    assert out.count("REFUSED login") == 2 and "198.51.100.7:40003 as Teleport recorded" in out
+
+
+def test_live_a_process_that_reuses_a_refused_logins_pid_keeps_its_input(driver, pam_service, linux_user) -> None:
+    """A refused login at pid P; then, in a session, a program that gets P reads typed input.
+
+    The session's shell (as root) sets ns_last_pid just before it forks `head`, so that head gets P.
+    """
+    name = unique("reuse-")
+    started = time.time()
+    refused = subprocess.run(
+        driver_argv(driver, pam_service(stack_with(replace=REFUSE_ACCOUNT)), linux_user(), user=name, shell=False),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode > 10, refused.stdout + refused.stderr
+    reused = int(next(x for x in refused.stdout.splitlines() if x.startswith("pid=")).partition("=")[2])
+    service = pam_service(debian_stack())
+    for attempt in range(5):
+        typed = [f"echo {reused - 1} > /proc/sys/kernel/ns_last_pid; head -n 1", f"read-by-pid-{attempt}"]
+        proc = subprocess.run(driver_argv(driver, service, "root", user=name, lines=typed), capture_output=True)
+        assert proc.returncode == 0, proc
+        found = wait_for_search(
+            "--teleport-user", name, "--since", f"@{int(started)}", until=lambda f, n=attempt: len(f) == n + 2
+        )
+        assert len(found) == attempt + 2 and found[0]["refused"] == "refused by the account stack", found
+        assert found[0]["pid"] == reused
+        session = found[-1]
+        assert session["refused"] is None and session["login"] == "root"
+        typed_by = [(k["pid"], k["text"]) for k in session["input"]]
+        assert [text for _, text in typed_by] == [typed[0] + "\n", typed[1] + "\n", "exit\n"], typed_by
+        if typed_by[1][0] == reused:
+            break  # head got P, and its input is in the session
+    else:
+        pytest.fail(f"head never got pid {reused} in 5 sessions: other processes forked in between each time")
