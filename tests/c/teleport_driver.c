@@ -10,8 +10,10 @@
  *
  * The tests compile it under the name `teleport`, the name the module trusts.
  *
- * usage: teleport [-s service] [-u tpuser] [-r roles] [-L tplogin|-] [-e NAME=VALUE]...
- *                 [-i line]... [-n] [-c count] [-S] login
+ * usage: teleport [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-]
+ *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] login
+ *   exec, networking  a leading word as Teleport's children have (argv[1]); skipped
+ *   -R RHOST  set PAM_RHOST (Teleport never does; for the tests of field bounds)
  *   -n       no shell: acct_mgmt, open_session, close_session only
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
@@ -94,12 +96,15 @@ static int step(int verbose, const char *name, pam_handle_t *pamh, int rc) {
     return rc;
 }
 
+static const char *rhost = NULL;
+
 static pam_handle_t *start(const char *service, const char *login, const struct pam_conv *conv, const char *tpuser,
                            const char *tplogin, const char *roles, char **env, int nenv) {
     pam_handle_t *pamh = NULL;
     char item[16384];
     int rc = pam_start(service, login, conv, &pamh);
     if (rc != PAM_SUCCESS) { fprintf(stderr, "pam_start: %d\n", rc); exit(3); }
+    if (rhost) pam_set_item(pamh, PAM_RHOST, rhost);
     if (tpuser) { snprintf(item, sizeof item, "TELEPORT_USERNAME=%s", tpuser); pam_putenv(pamh, item); }
     if (strcmp(tplogin, "-") != 0) { snprintf(item, sizeof item, "TELEPORT_LOGIN=%s", tplogin); pam_putenv(pamh, item); }
     if (roles) { snprintf(item, sizeof item, "TELEPORT_ROLES=%s", roles); pam_putenv(pamh, item); }
@@ -125,13 +130,20 @@ int main(int argc, char **argv) {
     const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL, *tpuser2 = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
     int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, opt;
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:i:nc:SW2:")) != -1) {
+    /* `teleport exec ...` / `teleport networking ...`: /proc/self/cmdline keeps the word. */
+    if (argc > 1 && (strcmp(argv[1], "exec") == 0 || strcmp(argv[1], "networking") == 0)) {
+        argv[1] = argv[0];
+        argv++;
+        argc--;
+    }
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SW2:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
         case 'r': roles = optarg; break;
         case 'L': tplogin = optarg; break;
         case 'e': if (nenv < MAX_ITEMS) env[nenv++] = optarg; break;
+        case 'R': rhost = optarg; break;
         case 'i': if (nlines < MAX_ITEMS) lines[nlines++] = optarg; break;
         case 'n': shell = 0; break;
         case 'c': count = atoi(optarg); break;
@@ -142,8 +154,9 @@ int main(int argc, char **argv) {
         }
     }
     if (optind != argc - 1 || count < 1) {
-        fprintf(stderr, "usage: %s [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-i line]... [-n] [-c count] [-S] [-W] [-2 tpuser] login\n", argv[0]);
+        fprintf(stderr, "usage: %s [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
+                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-2 tpuser] login\n",
+                argv[0]);
         return 2;
     }
     const char *login = argv[optind];

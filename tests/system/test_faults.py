@@ -9,7 +9,6 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -17,16 +16,21 @@ from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit.constants import AUDIT_USER_START
 from pam_teleport_audit.netlink import AuditSocket, AuditStatus
+from pam_teleport_audit.pam_module import write_records
+from pam_teleport_audit.record import Fields, record_text
 from pam_teleport_audit.stanza import entry_script
 
 from .conftest import (
     EXAMPLE_SSHD,
     INSTALLED_ENTRY,
+    OUR_OPS,
     ROOT,
     audit_switched_off,
     driver_argv,
     unique,
+    wait_for_records,
 )
 
 AUDIT_USER = 1005  # a plain user message, for flooding the backlog
@@ -71,36 +75,32 @@ def auditd_killed() -> Iterator[None]:
         wait_until(lambda: status().daemon_alive(), "auditd to start")
 
 
-def keep_full(audit: AuditSocket, limit: int, stop: threading.Event) -> None:
-    """Refill the kernel backlog whenever it drops below limit, until stopped."""
-    while not stop.is_set():
-        if audit.status().backlog < limit:
-            for _ in range(limit):  # a whole backlog's worth: the excess is dropped
-                audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
+# The kernel's wait while the backlog is over its limit is counted in jiffies; this
+# machine's kernel runs at HZ=250 (25 jiffies were measured as 0.10 s).
+JIFFY = 1 / 250
 
 
 @contextmanager
-def backlog_full(limit: int = 16) -> Iterator[None]:
-    """auditd paused, a tiny backlog, kept full for as long as the login runs.
+def backlog_over_limit(hold_jiffies: int, limit: int = 8, over: int = 8) -> Iterator[AuditStatus]:
+    """The kernel backlog over its limit, auditd paused; everything restored after.
 
-    Kept full by a thread: with auditd stopped the kernel still moves records
-    off the backlog queue after about half a second, and a login that started
-    later saw an empty backlog (a flaky test, seen once in about 30 runs).
+    Filled with plain user records while backlog_wait_time is 0 (a sender is
+    held only after its own message, and only while the queue is over the
+    limit), then backlog_wait_time is set to hold_jiffies. With auditd paused,
+    kauditd gives up on the stuck queue after about 0.35 s here and drops what
+    does not fit its retry queue: the body must be quick, and auditd resumes
+    as soon as it ends.
     """
     before = status()
     subprocess.run(["auditctl", "-b", str(limit), "--backlog_wait_time", "0"], check=True, capture_output=True)
     os.kill(before.pid, signal.SIGSTOP)
-    stop = threading.Event()
     try:
         with AuditSocket() as audit:
-            flood = threading.Thread(target=keep_full, args=(audit, limit, stop))
-            flood.start()
-            try:
-                wait_until(lambda: status().backlog >= limit, "the backlog to fill")
-                yield
-            finally:
-                stop.set()
-                flood.join()
+            while audit.status().backlog < limit + over:
+                for _ in range(50):
+                    audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
+        subprocess.run(["auditctl", "--backlog_wait_time", str(hold_jiffies)], check=True, capture_output=True)
+        yield status()
     finally:
         os.kill(before.pid, signal.SIGCONT)
         subprocess.run(
@@ -214,3 +214,50 @@ def test_fail_closed_close_session_always_closes(driver, pam_service, syslog_cat
     assert "acct_mgmt=0 " in proc.stdout and "open_session=0 " in proc.stdout and "close_session=0 " in proc.stdout
     lines = syslog_catcher.lines()
     assert len(lines) == 1 and "audit is disabled" in lines[0] and "login goes on" in lines[0], lines
+
+
+def test_over_the_backlog_limit_the_kernel_takes_our_record_and_holds_us() -> None:
+    """The kernel queues a user record whatever the backlog, then holds the sender for up to
+    backlog_wait_time: skipping the record would save nothing (libpam's record of the same phase
+    is held the same way) and lose it."""
+    tp_user = unique("backlog-")
+    text = record_text(
+        Fields("teleport:session_open", "root", "/usr/local/bin/teleport", None, None, "ssh", tp_user, ())
+    )
+    started = time.time()
+    with backlog_over_limit(hold_jiffies=10) as full:
+        assert full.backlog > full.backlog_limit
+        clock = time.monotonic()
+        write_records([(AUDIT_USER_START, text)], 1.0)  # AUDIT_GET, then the record: each held
+        held = time.monotonic() - clock
+        assert status().backlog > full.backlog_limit, "the backlog drained: not a test of it"
+    assert 2 * 10 * JIFFY * 0.8 < held < 1.0, held
+    records = wait_for_records(
+        started, lambda rs: any(r.get("teleportUser") == tp_user for r in rs), "-m", "USER_START"
+    )
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == ["teleport:session_open"]
+
+
+def test_a_teleport_login_over_the_backlog_limit_is_recorded(driver, pam_service, linux_user) -> None:
+    """The whole login while the backlog is over its limit: every message of it is held (libpam's,
+    pam_tty_audit's, ours), and our three records reach the log once auditd drains the queue."""
+    login = linux_user()
+    service = pam_service(EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, entry_script()))
+    tp_user = unique("backlog-")
+    with backlog_over_limit(hold_jiffies=1) as full:
+        started = time.time()
+        proc = subprocess.run(
+            driver_argv(driver, service, login, user=tp_user, shell=False),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        took = time.time() - started
+        assert status().backlog > full.backlog_limit, "the backlog drained during the login: not a test of it"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert took < 5, took
+    records = wait_for_records(
+        started, lambda rs: len([r for r in rs if r.get("teleportUser") == tp_user]) >= 3, "-x", str(driver)
+    )
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS

@@ -12,9 +12,10 @@ import subprocess
 import time
 
 from pam_teleport_audit.auditlog import since_args
+from pam_teleport_audit.constants import HOSTNAME_MAX_BYTES
 from pam_teleport_audit.record import decode_value
 
-from .conftest import debian_stack, driver_argv, pid_records, unique
+from .conftest import debian_stack, driver_argv, pid_records, run_driver, unique, wait_for_records
 
 OUR_FIELDS = [
     "type",
@@ -152,3 +153,24 @@ def test_crafted_names_and_roles_never_change_a_record(driver, pam_service, linu
         msg = ours_text[0].split(" msg='", 1)[1]
         assert len(msg.encode()) <= AUDIT_TEXT_MAX + 2
         assert msg.count(" acct=") == 1 and msg.count(" res=") == 1 and msg.rstrip().endswith("res=success'")
+
+
+def test_a_huge_rhost_cannot_push_res_out_of_our_records(driver, pam_service, linux_user) -> None:
+    """An 8,600-byte PAM_RHOST once made 8,738 bytes of text, over what the kernel keeps."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    tp_user = unique("rhost-")
+    rhost = "h" * 8600
+    session = run_driver(driver, service, login, user=tp_user, roles="access editor", shell=False, extra=("-R", rhost))
+    assert session.returncode == 0, session.output
+    records = wait_for_records(
+        session.started,
+        lambda rs: len([r for r in rs if r.get("teleportUser") == tp_user]) >= 3,
+        "-p",
+        str(session.pid),
+    )
+    ours = [r for r in records if r.get("teleportUser") == tp_user]
+    assert [r["op"] for r in ours] == ["teleport:accounting", "teleport:session_open", "teleport:session_close"]
+    for record in ours:
+        assert record["res"] == "success" and record["teleportRoles"] == "access,editor"
+        assert record["hostname"] == "h" * HOSTNAME_MAX_BYTES and record["addr"] == "?"

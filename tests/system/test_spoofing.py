@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,17 @@ from pathlib import Path
 from pam_teleport_audit.record import decode_value
 from pam_teleport_audit.stanza import entry_script
 
-from .conftest import OUR_OPS, debian_stack, pid_records, private_mounts, run_driver, unique, wait_for_records
+from .conftest import (
+    OUR_OPS,
+    SyslogCatcher,
+    debian_stack,
+    driver_argv,
+    pid_records,
+    private_mounts,
+    run_driver,
+    unique,
+    wait_for_records,
+)
 
 
 def named_records(started: float, name: str) -> list:
@@ -150,3 +161,96 @@ def test_a_teleport_helper_run_from_a_memfd_is_trusted_only_when_named(driver, p
                 assert ours == [], options
     finally:
         os.close(fd)
+
+
+def memfd_with(driver: Path, name: str) -> int:
+    fd = os.memfd_create(name, 0)
+    os.write(fd, driver.read_bytes())
+    return fd
+
+
+def test_teleports_own_memfd_session_helper_is_trusted_by_default_as_root(driver, pam_service, linux_user) -> None:
+    """Teleport 18.8+ may run `teleport exec` from a memfd it names teleport-sessionhelper."""
+    login = linux_user()
+    fd = memfd_with(driver, "teleport-sessionhelper")
+    try:
+        service = pam_service(debian_stack())
+        tp_user = unique("helper-")
+        started = time.time()
+        pid = exe_run([f"/proc/self/fd/{fd}", "-S", "-W", "-n", "-s", service, "-u", tp_user, login], pass_fds=(fd,))
+        records = pid_records(started, pid, expect=7)
+        ours = [r for r in records if r.get("teleportUser") == tp_user]
+        assert [r["op"] for r in ours] == OUR_OPS
+        assert all(decode_value(r["exe"]) == b"/memfd:teleport-sessionhelper (deleted)" for r in ours)
+    finally:
+        os.close(fd)
+
+
+def test_the_memfd_session_helper_run_by_a_user_is_not_trusted(driver, pam_service, linux_user) -> None:
+    """Anyone can make a memfd of that name: root is what makes it Teleport's."""
+    login = linux_user()
+    # A log socket the user can reach (pytest's tmp_path is root's alone).
+    folder = Path(tempfile.mkdtemp(prefix="pta-log-"))
+    folder.chmod(0o755)
+    catcher = SyslogCatcher(folder / "sock")
+    (folder / "sock").chmod(0o666)
+    module = f"pam_python.so {entry_script()} debug log_socket={catcher.path}"
+    service = pam_service(
+        f"account optional {module}\naccount required pam_permit.so\n"
+        f"session optional {module}\nsession required pam_permit.so\n"
+    )
+    uid = subprocess.run(["id", "-u", login], capture_output=True, text=True, check=True).stdout.strip()
+    fd = memfd_with(driver, "teleport-sessionhelper")
+    try:
+        tp_user = unique("helper-")
+        started = time.time()
+        setpriv = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        argv = [*setpriv, f"/proc/self/fd/{fd}", "-S", "-n", "-s", service, "-u", tp_user, login]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, pass_fds=(fd,), check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        lines = catcher.lines()
+    finally:
+        os.close(fd)
+        catcher.sock.close()
+        shutil.rmtree(folder)
+    # The module looked, found Teleport's memfd, and refused it for want of root.
+    assert any("not running as root" in line for line in lines), lines
+    assert named_records(started, tp_user) == []
+
+
+def test_a_teleport_binary_others_can_write_is_not_trusted(driver, pam_service, linux_user, tmp_path) -> None:
+    """A file named teleport that someone besides root could have rewritten proves nothing."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for path in (tmp_path, folder):
+        path.chmod(0o755)
+    binary = folder / "teleport"
+    shutil.copy2(driver, binary)
+    uid = int(subprocess.run(["id", "-u", login], capture_output=True, text=True, check=True).stdout)
+    for mode, owner, trusted in ((0o775, 0, False), (0o757, 0, False), (0o755, uid, False), (0o755, 0, True)):
+        os.chown(binary, owner, 0)
+        binary.chmod(mode)
+        tp_user = unique("writable-")
+        session = run_driver(binary, service, login, user=tp_user, shell=False)
+        assert session.returncode == 0, session.output
+        records = pid_records(session.started, session.pid, expect=7 if trusted else 4)
+        ours = [r["op"] for r in records if r.get("teleportUser") == tp_user]
+        assert ours == (OUR_OPS if trusted else []), (oct(mode), owner)
+
+
+def test_the_networking_child_is_marked(driver, pam_service, linux_user) -> None:
+    """Port, agent and X11 forwarding run PAM in `teleport networking` (argv[1])."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    for word in ("networking", "exec"):
+        tp_user = unique("fwd-")
+        started = time.time()
+        argv = driver_argv(driver, service, login, user=tp_user, shell=False)
+        proc = subprocess.run([argv[0], word, *argv[1:]], capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        pid = int(proc.stdout.splitlines()[0].removeprefix("pid="))
+        records = pid_records(started, pid, expect=7)
+        ours = [r for r in records if r.get("teleportUser") == tp_user]
+        assert [(r["op"], r["teleportChild"]) for r in ours] == [(op, word) for op in OUR_OPS]

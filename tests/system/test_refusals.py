@@ -1,0 +1,117 @@
+"""Refused Teleport logins on the real stack: each leaves exactly one record of
+ours naming the Teleport user with res=failed, and none of ours says success
+for the refused phase (issue 13). The C stand-in ends a failed login with
+pam_end and no pam_close_session, as Teleport does; pam_python then calls our
+pam_sm_end."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import UNSET_SES, run_driver, unique, wait_for_records
+
+PERMIT = "account required pam_permit.so"
+
+
+def stack(account: str = PERMIT, session: str = "") -> str:
+    """Our account line first, our session line after pam_loginuid and pam_tty_audit (docs/installer.md)."""
+    module = f"pam_python.so {entry_script()}"
+    return (
+        f"account optional {module}\n{account}\n"
+        "session required pam_loginuid.so\n"
+        "session optional pam_tty_audit.so enable=*\n"
+        f"session optional {module}\n{session}\n"
+    )
+
+
+def ours(records: list[AuditRecord], tp_user: str) -> list[tuple[str, str, str]]:
+    return [(r.type, r["op"], r["res"]) for r in records if r.get("teleportUser") == tp_user]
+
+
+def libpam(records: list[AuditRecord]) -> list[tuple[str, str, str]]:
+    return [(r.type, r["op"], r["res"]) for r in records if r.get("op", "").startswith("PAM:")]
+
+
+def expire(login: str, _: Path) -> str:
+    subprocess.run(["chage", "-E", "0", login], check=True)
+    return stack("account required pam_unix.so")
+
+
+def nologin(login: str, tmp: Path) -> str:
+    flag = tmp / "nologin"
+    flag.write_text("maintenance\n")
+    return stack(f"account required pam_nologin.so file={flag}")
+
+
+REFUSED_ACCOUNT = [("USER_LOGIN", "teleport:login", "failed")]
+# scenario: (the stack for a scratch user, the failing step, ours, libpam's)
+SCENARIOS: dict[str, tuple[Callable[[str, Path], str], str, list, list]] = {
+    "required account module": (
+        lambda login, tmp: stack(f"{PERMIT}\naccount required pam_deny.so"),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        [("USER_ACCT", "PAM:accounting", "failed")],
+    ),
+    "expired account (pam_unix)": (expire, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
+    "pam_nologin": (nologin, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
+    "session module after ours": (
+        lambda login, tmp: stack(session="session required pam_deny.so"),
+        "open_session",
+        [("USER_ACCT", "teleport:accounting", "success"), ("USER_START", "teleport:session_open", "failed")],
+        [("USER_ACCT", "PAM:accounting", "success"), ("USER_START", "PAM:session_open", "failed")],
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_a_refused_login_leaves_one_failed_record_naming_the_teleport_user(
+    scenario, pam_service, linux_user, driver, tmp_path
+) -> None:
+    make_stack, failing, expected_ours, expected_libpam = SCENARIOS[scenario]
+    login = linux_user()
+    service = pam_service(make_stack(login, tmp_path))
+    tp_user = unique("refused-")
+    session = run_driver(driver, service, login, user=tp_user, roles="access", shell=False)
+    assert session.steps.get(failing, 0) != 0, session.output
+    assert "close_session" not in session.steps, session.output
+    records = wait_for_records(
+        session.started,
+        lambda rs: len(ours(rs, tp_user)) >= len(expected_ours) and len(libpam(rs)) >= len(expected_libpam),
+        "-p",
+        str(session.pid),
+    )
+    assert ours(records, tp_user) == expected_ours
+    assert libpam(records) == expected_libpam  # libpam says the same of the same phase
+    failed = [r for r in records if r.get("teleportUser") == tp_user and r["res"] == "failed"]
+    assert len(failed) == 1
+    assert failed[0]["acct"] == f'"{login}"' and failed[0]["terminal"] == "ssh"
+    assert failed[0]["teleportRoles"] == "access" and failed[0]["teleportChild"] == "exec"
+    if failing == "acct_mgmt":  # refused before pam_loginuid: no session, as libpam's record
+        assert failed[0]["ses"] == UNSET_SES
+    else:  # refused after pam_loginuid: the session id of the LOGIN record
+        login_record = [r for r in records if r.type == "LOGIN"]
+        assert len(login_record) == 1 and failed[0]["ses"] == login_record[0]["ses"] != UNSET_SES
+
+
+def test_the_same_stack_lets_a_good_login_through_with_three_records(pam_service, linux_user, driver) -> None:
+    """The control for the refusals: nothing refuses, three records of ours, all in the LOGIN record's session."""
+    login = linux_user()
+    service = pam_service(stack("account required pam_unix.so"))
+    tp_user = unique("accepted-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    records = wait_for_records(session.started, lambda rs: len(ours(rs, tp_user)) >= 3, "-p", str(session.pid))
+    assert ours(records, tp_user) == [
+        ("USER_ACCT", "teleport:accounting", "success"),
+        ("USER_START", "teleport:session_open", "success"),
+        ("USER_END", "teleport:session_close", "success"),
+    ]
+    ses = [r["ses"] for r in records if r.type == "LOGIN"]
+    assert len(ses) == 1 and {r["ses"] for r in records if r.get("teleportUser") == tp_user} == {ses[0]}
