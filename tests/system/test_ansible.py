@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from . import debbuild
 from .conftest import PAM_DIR, ROOT
 
 PACKAGE = "pam-teleport-audit"
@@ -35,9 +36,7 @@ def play(tmp_path: Path):
     ansible = Path(sys.executable).parent / "ansible-playbook"
     assert ansible.exists(), "ansible-core is a dependency of the tox system env"
     assert not package_installed(), f"{PACKAGE} is installed on this machine already; the test would remove it"
-    deb = subprocess.run(
-        [str(ROOT / "packaging" / "build-deb"), str(tmp_path)], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    deb = str(debbuild.build(tmp_path).deb)
     book = tmp_path / "play.yml"
     book.write_text(PLAYBOOK)
     env = {

@@ -1,18 +1,26 @@
-"""The Debian package: built with dpkg-deb from the checkout, checked by
-lintian, installed with apt, used by a Teleport-like session, refused removal
-while a PAM file holds the stanza, then removed and purged."""
+"""The Debian package: built with dpkg-buildpackage (debhelper, dh-python) from a
+clean copy of the checkout, checked by lintian (pedantic and info tags),
+installed with apt, used by a Teleport-like session, refused removal while a
+PAM file holds the stanza, then removed and purged; and its autopkgtest run on
+this machine (autopkgtest ... -- null)."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from . import debbuild
 from .conftest import PAM_DIR, ROOT, assert_recorded_session
 
-PACKAGE = "pam-teleport-audit"
+PACKAGE = debbuild.PACKAGE
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
+SHARE = Path("/usr/share/pam-teleport-audit")
+MARKER = b"# BEGIN pam_teleport_audit "
 
 
 def installed() -> bool:
@@ -26,53 +34,108 @@ def apt(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
-        env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+        env={**debbuild.BUILD_ENV, "DEBIAN_FRONTEND": "noninteractive"},
     )
 
 
+def pam_files() -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(PAM_DIR.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[debbuild.Built]:
+    folder = tmp_path_factory.mktemp("deb")
+    yield debbuild.build(folder)
+    shutil.rmtree(folder)
+
+
 @pytest.fixture
-def deb(tmp_path: Path) -> Path:
+def host() -> Iterator[None]:
+    """This machine without the package, purged again afterwards (request it before pam_service)."""
     assert not installed(), f"{PACKAGE} is installed on this machine already; the test would remove it"
-    out = subprocess.run(
-        [str(ROOT / "packaging" / "build-deb"), str(tmp_path)], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    yield Path(out)
+    holding = [name for name, data in pam_files().items() if MARKER in data]
+    assert not holding, f"{PAM_DIR} files hold the stanza already (left by another run?): {holding}"
+    yield
     if installed():
         subprocess.run(["dpkg", "--purge", "--force-all", PACKAGE], capture_output=True, check=False)
 
 
-def test_build_lint_install_use_remove_purge(deb: Path, driver, pam_service, linux_user) -> None:
-    assert deb.name == f"{PACKAGE}_0.1.0_all.deb"
-    lint = subprocess.run(
-        ["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True, check=False
-    )
-    errors = [line for line in lint.stdout.splitlines() if line.startswith("E:")]
-    assert errors == [], lint.stdout
+def test_build_from_clean_checkout_lintian_clean(built: debbuild.Built) -> None:
+    assert built.deb.is_file(), sorted(p.name for p in built.folder.iterdir())
+    changelog = subprocess.run(
+        ["dpkg-parsechangelog", "-l", str(ROOT / "debian" / "changelog"), "-S", "Version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert changelog == debbuild.version(), "debian/changelog and pam_teleport_audit.__version__ disagree"
 
-    proc = apt("install", "--no-install-recommends", str(deb))
+    # Nothing at all: no error, warning, info or pedantic tag, on the binary and the source package.
+    lint = subprocess.run(
+        ["lintian", "-I", "--pedantic", "--tag-display-limit", "0", str(built.changes), str(built.dsc)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=debbuild.BUILD_ENV,
+    )
+    assert (lint.returncode, lint.stdout) == (0, ""), lint.stdout + lint.stderr
+
+    fields = subprocess.run(["dpkg-deb", "-f", str(built.deb)], capture_output=True, text=True, check=True).stdout
+    depends = re.search(r"^Depends: (.*)$", fields, re.M)
+    assert depends, fields
+    names = {d.split()[0].split(":")[0] for d in depends.group(1).split(", ")}
+    assert {"python3", "libpam-python", "auditd", "pamtester"} <= names, depends.group(1)
+    assert "python3." not in depends.group(1), "no pin to one Python version (Debian 12 and 13)"
+    assert re.search(r"^Recommends: .*python3-audit", fields, re.M), fields
+
+    listing = subprocess.run(["dpkg-deb", "-c", str(built.deb)], capture_output=True, text=True, check=True).stdout
+    paths = {line.split()[-1].removeprefix(".") for line in listing.splitlines()}
+    for path in (
+        "/usr/bin/pam-teleport-audit",
+        ENTRY,
+        "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_module.py",
+        f"{SHARE}/pam_teleport_audit.stanza",
+        f"{SHARE}/sshd.example",
+        "/usr/share/man/man8/pam-teleport-audit.8.gz",
+        "/usr/share/doc/pam-teleport-audit/copyright",
+    ):
+        assert path in paths, path
+    assert not [p for p in paths if re.match(r"/usr/lib/python3\.\d+/", p)], "dh_python3 moves the module to python3/"
+    assert not [p for p in paths if p.startswith("/etc/")], "the package ships nothing under /etc"
+
+
+def test_install_use_remove_purge(built: debbuild.Built, host, driver, pam_service, linux_user) -> None:
+    before = pam_files()
+    proc = apt("install", "--no-install-recommends", str(built.deb))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert installed()
+    assert pam_files() == before, "installing never edits /etc/pam.d"
     stanza = subprocess.run(
         ["/usr/bin/pam-teleport-audit", "stanza"], capture_output=True, text=True, check=True, cwd="/"
     ).stdout
-    assert stanza == Path("/usr/share/pam-teleport-audit/pam_teleport_audit.stanza").read_text()
+    assert stanza == (SHARE / "pam_teleport_audit.stanza").read_text()
     assert f"pam_python.so {ENTRY}" in stanza
-    assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "postinst byte-compiles"
+    # The helper runs the packaged module, even beside a pip-installed copy in /usr/local.
+    helper = Path("/usr/bin/pam-teleport-audit").read_text()
+    assert helper.startswith("#!/usr/bin/python3 -I\n")
+    assert 'sys.path.insert(0, "/usr/lib/python3/dist-packages")' in helper
+    assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "dh_python3's postinst byte-compiles"
     assert Path("/usr/share/man/man8/pam-teleport-audit.8.gz").is_file()
 
     # A Teleport-like session through the packaged example stack.
-    service = pam_service(Path("/usr/share/pam-teleport-audit/sshd.example").read_text())
+    service = pam_service((SHARE / "sshd.example").read_text())
     assert_recorded_session(driver, service, linux_user(), "deb-")
 
     # While a PAM file holds the stanza, removal is refused and nothing is removed.
     proc = apt("remove", PACKAGE)
     assert proc.returncode != 0 and installed()
     assert f"{PAM_DIR}/{service}" in proc.stderr + proc.stdout
+    assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "a refused removal cleans nothing"
     (PAM_DIR / service).unlink()
 
     proc = apt("remove", PACKAGE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not Path(ENTRY).parent.exists(), "prerm removes the byte-compiled files too"
+    assert not Path(ENTRY).parent.exists(), "dh_python3's prerm removes the byte-compiled files too"
     # No conffiles: nothing is left to purge after remove, and purge still succeeds.
     proc = subprocess.run(["dpkg", "--purge", PACKAGE], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -80,4 +143,24 @@ def test_build_lint_install_use_remove_purge(deb: Path, driver, pam_service, lin
         ["dpkg-query", "-W", "-f=${db:Status-Abbrev}", PACKAGE], capture_output=True, text=True, check=False
     )
     assert status.returncode != 0 or status.stdout.strip() in ("", "un", "pn")
-    assert not Path("/usr/share/pam-teleport-audit").exists() and not Path("/usr/bin/pam-teleport-audit").exists()
+    assert not SHARE.exists() and not Path("/usr/bin/pam-teleport-audit").exists()
+    assert pam_files() == before
+
+
+def test_autopkgtest(built: debbuild.Built, host) -> None:
+    """debian/tests on the installed package, on this machine (the null runner installs the .deb)."""
+    before = pam_files()
+    proc = subprocess.run(
+        ["autopkgtest", str(built.deb), str(built.dsc), "--", "null"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=debbuild.BUILD_ENV,
+    )
+    out = proc.stdout + proc.stderr
+    # 0: every test passed (2 would be "some skipped", 8 "no tests").
+    assert proc.returncode == 0, out
+    assert re.search(r"^teleport-login\s+PASS$", out, re.M), out
+    assert "PASS: teleport:accounting, teleport:session_open, teleport:session_close" in out, out
+    assert pam_files() == before, "the autopkgtest removes its scratch PAM service"
