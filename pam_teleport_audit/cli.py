@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="one JSON object: ok, the checks, the run time")
     test.set_defaults(func=cmd_selftest)
 
-    find = sub.add_parser("search", help="sessions and typed input of a Teleport user, from the audit log")
+    find = sub.add_parser("search", help="sessions, refused logins and input of a Teleport user, from the audit log")
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
     find.add_argument("--since", metavar="TIME", help="sessions started at or after TIME")
     find.add_argument("--until", metavar="TIME", help="sessions started at or before TIME")

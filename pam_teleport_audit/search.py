@@ -480,8 +480,8 @@ def _teleport_session(rec: AuditRecord, f: dict[str, str], rec_node: str | None)
         auid=rec.int("auid"),
         roles=[],
         terminal=f["terminal"],
-        hostname=f["hostname"],
-        addr=f["addr"],
+        hostname="?",  # what PAM knew: nothing; Teleport's address is teleport_addr
+        addr="?",
         exe=f["exe"],
         pid=rec.int("pid"),
         start=rec.time,
