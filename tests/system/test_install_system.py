@@ -76,6 +76,8 @@ def test_read_only_folder_is_a_clear_io_error_and_changes_nothing():
     try:
         target = mount / "sshd"
         target.write_text(STOCK)
+        for common in (ROOT / "tests" / "fixtures" / "pam" / "debian-12").glob("common-*"):
+            (mount / common.name).write_bytes(common.read_bytes())  # what it includes, for the proof
         subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
         argv = [
             sys.executable,

@@ -172,6 +172,38 @@ def test_the_old_place_after_common_account_is_present_but_unreachable() -> None
     ]
 
 
+def test_a_session_substack_before_loginuid_ends_only_itself() -> None:
+    hard = includes("hard")
+    original = fixture("hard/substack-sshd")
+    done = install(original, STANZA, hard).data
+    assert status(done, hard).installed
+    assert uninstall(done).data == original
+
+
+def test_the_same_stack_with_include_is_refused_naming_the_line() -> None:
+    with pytest.raises(Refusal) as caught:
+        install(fixture("hard/include-sshd"), STANZA, includes("hard"))
+    assert (
+        f"the new session line can be skipped: {FIXTURES}/hard/substack-session:2 "
+        "'session    sufficient   pam_permit.so' (sufficient ends the session stack there)"
+    ) in str(caught.value)
+
+
+def test_sufficient_after_our_session_line_is_fine_and_before_it_is_named() -> None:
+    done = install(fixture("hard/session-sufficient"), STANZA).data
+    assert status(done).installed
+    moved = done.replace(b"session    sufficient   pam_permit.so\n", b"").replace(
+        b"# BEGIN pam_teleport_audit session",
+        b"session    sufficient   pam_permit.so\n# BEGIN pam_teleport_audit session",
+    )
+    found = status(moved, no_includes, "sshd")
+    assert not found.installed and found.complete and found.order_ok
+    assert found.skipped_by == [
+        "the session line at sshd:9 can be skipped: sshd:7 'session    sufficient   pam_permit.so' "
+        "(sufficient ends the session stack there)"
+    ]
+
+
 def test_already_installed_is_unchanged() -> None:
     data = fixture("hard/already-installed")
     assert install(data, STANZA, DEBIAN).data == data

@@ -1,0 +1,185 @@
+"""The PAM layouts real hosts have, on the real stack: install, then a Teleport-like login.
+
+Each layout (tests/fixtures/pam/README.md) is written as scratch files under /etc/pam.d with
+unique names (its include names rewritten to them; modules this Debian host lacks, such as
+pam_sss and pam_sepermit, get the '-' prefix so libpam skips them), `install` runs on the
+sshd-like file, and the C stand-in for `teleport exec` logs in as a scratch user and as root
+(root is what `sufficient pam_usertype.so issystem` and `pam_localuser` wave through).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit import cli, doctor
+from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.pamfile import Kind, parse
+from pam_teleport_audit.stanza import entry_script
+
+from .conftest import OUR_OPS, PAM_DIR, ROOT, UNSET_SES, assert_recorded_session
+
+FIXTURES = ROOT / "tests" / "fixtures" / "pam"
+# layout: (its sshd-like file, the folder its included files come from)
+LAYOUTS = {
+    "debian-12": ("debian-12/sshd", "debian-12"),
+    "debian-12-sss": ("debian-12-sss/sshd", "debian-12-sss"),
+    "debian-13": ("debian-13/sshd", "debian-12"),
+    "rhel-8-sssd": ("rhel-8-sssd/sshd", "rhel-8-sssd"),
+    "rhel-8-minimal": ("rhel-8-minimal/sshd", "rhel-8-minimal"),
+    "rhel-9-sssd": ("rhel-9-sssd/sshd", "rhel-9-sssd"),
+    "rhel-9-minimal": ("rhel-9-minimal/sshd", "rhel-9-minimal"),
+    "substack": ("hard/substack-sshd", "hard"),
+    "session-sufficient": ("hard/session-sufficient", "hard"),
+}
+
+
+def module_exists(name: str) -> bool:
+    if name.startswith("/"):
+        return os.path.exists(name)
+    return any(os.path.exists(os.path.join(d, name)) for d in doctor.MODULE_DIRS)
+
+
+def for_this_host(data: bytes, names: dict[str, str]) -> bytes:
+    """Include names rewritten to the scratch names; rules whose module is missing here get '-'."""
+    out = []
+    for line in parse(data):
+        raw = line.raw
+        if line.kind is Kind.AT_INCLUDE or (line.kind is Kind.RULE and line.is_include):
+            name = line.module or ""
+            if name in names:
+                raw = re.sub(rb"(\s)" + re.escape(name.encode()) + rb"(?=\s|$)", rb"\g<1>" + names[name].encode(), raw)
+        elif line.kind is Kind.RULE and not line.dash and not module_exists(line.module or ""):
+            raw = re.sub(rb"^(\s*)", rb"\1-", raw, count=1)
+        out.append(raw)
+    return b"".join(out)
+
+
+def materialise(sshd: str, folder: str, pam_service: Callable[[str], str]) -> tuple[str, dict[str, str]]:
+    """Scratch copies of a layout's files under /etc/pam.d: the sshd-like service's name, and the
+    scratch name of each file it includes."""
+    data = (FIXTURES / sshd).read_bytes()
+    wanted = {x.module for x in parse(data) if x.kind is Kind.AT_INCLUDE or (x.kind is Kind.RULE and x.is_include)}
+    names: dict[str, str] = {}
+    for name in sorted(n for n in wanted if n):
+        source = FIXTURES / folder / name
+        assert source.is_file(), f"{sshd}: {name} is not in {folder}"
+        names[name] = pam_service(for_this_host(source.read_bytes(), {}).decode())
+    return pam_service(for_this_host(data, names).decode()), names
+
+
+def pam_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pam_teleport_audit", *argv], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+def install(service: str) -> subprocess.CompletedProcess[str]:
+    return pam_cli("install", "--pam-file", str(PAM_DIR / service), "--entry", entry_script())
+
+
+def one(records: list[AuditRecord], op: str) -> AuditRecord:
+    found = [r for r in records if r.get("op") == op]
+    assert len(found) == 1, (op, [r.fields for r in found])
+    return found[0]
+
+
+def assert_session_records(records: list[AuditRecord]) -> None:
+    """libpam's records say terminal=ssh; our USER_START/USER_END carry the LOGIN record's ses."""
+    assert one(records, "PAM:accounting")["terminal"] == "ssh"
+    assert one(records, "PAM:session_open")["terminal"] == "ssh"
+    logins = [r for r in records if r.type == "LOGIN"]
+    assert len(logins) == 1 and logins[0]["ses"] != UNSET_SES
+    for op in OUR_OPS[1:]:
+        assert one(records, op)["ses"] == logins[0]["ses"], op
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_installs_and_every_login_is_recorded(layout, driver, pam_service, linux_user):
+    service, _ = materialise(*LAYOUTS[layout], pam_service)
+    before = (PAM_DIR / service).read_bytes()
+    done = install(service)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    assert (PAM_DIR / service).read_bytes() != before
+    status = pam_cli("status", "--pam-file", str(PAM_DIR / service))
+    assert status.returncode == cli.EXIT_OK, status.stdout + status.stderr
+    for login in (linux_user(), "root"):
+        records = assert_recorded_session(driver, service, login, f"{layout[:6]}-")
+        assert_session_records(records)
+
+
+def move_account_block_after(path: Path, include: str) -> None:
+    """The old installer's place for the account block: after the account stack's include of `include`."""
+    lines = path.read_text().splitlines(keepends=True)
+    begin = next(k for k, x in enumerate(lines) if x.startswith("# BEGIN pam_teleport_audit account"))
+    block = lines[begin : begin + 3]
+    del lines[begin : begin + 3]
+    at = next(k for k, x in enumerate(lines) if include in x and x.split()[0] in ("account", "@include")) + 1
+    lines[at:at] = block
+    path.write_text("".join(lines))
+
+
+@pytest.mark.parametrize(
+    ("layout", "include", "skipper"),
+    [
+        ("rhel-9-sssd", "password-auth", "account     sufficient                                   pam_localuser.so"),
+        ("debian-12-sss", "common-account", "account\tsufficient\t\t\t\t\tpam_localuser.so"),
+    ],
+)
+def test_the_old_place_is_present_but_unreachable_and_named(layout, include, skipper, pam_service):
+    """Where the old installer put the account block (after the account stack's include)."""
+    service, names = materialise(*LAYOUTS[layout], pam_service)
+    path = PAM_DIR / service
+    assert install(service).returncode == cli.EXIT_OK
+    move_account_block_after(path, names[include])
+    status = pam_cli("status", "--pam-file", str(path))
+    assert status.returncode == cli.EXIT_UNREACHABLE, status.stdout + status.stderr
+    assert "present but unreachable" in status.stdout and repr(skipper) in status.stdout
+    assert f"the account line at {path}:" in status.stdout and f"{PAM_DIR / names[include]}:" in status.stdout
+    checks = {c.name: c for c in doctor.stanza_checks(str(path))}
+    assert checks["stanza"].status == doctor.FAIL
+    assert "present but unreachable" in checks["stanza"].message and repr(skipper) in checks["stanza"].message
+    # install puts it back first, and the file is proven again
+    assert install(service).returncode == cli.EXIT_OK
+    assert pam_cli("status", "--pam-file", str(path)).returncode == cli.EXIT_OK
+
+
+def test_a_hand_edited_sufficient_before_the_session_line_is_named(pam_service):
+    service, _ = materialise(*LAYOUTS["session-sufficient"], pam_service)
+    path = PAM_DIR / service
+    assert install(service).returncode == cli.EXIT_OK
+    text = path.read_text()
+    text = text.replace("session    sufficient   pam_permit.so\n", "").replace(
+        "# BEGIN pam_teleport_audit session",
+        "session    sufficient   pam_permit.so\n# BEGIN pam_teleport_audit session",
+    )
+    path.write_text(text)
+    line = text.splitlines().index("session    sufficient   pam_permit.so") + 1
+    status = pam_cli("status", "--pam-file", str(path), "--json")
+    assert status.returncode == cli.EXIT_UNREACHABLE
+    assert f"{path}:{line} 'session    sufficient   pam_permit.so' (sufficient ends the session stack there)" in (
+        status.stdout
+    )
+    doc = subprocess.run(
+        [sys.executable, "-m", "pam_teleport_audit", "doctor", "--pam-file", str(path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert doc.returncode == 1 and f"{path}:{line} 'session    sufficient   pam_permit.so'" in doc.stdout
+
+
+def test_include_that_ends_the_session_stack_is_refused_with_the_file_unchanged(pam_service):
+    service, _ = materialise("hard/include-sshd", "hard", pam_service)
+    before = (PAM_DIR / service).read_bytes()
+    done = install(service)
+    assert done.returncode == cli.EXIT_REFUSED
+    assert "'session    sufficient   pam_permit.so' (sufficient ends the session stack there)" in done.stderr
+    assert (PAM_DIR / service).read_bytes() == before
