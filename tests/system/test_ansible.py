@@ -9,9 +9,12 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from pam_teleport_audit.auditlog import records_since
 
 from . import debbuild
 from .conftest import PAM_DIR, ROOT
@@ -67,14 +70,37 @@ def play(tmp_path: Path):
         subprocess.run(["dpkg", "--purge", "--force-all", PACKAGE], capture_output=True, check=False)
 
 
+SELFTEST_TASK = "TASK [pam_teleport_audit : Self-test the PAM stack"
+
+
+def selftest_probes(started: float) -> list[str]:
+    """Teleport users of self-test probes recorded since started, from a teleport-named copy in /run."""
+    records = records_since(started, "-m", "USER_END")
+    return [
+        str(r.get("teleportUser"))
+        for r in records
+        if r.get("op") == "teleport:session_close"
+        and str(r.get("teleportUser")).startswith("pam-teleport-audit-selftest-")
+        and str(r.get("exe")).startswith('"/run/pam-teleport-audit-selftest.')
+    ]
+
+
 def test_role_lifecycle(play, pam_service) -> None:
     pam_file = PAM_DIR / pam_service(STOCK)
 
-    changed, _ = play(pam_file)
+    started = time.time()
+    changed, out = play(pam_file)
     assert changed >= 2  # the package, the stanza
     installed = pam_file.read_text()
     assert "# BEGIN pam_teleport_audit session" in installed and package_installed()
     assert "pam_python.so /usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py" in installed
+    # The self-test ran through the installed package and stanza: its probe's records are in the log.
+    assert re.search(re.escape(SELFTEST_TASK) + r"[^\n]*\nok: \[localhost\]", out), out
+    assert len(selftest_probes(started)) == 1
+    started = time.time()
+    _, out = play(pam_file, pam_teleport_audit_selftest=False)
+    assert re.search(re.escape(SELFTEST_TASK) + r"[^\n]*\nskipping: \[localhost\]", out), out
+    assert selftest_probes(started) == []
 
     assert play(pam_file)[0] == 0
     changed, out = play(pam_file, "--check", "--diff")
