@@ -284,40 +284,58 @@ def wait_for_search(*args: str, until, timeout: float = 10.0) -> list[dict]:
         time.sleep(0.3)
 
 
-def test_live_refusals_and_teleport_records_of_the_same_process(driver, pam_service, linux_user) -> None:
-    login = linux_user()
+def test_live_refusals_and_teleport_records_of_the_same_process(driver, pam_service, linux_user, tmp_path) -> None:
+    """Each refusal of issue 13 (a required account module, an expired account, pam_nologin, a session
+    module after ours), then a good login: search lists the four as refused, each with Teleport's address."""
+    login, expired = linux_user(), linux_user()
+    subprocess.run(["chage", "-E", "0", expired], check=True)
+    flag = tmp_path / "nologin"
+    flag.write_text("maintenance\n")
+    flag.chmod(0o644)
     name = unique("tp user ")  # a space: hex in our records, raw in Teleport's
-    runs = [
-        (pam_service(stack_with(replace=REFUSE_ACCOUNT)), "198.51.100.7:40001", 10),
-        (pam_service(stack_with(after_ours="session    required   pam_deny.so")), "198.51.100.7:40002", 40),
-        (pam_service(debian_stack()), "198.51.100.7:40003", 0),
+    nologin = ("account    required     pam_nologin.so", f"account    required     pam_nologin.so file={flag}")
+    runs = [  # service, login, refused by, driver's exit code (10+: acct_mgmt, 40+: open_session)
+        (pam_service(stack_with(replace=REFUSE_ACCOUNT)), login, "refused by the account stack", 10),
+        (pam_service(debian_stack()), expired, "refused by the account stack", 10),
+        (pam_service(stack_with(replace=nologin)), login, "refused by the account stack", 10),
+        (
+            pam_service(stack_with(after_ours="session    required   pam_deny.so")),
+            login,
+            "refused by a session module",
+            40,
+        ),
+        (pam_service(debian_stack()), login, None, 0),
     ]
     started = time.time()
     pids = []
-    for service, addr, expected in runs:
-        argv = driver_argv(driver, service, login, user=name, lines=["echo live-one"])
-        proc = subprocess.run(as_teleport(driver, argv, login, name, addr), capture_output=True, text=True, check=False)
-        assert (proc.returncode >= expected > 0 and proc.returncode < expected + 30) or proc.returncode == expected == 0
+    for number, (service, user, _, expected) in enumerate(runs):
+        argv = driver_argv(driver, service, user, user=name, lines=["echo live-one"])
+        addr = f"198.51.100.7:{40000 + number}"
+        proc = subprocess.run(as_teleport(driver, argv, user, name, addr), capture_output=True, text=True, check=False)
+        assert expected <= proc.returncode < expected + 30 and bool(proc.returncode) == bool(expected), proc
         pids.append(int(next(x for x in proc.stdout.splitlines() if x.startswith("pid=")).partition("=")[2]))
     found = wait_for_search(
-        "--teleport-user", name, "--since", f"@{int(started)}", until=lambda f: len(f) == 3 and f[2]["end"]
+        "--teleport-user", name, "--since", f"@{int(started)}", until=lambda f: len(f) == 5 and f[4]["end"]
     )
-    assert [(s["pid"], s["refused"], s["teleport_addr"]) for s in found] == [
-        (pids[0], "refused by the account stack", "198.51.100.7:40001"),
-        (pids[1], "refused by a session module", "198.51.100.7:40002"),
-        (pids[2], None, "198.51.100.7:40003"),
+    assert [(s["pid"], s["login"], s["refused"], s["teleport_addr"]) for s in found] == [
+        (pid, user, refused, f"198.51.100.7:{40000 + number}")
+        for number, (pid, (_, user, refused, _)) in enumerate(zip(pids, runs, strict=True))
     ]
-    account, session_module, ok = found
-    assert account["ses"] is None and account["result"] == "failed"
-    assert [e["op"] for e in account["events"]][:2] == ["login", "PAM:accounting"]
-    assert "teleport:login" in [e["op"] for e in account["events"]]
+    *accounts, session_module, ok = found
+    for account in accounts:
+        assert account["ses"] is None and account["result"] == "failed"
+        ops = [(e["op"], e["res"]) for e in account["events"]]
+        assert ops[:2] == [("login", "success"), ("PAM:accounting", "failed")], ops
+        assert ("teleport:login", "failed") in ops and not any(
+            op.startswith("teleport:") and res == "success" for op, res in ops
+        )
     assert session_module["ses"] is not None and session_module["result"] == "failed"
     assert not any(e["res"] == "success" and e["op"] == "teleport:session_open" for e in session_module["events"])
-    assert ok["result"] == ok["end_result"] == "success" and ok["child"] == "exec"
+    assert ok["result"] == ok["end_result"] == "success" and ok["child"] == "exec" and ok["refused"] is None
     assert [k["text"] for k in ok["input"]] == ["echo live-one\n", "exit\n"]
     assert all(s["teleport_user"] == name for s in found)
     out = run_search("--teleport-user", name, "--since", f"@{int(started)}").stdout
-    assert out.count("REFUSED login") == 2 and "198.51.100.7:40003 as Teleport recorded" in out
+    assert out.count("REFUSED login") == 4 and "198.51.100.7:40004 as Teleport recorded" in out
 
 
 def test_live_a_process_that_reuses_a_refused_logins_pid_keeps_its_input(driver, pam_service, linux_user) -> None:
