@@ -3,13 +3,15 @@ OpenSSH login and a Teleport-like session through it; a read-only folder."""
 
 from __future__ import annotations
 
+import json
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from pam_teleport_audit import cli
+from pam_teleport_audit import atomicwrite, cli
 from pam_teleport_audit.auditlog import records_since
 from pam_teleport_audit.stanza import entry_script
 
@@ -68,6 +70,26 @@ def test_teleport_session_through_the_installed_stack(driver, pam_service, linux
     assert subprocess.run(argv, cwd=ROOT, capture_output=True, check=False).returncode == cli.EXIT_OK
     assert (PAM_DIR / service).read_text() == STOCK
     assert records_since(session.started, "-p", str(session.pid))  # the log query itself worked
+
+
+def test_backup_goes_to_var_backups_not_etc_pam_d(pam_service):
+    """libpam would read a copy in /etc/pam.d as a service; the package's prerm would find our stanza in it."""
+    folder = Path(atomicwrite.DEFAULT_BACKUP_DIR)
+    made_folder = not folder.exists()
+    service = pam_service(STOCK)
+    before = sorted(p.name for p in PAM_DIR.iterdir())
+    done = install(service, "--backup", "--json")
+    backup = Path(json.loads(done.stdout)["backup"])
+    try:
+        assert done.returncode == cli.EXIT_OK, done.stderr
+        assert backup.parent == folder and backup.name.startswith(f"{service}.")
+        assert backup.read_text() == STOCK and stat.S_IMODE(backup.stat().st_mode) == 0o600
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert sorted(p.name for p in PAM_DIR.iterdir()) == before
+    finally:
+        backup.unlink(missing_ok=True)
+        if made_folder:
+            folder.rmdir()
 
 
 def test_read_only_folder_is_a_clear_io_error_and_changes_nothing():

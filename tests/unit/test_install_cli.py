@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import cli
+from pam_teleport_audit import cli, doctor
 
 from .pam_strategies import ENTRY
 
@@ -148,6 +148,10 @@ def test_status_names_the_line_that_skips_ours(pam: Path, capsys: pytest.Capture
     ]
     assert cli.main(["status", "--pam-file", str(pam)]) == 8
     assert f"present but unreachable: the account line at {pam}:{line + 2}" in capsys.readouterr().out
+    checks = [c for c in doctor.stanza_checks(str(pam)) if c.name == "stanza"]
+    assert len(checks) == 1 and checks[0].status == doctor.FAIL
+    assert f"{pam}:{line} 'account sufficient pam_localuser.so'" in checks[0].message
+    assert "present but unreachable" in checks[0].message and "install" in checks[0].fix
     # install moves the block above it again
     assert cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY]) == cli.EXIT_OK
     assert cli.main(["status", "--pam-file", str(pam)]) == cli.EXIT_OK

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pam_teleport_audit.cli import main
-from pam_teleport_audit.stanza import Stanza, entry_script
+from pam_teleport_audit.stanza import Stanza, entry_script, token_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED_ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
@@ -52,3 +52,44 @@ def test_stanza_command_options(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "pam_tty_audit" not in out
     assert f"session    required   pam_python.so {entry_script()} fail_closed debug" in out
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ("", "is empty"),
+        ("a b", "blank"),
+        ("a\tb", "blank"),
+        ("a\nb", "control character"),
+        ("caf\u00e9", "non-ASCII"),
+        ("x#y", "'#'"),
+        ("[x", "'['"),
+        ("x]", "']'"),
+        ("x\\", "'\\\\'"),
+    ],
+)
+def test_token_problems(value: str, why: str) -> None:
+    problem = token_problem(value)
+    assert problem is not None and why in problem
+
+
+def test_clean_tokens_and_a_clean_stanza() -> None:
+    assert token_problem("rhost_env=TELEPORT_CLIENT_ADDR") is None
+    assert Stanza(INSTALLED_ENTRY, options=("debug", "timeout_ms=200")).problems() == []
+
+
+def test_stanza_problems_name_the_flag() -> None:
+    assert Stanza("relative/pam_teleport_audit/pam_entry.py").problems() == [
+        "--entry 'relative/pam_teleport_audit/pam_entry.py' is not an absolute path ending in "
+        "pam_teleport_audit/pam_entry.py"
+    ]
+    assert Stanza(INSTALLED_ENTRY, options=("nosuch",)).problems() == [
+        "--option 'nosuch': unknown option 'nosuch'; ignored"
+    ]
+    assert Stanza(INSTALLED_ENTRY, tty_audit="a b").problems()[0].startswith("--tty-audit 'a b' holds a blank")
+
+
+def test_the_stanza_says_what_the_keystroke_default_does() -> None:
+    text = Stanza(INSTALLED_ENTRY).render()
+    assert "keystrokes of EVERY login" in text and "--tty-audit off" in text
+    assert "keystrokes" not in Stanza(INSTALLED_ENTRY, tty_audit=None).render()
