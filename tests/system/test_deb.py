@@ -21,6 +21,7 @@ PACKAGE = debbuild.PACKAGE
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 SHARE = Path("/usr/share/pam-teleport-audit")
 MARKER = b"# BEGIN pam_teleport_audit "
+NEWER_POLICY_ON_DEBIAN_12 = f"W: {PACKAGE} source: newer-standards-version 4.7.2 (current is 4.6.2)"
 
 
 def installed() -> bool:
@@ -70,7 +71,9 @@ def test_build_from_clean_checkout_lintian_clean(built: debbuild.Built) -> None:
     ).stdout.strip()
     assert changelog == debbuild.version(), "debian/changelog and pam_teleport_audit.__version__ disagree"
 
-    # Nothing at all: no error, warning, info or pedantic tag, on the binary and the source package.
+    # Nothing at all: no error, warning, info or pedantic tag, on the binary and the source package,
+    # but one: Debian 12's lintian knows policy up to 4.6.2 and calls the package's 4.7.2 (current
+    # policy, Debian 13's lintian) newer. An override would be an unused-override tag on Debian 13.
     lint = subprocess.run(
         ["lintian", "-I", "--pedantic", "--tag-display-limit", "0", str(built.changes), str(built.dsc)],
         capture_output=True,
@@ -78,7 +81,8 @@ def test_build_from_clean_checkout_lintian_clean(built: debbuild.Built) -> None:
         check=False,
         env=debbuild.BUILD_ENV,
     )
-    assert (lint.returncode, lint.stdout) == (0, ""), lint.stdout + lint.stderr
+    tags = [line for line in lint.stdout.splitlines() if line != NEWER_POLICY_ON_DEBIAN_12]
+    assert (lint.returncode, tags) == (0, []), lint.stdout + lint.stderr
 
     fields = subprocess.run(["dpkg-deb", "-f", str(built.deb)], capture_output=True, text=True, check=True).stdout
     depends = re.search(r"^Depends: (.*)$", fields, re.M)
