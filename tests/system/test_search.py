@@ -327,7 +327,7 @@ def test_live_refusals_and_teleport_records_of_the_same_process(driver, pam_serv
         ops = [(e["op"], e["res"]) for e in account["events"]]
         assert ops[:2] == [("login", "success"), ("PAM:accounting", "failed")], ops
         assert ("teleport:login", "failed") in ops and not any(
-            op.startswith("teleport:") and res == "success" for op, res in ops
+            (op or "").startswith("teleport:") and res == "success" for op, res in ops
         )
     assert session_module["ses"] is not None and session_module["result"] == "failed"
     assert not any(e["res"] == "success" and e["op"] == "teleport:session_open" for e in session_module["events"])
