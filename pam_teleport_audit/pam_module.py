@@ -253,7 +253,10 @@ class TeleportAuditModule:
             if not options.fail_closed:
                 refusal = None
             code = PAM_IGNORE if refusal is None else refusal
-            verdict = "login goes on" if refusal is None else "login refused (fail_closed)"
+            if refusal is not None:
+                verdict = "login refused (fail_closed)"
+            else:  # at pam_end the login is already over, one way or the other
+                verdict = "the login's outcome is not recorded" if phase == "end" else "login goes on"
             self._log(pamh, options, phase, LOG_WARNING if refusal is None else LOG_ERR, f"{why}; {verdict}", why)
         except Exception:  # even the handle or the options are unusable: stay out of the way
             pass

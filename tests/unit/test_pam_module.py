@@ -121,6 +121,18 @@ def test_refused_after_our_session_line_gives_a_failed_session_open(sink) -> Non
     ]
 
 
+def test_a_refusal_record_that_fails_says_so_once(sink) -> None:
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(pamh, 0, [ENTRY])
+    sink.error = AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
+    assert module.end(pamh) == 25
+    assert module.end(pamh) == 0  # pam_end runs once; a second call has nothing left to say
+    assert len(sink.logs) == 1
+    assert "(sshd:end): audit record not written: audit is disabled" in sink.logs[0][1]
+    assert sink.logs[0][1].endswith("the login's outcome is not recorded")
+
+
 def test_end_without_a_trusted_identity_writes_nothing(sink) -> None:
     sink.exe = "/usr/sbin/sshd"
     module = pam_module.TeleportAuditModule()
