@@ -306,6 +306,7 @@ class _Process:
     ses: int = UNSET_ID  # the id its LOGIN record gave it
     ours: AuditRecord | None = None  # our first record naming the user
     teleport: tuple[AuditRecord, dict[str, str]] | None = None  # Teleport's own, naming the user
+    ended: bool = False  # our pam_end record came: only Teleport's own may follow in this process
 
     def add(self, rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> None:
         self.records.append(rec)
@@ -313,6 +314,8 @@ class _Process:
             self.ses = rec.int("ses")
         if ours and self.ours is None:
             self.ours = rec
+        if ours and rec.fields.get("op") == OP_LOGIN:
+            self.ended = True
         if teleport is not None and self.teleport is None:
             self.teleport = (rec, teleport)
 
@@ -368,6 +371,7 @@ def find_sessions(
             rec.time - proc.start > ACCOUNT_LOOKBACK
             or (teleport is not None and rec.type == "USER_LOGIN")
             or (ours and rec.type == "USER_ACCT" and ses == UNSET_ID and proc.ours is not None)
+            or (proc.ended and teleport is None)
         ):
             finish(key)
             proc = None

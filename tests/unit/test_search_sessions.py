@@ -224,3 +224,17 @@ def test_teleport_fields_from_the_raw_line(body: str, user: str, exe: str, addr:
     # libpam's and sshd's records are not Teleport's.
     sshd = line.replace("op=login acct", "op=PAM:session_open acct")
     assert teleport_fields(parse(sshd)) is None
+
+
+def test_a_new_process_soon_with_a_refused_logins_pid_is_not_joined_to_it() -> None:
+    """Our pam_end record ends that process's PAM: what its pid writes next is another process's."""
+    log = Log()
+    log.add("USER_ACCT", 0, 500, U, pam("accounting", "failed"))
+    log.add("USER_LOGIN", 0.001, 500, U, ours("login", "alice", "failed"))
+    log.add("USER_ACCT", 5, 500, U, pam("accounting", "success"))  # pid 500 again, five seconds on
+    log.login(5.001, 500, 78)
+    log.add("USER_ACCT", 5.002, 500, 78, ours("accounting", "alice", "success"))
+    refused, session = find_sessions(log.records(), "alice")
+    assert [e.res for e in refused.events] == ["failed", "failed"]
+    assert [(e.op, e.res) for e in session.events][:1] == [("PAM:accounting", "success")]
+    assert session.refused is None
