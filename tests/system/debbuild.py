@@ -25,7 +25,7 @@ LIST_FILES = ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", 
 
 @dataclass
 class Built:
-    folder: Path  # dpkg-buildpackage's output folder
+    folder: Path  # dpkg-buildpackage's output folder, holding the built tree (PACKAGE)
     deb: Path
     changes: Path
     dsc: Path  # the source package, from a tree that was never built in
@@ -38,14 +38,16 @@ def version() -> str:
     return found.group(1)
 
 
-def clean_copy(dest: Path) -> Path:
-    """This checkout's files (with uncommitted edits) in dest, without anything built or ignored."""
+def checkout_files() -> list[str]:
+    """This checkout's files (with uncommitted edits), without anything built or ignored."""
     names = subprocess.run(LIST_FILES, capture_output=True, check=True).stdout.decode().split("\0")
-    for name in filter(None, names):
-        source = ROOT / name
-        if source.is_file():  # deleted but still in the index: skip
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    return sorted(name for name in names if name and (ROOT / name).is_file())  # deleted but indexed: no
+
+
+def clean_copy(dest: Path) -> Path:
+    for name in checkout_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
     return dest
 
 
