@@ -306,7 +306,7 @@ class _Process:
     ses: int = UNSET_ID  # the id its LOGIN record gave it
     ours: AuditRecord | None = None  # our first record naming the user
     teleport: tuple[AuditRecord, dict[str, str]] | None = None  # Teleport's own, naming the user
-    ended: bool = False  # our pam_end record came: only Teleport's own may follow in this process
+    ended: bool = False  # our pam_end record (any user's) came: only Teleport's own may follow
 
     def add(self, rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> None:
         self.records.append(rec)
@@ -314,7 +314,7 @@ class _Process:
             self.ses = rec.int("ses")
         if ours and self.ours is None:
             self.ours = rec
-        if ours and rec.fields.get("op") == OP_LOGIN:
+        if rec.fields.get("op") == OP_LOGIN and "teleportUser" in rec.fields:  # whoever it names
             self.ended = True
         if teleport is not None and self.teleport is None:
             self.teleport = (rec, teleport)
@@ -366,11 +366,12 @@ def find_sessions(
                 finish(old)
             swept = rec.time
         proc = processes.get(key)
-        # A transaction of this pid that is too old, or a new one of the same pid, ends the last one.
+        # A transaction of this pid that is too old, or a new one of the same pid (Teleport's USER_LOGIN
+        # before PAM, a second accounting record: one handle runs acct_mgmt once), ends the last one.
         if proc is not None and (
             rec.time - proc.start > ACCOUNT_LOOKBACK
             or (teleport is not None and rec.type == "USER_LOGIN")
-            or (ours and rec.type == "USER_ACCT" and ses == UNSET_ID and proc.ours is not None)
+            or (rec.type == "USER_ACCT" and any(r.type == "USER_ACCT" and r.get("op") == op for r in proc.records))
             or (proc.ended and teleport is None)
         ):
             finish(key)

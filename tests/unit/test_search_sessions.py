@@ -4,6 +4,7 @@ auparse is in tests/system/test_search.py."""
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -238,3 +239,75 @@ def test_a_new_process_soon_with_a_refused_logins_pid_is_not_joined_to_it() -> N
     assert [e.res for e in refused.events] == ["failed", "failed"]
     assert [(e.op, e.res) for e in session.events][:1] == [("PAM:accounting", "success")]
     assert session.refused is None
+
+
+def new_session(log: Log, at: float, pid: int, ses: int, user: str, shell: int, typed: list[str]) -> None:
+    """Today's sequence: our USER_ACCT at open (with the ses), USER_START and USER_END at close."""
+    log.add("USER_ACCT", at, pid, U, pam("accounting", "success"))
+    log.login(at + 0.001, pid, ses)
+    log.add("USER_ACCT", at + 0.002, pid, ses, ours("accounting", user, "success"))
+    log.add("USER_START", at + 0.003, pid, ses, pam("session_open", "success"))
+    for i, line in enumerate(typed):
+        log.tty(at + 0.1 + i / 10, shell, ses, line)
+    log.add("USER_START", at + 1, pid, ses, ours("session_open", user, "success"))
+    log.add("USER_END", at + 1, pid, ses, ours("session_close", user, "success"))
+    log.add("USER_END", at + 1.001, pid, ses, pam("session_close", "success"))
+
+
+def new_refusal(log: Log, at: float, pid: int, user: str) -> None:
+    log.add("USER_ACCT", at, pid, U, pam("accounting", "failed"))
+    log.add("USER_LOGIN", at + 0.001, pid, U, ours("login", user, "failed"))
+
+
+def new_session_refusal(log: Log, at: float, pid: int, ses: int, user: str) -> None:
+    log.add("USER_ACCT", at, pid, U, pam("accounting", "success"))
+    log.login(at + 0.001, pid, ses)
+    log.add("USER_ACCT", at + 0.002, pid, ses, ours("accounting", user, "success"))
+    log.add("USER_START", at + 0.003, pid, ses, pam("session_open", "failed"))
+    log.add("USER_START", at + 0.004, pid, ses, ours("session_open", user, "failed"))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> None:
+    """Logins one after another, both sequences, refused or not, on three pids that keep coming back
+    (as the Teleport process or as a session's shell), some with Teleport's own records around them."""
+    rng = random.Random(seed)
+    log, at, ses = Log(), 0.0, 100
+    expected: dict[str, list[tuple[int | None, str | None, list[str], str | None]]] = {"alice": [], "bob": []}
+    for n in range(30):
+        pid, shell = rng.sample([500, 501, 502], 2)
+        user, kind = rng.choice(["alice", "bob"]), rng.choice(["old", "old-refused", "new", "refused", "session"])
+        addr = f"192.0.2.1:{n}" if kind != "old" and rng.random() < 0.5 else None
+        if addr:
+            log.add("USER_LOGIN", at, pid, U, teleport("login", user, addr))
+            at += 0.01
+        ses += 1
+        typed = [f"echo {n}\n", "exit\n"]
+        if kind == "old":
+            old_session(log, at, pid, ses, user, shell, typed)
+            expected[user].append((ses, None, typed, addr))
+        elif kind == "new":
+            new_session(log, at, pid, ses, user, shell, typed)
+            expected[user].append((ses, None, typed, addr))
+        elif kind == "old-refused":
+            old_refusal(log, at, pid, user)
+            expected[user].append((None, "refused by the account stack", [], addr))
+        elif kind == "refused":
+            new_refusal(log, at, pid, user)
+            expected[user].append((None, "refused by the account stack", [], addr))
+        else:
+            new_session_refusal(log, at, pid, ses, user)
+            expected[user].append((ses, "refused by a session module", [], addr))
+        if addr:
+            log.add(
+                "USER_END",
+                at + 1.5,
+                pid,
+                U if kind in ("refused", "old-refused") else ses,
+                teleport("session_close", user, addr),
+            )
+        at += 1.6 + rng.choice([0.01, 2.0, 30.0, 70.0])
+    records = log.records()
+    for user, wanted in expected.items():
+        got = [(s.ses, s.refused, [k.text for k in s.input], s.teleport_addr) for s in find_sessions(records, user)]
+        assert got == wanted, (seed, user)
