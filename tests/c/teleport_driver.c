@@ -14,6 +14,7 @@
  *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] login
  *   exec, networking  a leading word as Teleport's children have (argv[1]); skipped
  *   -R RHOST  set PAM_RHOST (Teleport never does; for the tests of field bounds)
+ *   -A       pam_authenticate after pam_acct_mgmt, as Teleport does with use_pam_auth
  *   -n       no shell: acct_mgmt, open_session, close_session only
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
@@ -23,7 +24,8 @@
  *            shell), as a process serving two sessions would: they share one
  *            pam_python interpreter, and must not share an identity
  * Exit: 0 when every PAM call succeeded; 10+PAM code of acct_mgmt, 40+code
- * of open_session, 70+code of close_session otherwise; 2 on usage errors.
+ * of open_session, 70+code of close_session, 100+code of authenticate otherwise;
+ * 2 on usage errors.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -129,14 +131,14 @@ static int interleaved(int verbose, pam_handle_t *one, pam_handle_t *two) {
 int main(int argc, char **argv) {
     const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL, *tpuser2 = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
-    int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, opt;
+    int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, authenticate = 0, opt;
     /* `teleport exec ...` / `teleport networking ...`: /proc/self/cmdline keeps the word. */
     if (argc > 1 && (strcmp(argv[1], "exec") == 0 || strcmp(argv[1], "networking") == 0)) {
         argv[1] = argv[0];
         argv++;
         argc--;
     }
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SW2:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SWA2:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
@@ -149,13 +151,14 @@ int main(int argc, char **argv) {
         case 'c': count = atoi(optarg); break;
         case 'S': verbose = 1; break;
         case 'W': wait_stdin = 1; break;
+        case 'A': authenticate = 1; break;
         case '2': tpuser2 = optarg; break;
         default: return 2;
         }
     }
     if (optind != argc - 1 || count < 1) {
         fprintf(stderr, "usage: %s [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-2 tpuser] login\n",
+                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-A] [-2 tpuser] login\n",
                 argv[0]);
         return 2;
     }
@@ -177,6 +180,10 @@ int main(int argc, char **argv) {
         if ((rc = step(verbose, "acct_mgmt", pamh, pam_acct_mgmt(pamh, 0))) != PAM_SUCCESS) {
             pam_end(pamh, rc);
             return 10 + rc;
+        }
+        if (authenticate && (rc = step(verbose, "authenticate", pamh, pam_authenticate(pamh, 0))) != PAM_SUCCESS) {
+            pam_end(pamh, rc);
+            return 100 + rc;
         }
         if ((rc = step(verbose, "open_session", pamh, pam_open_session(pamh, 0))) != PAM_SUCCESS) {
             pam_end(pamh, rc);

@@ -172,7 +172,7 @@ def run_driver(driver: Path, service: str, login: str, **kw: Any) -> Session:
         key, _, value = line.partition("=")
         if key == "pid":
             pid = int(value)
-        elif key.partition(".")[0] in ("acct_mgmt", "open_session", "close_session"):  # .1/.2 with -2
+        elif key.partition(".")[0] in ("acct_mgmt", "authenticate", "open_session", "close_session"):  # .1/.2: -2
             steps[key] = int(value.split()[0])
     return Session(proc.returncode, pid, steps, proc.stdout + proc.stderr, started)
 

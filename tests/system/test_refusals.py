@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.auditlog import AuditRecord, records_since
 from pam_teleport_audit.stanza import entry_script
 
 from .conftest import UNSET_SES, run_driver, unique, wait_for_records
@@ -20,10 +20,11 @@ from .conftest import UNSET_SES, run_driver, unique, wait_for_records
 PERMIT = "account required pam_permit.so"
 
 
-def stack(account: str = PERMIT, session: str = "") -> str:
+def stack(account: str = PERMIT, session: str = "", auth: str = "auth required pam_permit.so") -> str:
     """Our account line first, our session line after pam_loginuid and pam_tty_audit (docs/installer.md)."""
     module = f"pam_python.so {entry_script()}"
     return (
+        f"{auth}\n"
         f"account optional {module}\n{account}\n"
         "session required pam_loginuid.so\n"
         "session optional pam_tty_audit.so enable=*\n"
@@ -51,8 +52,8 @@ def nologin(login: str, tmp: Path) -> str:
 
 
 REFUSED_ACCOUNT = [("USER_LOGIN", "teleport:login", "failed")]
-# scenario: (the stack for a scratch user, the failing step, ours, libpam's)
-SCENARIOS: dict[str, tuple[Callable[[str, Path], str], str, list, list]] = {
+# scenario: (the stack for a scratch user, the failing step, ours, libpam's[, driver options])
+SCENARIOS: dict[str, tuple] = {
     "required account module": (
         lambda login, tmp: stack(f"{PERMIT}\naccount required pam_deny.so"),
         "acct_mgmt",
@@ -61,6 +62,14 @@ SCENARIOS: dict[str, tuple[Callable[[str, Path], str], str, list, list]] = {
     ),
     "expired account (pam_unix)": (expire, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
     "pam_nologin": (nologin, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
+    # Teleport with use_pam_auth: pam_authenticate after acct_mgmt, before open_session.
+    "pam_authenticate (use_pam_auth)": (
+        lambda login, tmp: stack(auth="auth required pam_deny.so"),
+        "authenticate",
+        REFUSED_ACCOUNT,
+        [("USER_ACCT", "PAM:accounting", "success"), ("USER_AUTH", "PAM:authentication", "failed")],
+        ("-A",),
+    ),
     "session module after ours": (
         lambda login, tmp: stack(session="session required pam_deny.so"),
         "open_session",
@@ -74,11 +83,13 @@ SCENARIOS: dict[str, tuple[Callable[[str, Path], str], str, list, list]] = {
 def test_a_refused_login_leaves_one_failed_record_naming_the_teleport_user(
     scenario, pam_service, linux_user, driver, tmp_path
 ) -> None:
-    make_stack, failing, expected_ours, expected_libpam = SCENARIOS[scenario]
+    make_stack, failing, expected_ours, expected_libpam, *options = SCENARIOS[scenario]
+    make_stack: Callable[[str, Path], str]
     login = linux_user()
     service = pam_service(make_stack(login, tmp_path))
     tp_user = unique("refused-")
-    session = run_driver(driver, service, login, user=tp_user, roles="access", shell=False)
+    extra = options[0] if options else ()
+    session = run_driver(driver, service, login, user=tp_user, roles="access", shell=False, extra=extra)
     assert session.steps.get(failing, 0) != 0, session.output
     assert "close_session" not in session.steps, session.output
     records = wait_for_records(
@@ -88,12 +99,13 @@ def test_a_refused_login_leaves_one_failed_record_naming_the_teleport_user(
         str(session.pid),
     )
     assert ours(records, tp_user) == expected_ours
-    assert libpam(records) == expected_libpam  # libpam says the same of the same phase
+    # libpam says the same of the same phase (all types: USER_AUTH is not among the login types)
+    assert libpam(records_since(session.started, "-p", str(session.pid))) == expected_libpam
     failed = [r for r in records if r.get("teleportUser") == tp_user and r["res"] == "failed"]
     assert len(failed) == 1
     assert failed[0]["acct"] == f'"{login}"' and failed[0]["terminal"] == "ssh"
     assert failed[0]["teleportRoles"] == "access" and failed[0]["teleportChild"] == "exec"
-    if failing == "acct_mgmt":  # refused before pam_loginuid: no session, as libpam's record
+    if failing != "open_session":  # refused before pam_loginuid: no session, as libpam's record
         assert failed[0]["ses"] == UNSET_SES
     else:  # refused after pam_loginuid: the session id of the LOGIN record
         login_record = [r for r in records if r.type == "LOGIN"]
