@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from pam_teleport_audit import atomicwrite, cli
 from pam_teleport_audit.auditlog import records_since
 from pam_teleport_audit.stanza import entry_script
@@ -70,6 +72,18 @@ def test_teleport_session_through_the_installed_stack(driver, pam_service, linux
     assert subprocess.run(argv, cwd=ROOT, capture_output=True, check=False).returncode == cli.EXIT_OK
     assert (PAM_DIR / service).read_text() == STOCK
     assert records_since(session.started, "-p", str(session.pid))  # the log query itself worked
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["debug\nauth sufficient pam_permit.so", "two words", "x#y", "[x]", "", "a\\", "unknown_option"],
+)
+def test_hostile_option_is_refused_and_the_service_file_keeps_its_bytes(pam_service, option):
+    service = pam_service(STOCK)
+    before = (PAM_DIR / service).read_bytes()
+    done = install(service, "--option", option)
+    assert done.returncode == cli.EXIT_REFUSED, done.stdout + done.stderr
+    assert "refused" in done.stderr and (PAM_DIR / service).read_bytes() == before
 
 
 def test_backup_goes_to_var_backups_not_etc_pam_d(pam_service):
