@@ -59,6 +59,8 @@ _other = st.sampled_from(
         "@include common-session",
         "account include password-auth",
         "session substack postlogin",
+        "session include postlogin",
+        "account substack password-auth",
         "   ",
     ]
 )
