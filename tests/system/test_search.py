@@ -371,3 +371,19 @@ def test_live_a_process_that_reuses_a_refused_logins_pid_keeps_its_input(driver,
             break  # head got P, and its input is in the session
     else:
         pytest.fail(f"head never got pid {reused} in 5 sessions: other processes forked in between each time")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_logs_through_auparse_narrowed_and_full(tmp_path, seed: int) -> None:
+    """The unit test's random logins (pids reused, both sequences, refusals, Teleport's records), through
+    auparse: the narrowed parse finds what the full parse finds, and that is what each login was."""
+    from tests.unit.test_search_sessions import random_log
+
+    log, expected = random_log(seed)
+    path = tmp_path / "audit.log"
+    path.write_text("".join(line + "\n" for line in log.lines))
+    for user, wanted in expected.items():
+        narrowed = search.find_sessions(search.iter_records(search.candidate_parser([str(path)], user)), user)
+        assert [s.to_json() for s in narrowed] == full_parse([str(path)], user), (seed, user)
+        got = [(s.ses, s.refused, [k.text for k in s.input], s.teleport_addr) for s in narrowed]
+        assert got == wanted, (seed, user)

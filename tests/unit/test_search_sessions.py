@@ -267,13 +267,16 @@ def new_session_refusal(log: Log, at: float, pid: int, ses: int, user: str) -> N
     log.add("USER_START", at + 0.004, pid, ses, ours("session_open", user, "failed"))
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> None:
-    """Logins one after another, both sequences, refused or not, on three pids that keep coming back
-    (as the Teleport process or as a session's shell), some with Teleport's own records around them."""
+Expected = dict[str, list[tuple[int | None, str | None, list[str], str | None]]]
+
+
+def random_log(seed: int) -> tuple[Log, Expected]:
+    """30 logins one after another, both sequences, refused or not, on three pids that keep coming
+    back (as the Teleport process or as a session's shell), some with Teleport's own records around
+    them; and what search must find for each user."""
     rng = random.Random(seed)
     log, at, ses = Log(), 0.0, 100
-    expected: dict[str, list[tuple[int | None, str | None, list[str], str | None]]] = {"alice": [], "bob": []}
+    expected: Expected = {"alice": [], "bob": []}
     for n in range(30):
         pid, shell = rng.sample([500, 501, 502], 2)
         user, kind = rng.choice(["alice", "bob"]), rng.choice(["old", "old-refused", "new", "refused", "session"])
@@ -299,14 +302,15 @@ def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> Non
             new_session_refusal(log, at, pid, ses, user)
             expected[user].append((ses, "refused by a session module", [], addr))
         if addr:
-            log.add(
-                "USER_END",
-                at + 1.5,
-                pid,
-                U if kind in ("refused", "old-refused") else ses,
-                teleport("session_close", user, addr),
-            )
+            end_ses = U if kind in ("refused", "old-refused") else ses
+            log.add("USER_END", at + 1.5, pid, end_ses, teleport("session_close", user, addr))
         at += 1.6 + rng.choice([0.01, 2.0, 30.0, 70.0])
+    return log, expected
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> None:
+    log, expected = random_log(seed)
     records = log.records()
     for user, wanted in expected.items():
         got = [(s.ses, s.refused, [k.text for k in s.input], s.teleport_addr) for s in find_sessions(records, user)]
