@@ -13,7 +13,7 @@ import pytest
 from pam_teleport_audit.record import decode_value
 from pam_teleport_audit.stanza import Stanza, entry_script
 
-from .conftest import ROOT, audit_switched_off, debian_stack, unique
+from .conftest import ROOT, audit_switched_off, debian_stack, run_driver, unique, wait_for_records
 from .parity import TYPED, openssh_login, teleport_login, uid_of
 from .test_faults import auditd_stopped, package_copy
 
@@ -84,11 +84,18 @@ def test_the_documented_recipes_work_verbatim(driver, pam_service, linux_user) -
     doc = (ROOT / "docs" / "records.md").read_text()
     block = doc.split("## Finding things", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands = [line for line in block.splitlines() if line and not line.startswith("#")]
-    assert len(commands) == 4
+    assert len(commands) == 5
     user = linux_user()
     tp_user = unique("recipe-")
     tele = teleport_login(driver, pam_service(debian_stack()), user, tp_user)
-    values = {"alice@example.com": tp_user, "49": tele.ses, "1002": uid_of(user)}
+    # and one refused login of the same Teleport user
+    refusing = pam_service(f"account optional pam_python.so {entry_script()}\naccount required pam_deny.so\n")
+    refused = run_driver(driver, refusing, user, user=tp_user, shell=False)
+    assert refused.steps == {"acct_mgmt": 7}, refused.output
+    wait_for_records(
+        refused.started, lambda rs: any(r.get("op") == "teleport:login" for r in rs), "-p", str(refused.pid)
+    )
+    values = {"alice@example.com": tp_user, "858": tele.ses, "1001": uid_of(user)}
     outputs = []
     for command in commands:
         for old, new in values.items():
@@ -97,8 +104,10 @@ def test_the_documented_recipes_work_verbatim(driver, pam_service, linux_user) -
             command, shell=True, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
         )
         outputs.append(proc.stdout)
-    sessions, one_session, keystrokes, by_user = outputs
+    sessions, refusals, one_session, keystrokes, by_user = outputs
     assert f"teleportUser={tp_user}" in sessions and f"ses={tele.ses}" in sessions
+    refused_lines = [line for line in refusals.splitlines() if f"teleportUser={tp_user}" in line]
+    assert len(refused_lines) == 1 and "op=teleport:login" in refused_lines[0] and "res=failed" in refused_lines[0]
     assert f"teleportUser={tp_user}" in one_session and "type=TTY" in one_session
     assert "echo parity-check" in keystrokes
     assert f"teleportUser={tp_user}" in by_user
