@@ -27,8 +27,9 @@ class Options(Struct):
     }
     fail_closed: bool
     debug: bool
-    # Empty: trust any executable named "teleport". Otherwise absolute paths
-    # and "memfd:NAME" entries, matched exactly.
+    # Empty: the default rule (identity.exe_is_teleport: a root-owned file named
+    # "teleport" nobody else can write, or memfd:teleport-sessionhelper).
+    # Otherwise absolute paths and "memfd:NAME" entries, matched exactly.
     teleport_exe: tuple[str, ...]
     # PAM environment variable that carries the client address, if any.
     rhost_env: str | None
