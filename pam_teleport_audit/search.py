@@ -63,7 +63,9 @@ OUR_OPS = frozenset({OP_ACCOUNTING, OP_SESSION_OPEN, OP_SESSION_CLOSE, OP_LOGIN}
 
 # Teleport's own records, sent by the `teleport exec` process that then runs PAM
 # (gravitational/teleport lib/srv/reexec.go RunCommand: USER_LOGIN res=success before PAM,
-# USER_ERR res=failed when the login does not exist, USER_END res=success when it ends), in
+# USER_ERR res=failed when the login does not exist, USER_END res=success when it ends; and
+# USER_ERR from the SSH service itself when it refuses a certificate or the roles deny the login,
+# lib/srv/authhandlers.go recordFailedLogin), in
 # the text of lib/auditd/auditd_linux.go (msgDataTmpl, a text/template, nothing escaped):
 #   op={{ .Opcode }} acct="{{ .Msg.SystemUser }}" exe="{{ .Exe }}" hostname={{ .Hostname }}
 #   addr={{ .Msg.ConnAddress }} terminal={{ .Msg.TTYName }}
@@ -85,7 +87,7 @@ REFUSALS = {
     OP_ACCOUNTING: "refused by the account stack",
     OP_LOGIN: "refused before its session opened",
     OP_SESSION_OPEN: "refused by a session module",
-    "invalid_user": "refused by Teleport: no such login",
+    "invalid_user": "refused by Teleport itself (invalid_user: no such login, or certificate or roles denied)",
 }
 CHILDREN = {"exec": "shell or command", "networking": "port/agent/X11 forwarding"}
 
@@ -307,6 +309,7 @@ class _Process:
     ours: AuditRecord | None = None  # our first record naming the user
     teleport: tuple[AuditRecord, dict[str, str]] | None = None  # Teleport's own, naming the user
     ended: bool = False  # our pam_end record (any user's) came: only Teleport's own may follow
+    closed: bool = False  # Teleport's USER_END or USER_ERR came: it sends nothing after them
 
     def add(self, rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> None:
         self.records.append(rec)
@@ -318,6 +321,8 @@ class _Process:
             self.ended = True
         if teleport is not None and self.teleport is None:
             self.teleport = (rec, teleport)
+        if rec.type in ("USER_END", "USER_ERR") and TELEPORT_OPS.get(rec.type) == rec.fields.get("op"):
+            self.closed = True
 
 
 def find_sessions(
@@ -373,6 +378,7 @@ def find_sessions(
             or (teleport is not None and rec.type == "USER_LOGIN")
             or (rec.type == "USER_ACCT" and any(r.type == "USER_ACCT" and r.get("op") == op for r in proc.records))
             or (proc.ended and teleport is None)
+            or proc.closed
         ):
             finish(key)
             proc = None

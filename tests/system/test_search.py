@@ -14,6 +14,7 @@ from pam_teleport_audit import search
 from .conftest import ROOT, debian_stack, driver_argv, unique, wait_for_records
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audit"
+TELEPORT_REFUSED = "refused by Teleport itself (invalid_user: no such login, or certificate or roles denied)"
 TYPED = {
     "alice": ["echo alice-one\n", "sleep 0.5\n", "echo alice-two\n", "exit\n"],
     'bob "the admin" smith': ["echo bob-one\n", "echo bob-two\n", "exit\n"],
@@ -212,7 +213,7 @@ def test_refusals_teleport_records_and_a_reused_pid_through_auparse(tmp_path, fm
         (81, 20300, None),
         (82, 20400, "refused by a session module"),
         (83, 20500, None),
-        (None, 20600, "refused by Teleport: no such login"),
+        (None, 20600, TELEPORT_REFUSED),
     ]
     refused, reused, by_session, forwarding, no_login = alice
     assert refused["teleport_addr"] == "198.51.100.9:40022" and refused["result"] == "failed"

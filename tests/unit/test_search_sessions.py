@@ -13,6 +13,7 @@ from pam_teleport_audit.auditlog import AuditRecord
 from pam_teleport_audit.search import find_sessions, teleport_fields
 
 U = 4294967295
+TELEPORT_REFUSED = "refused by Teleport itself (invalid_user: no such login, or certificate or roles denied)"
 EXE = '"/usr/local/bin/teleport"'
 _HEADER = re.compile(r"type=(\w+) msg=audit\((\d+)\.(\d+):(\d+)\): (.*)", re.DOTALL)
 _FIELD = re.compile(r"([\w-]+)=('[^']*'|\S+)")
@@ -177,8 +178,20 @@ def test_a_login_teleport_refused_itself() -> None:
     log.add("USER_LOGIN", 0, 950, U, teleport("login", "alice", "198.51.100.9:40026", acct="nosuch"))
     log.add("USER_ERR", 0.003, 950, U, teleport("invalid_user", "alice", "198.51.100.9:40026", "failed", "nosuch"))
     (attempt,) = find_sessions(log.records(), "alice")
-    assert attempt.refused == "refused by Teleport: no such login" and attempt.login == "nosuch"
+    assert attempt.refused == TELEPORT_REFUSED and attempt.login == "nosuch"
     assert attempt.teleport_addr == "198.51.100.9:40026" and attempt.ses is None
+
+
+def test_the_ssh_service_refusing_twice_is_two_refusals() -> None:
+    """lib/srv/authhandlers.go: the SSH service's own pid sends USER_ERR for a refused certificate or role."""
+    log = Log()
+    for at in (0, 5):
+        log.add("USER_ERR", at, 300, U, teleport("invalid_user", "alice", f"198.51.100.9:{at + 1}", "failed", "root"))
+    found = find_sessions(log.records(), "alice")
+    assert [(s.pid, s.refused, s.teleport_addr) for s in found] == [
+        (300, TELEPORT_REFUSED, "198.51.100.9:1"),
+        (300, TELEPORT_REFUSED, "198.51.100.9:6"),
+    ]
 
 
 def test_teleport_records_alone_are_not_a_session() -> None:
