@@ -328,3 +328,28 @@ def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> Non
     for user, wanted in expected.items():
         got = [(s.ses, s.refused, [k.text for k in s.input], s.teleport_addr) for s in find_sessions(records, user)]
         assert got == wanted, (seed, user)
+
+
+def test_text_shows_refusals_forwarding_cut_roles_and_teleports_address() -> None:
+    from pam_teleport_audit.search import render_json, render_text
+
+    log = Log()
+    log.add("USER_LOGIN", 0, 900, U, teleport("login", "alice", "203.0.113.7:53422"))
+    new_refusal(log, 0.01, 900, "alice")
+    log.login(1, 901, 79)
+    extra = " teleportRoles=access teleportChild=networking teleportRolesOmitted=2"
+    log.add("USER_ACCT", 1.001, 901, 79, ours("accounting", "alice", "success", extra))
+    found = find_sessions(log.records(), "alice")
+    text = render_text(found, "node-1").splitlines()
+    assert text[0] == "REFUSED login on node-1: Teleport user alice as tpdemo, roles -"
+    assert text[1].endswith(": refused by the account stack")
+    assert "client ? ?, 203.0.113.7:53422 as Teleport recorded" in text[2]
+    session = next(i for i, line in enumerate(text) if line.startswith("session 79 on node-1:"))
+    assert text[session].endswith("roles access and 2 more (cut to fit the record)")
+    assert "not ended in the log" in text[session + 1]
+    assert text[session + 2].endswith("pid 901, port/agent/X11 forwarding (teleport networking)")
+    objects = [__import__("json").loads(line) for line in render_json(found, "node-1").splitlines()]
+    assert [(o["ses"], o["refused"], o["child"], o["roles_omitted"], o["host"]) for o in objects] == [
+        (None, "refused by the account stack", None, None, "node-1"),
+        (79, None, "networking", 2, "node-1"),
+    ]
