@@ -560,6 +560,9 @@ def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
         )
     checks += process_checks()
     checks += remote_checks()
+    from .fleetcheck import checks as fleet_checks  # here: fleetcheck imports this module
+
+    checks += fleet_checks()  # only where auditd listens (tcp_listen_port) or au-remote is active
     return checks
 
 

@@ -1,0 +1,224 @@
+"""Fleet checks for doctor (docs/fleet.md): is a collector sized for its senders,
+is a sender set up so that the collector keeps its records?
+
+The sizing rule here is the one the Ansible role applies (tests/system/test_ansible.py
+compares them): every connected sender is an open file of the collector's auditd; past
+its file limit auditd spins on a failing accept and logs nothing, so the limit must be
+well above the senders; about 2 MB of records per node per day decide the disk.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+
+from .auditlog import read_conf
+from .doctor import FAIL, PASS, WARN, Check
+
+MB_PER_NODE_DAY = 2
+RETENTION_DAYS = 30
+# auditd checks tcp_listen_queue against the C library's SOMAXCONN: 128 before glibc 2.35 (Debian 11).
+MAX_LISTEN_QUEUE = 128
+MIN_QUEUE_DEPTH = 2048
+# Files auditd holds besides its senders (log, config, plugins, netlink), with a margin.
+OWN_FILES = 64
+
+
+def sizing(nodes: int, mb_per_node_day: int = MB_PER_NODE_DAY, retention_days: int = RETENTION_DAYS) -> dict[str, int]:
+    """The collector settings for `nodes` senders (the role's defaults/main.yml computes the same)."""
+    day = nodes * mb_per_node_day
+    max_log_file = max(8, math.ceil(day / 24))  # about an hour of the fleet's records per file
+    return {
+        "LimitNOFILE": 2 * nodes + 1024,
+        "tcp_listen_queue": min(max(nodes, 5), MAX_LISTEN_QUEUE),
+        "max_log_file": max_log_file,
+        "num_logs": min(999, max(2, math.ceil(day * retention_days / max_log_file) + 1)),
+        "space_left": max(75, day),  # warn while a day of records still fits
+        "admin_space_left": max(50, math.ceil(day / 2)),
+    }
+
+
+def _int(conf: dict[str, str], key: str, default: int) -> int:
+    try:
+        return int(conf.get(key, default))
+    except ValueError:
+        return default
+
+
+def collector_checks(
+    conf: dict[str, str], nofile: int | None, connected: int, free_mb: float | None
+) -> Iterator[Check]:
+    """A collector's auditd.conf, its file limit, its connected senders and free log space."""
+    if nofile is None:
+        yield Check(
+            "collector file limit", WARN, "auditd's file limit could not be read (is auditd running?)", "start auditd"
+        )
+    elif connected + OWN_FILES >= nofile:
+        yield Check(
+            "collector file limit",
+            FAIL,
+            f"{connected} senders connected, auditd may open {nofile} files: it cannot accept more",
+            f"raise LimitNOFILE in a drop-in for auditd.service to at least {sizing(connected)['LimitNOFILE']}",
+        )
+    elif 2 * connected > nofile:
+        yield Check(
+            "collector file limit",
+            WARN,
+            f"{connected} senders connected, auditd may open {nofile} files: little room to grow",
+            f"raise LimitNOFILE for auditd.service to {sizing(connected)['LimitNOFILE']}",
+        )
+    else:
+        yield Check("collector file limit", PASS, f"{connected} senders connected, auditd may open {nofile} files")
+
+    queue = _int(conf, "tcp_listen_queue", 5)
+    wanted = sizing(connected)["tcp_listen_queue"]
+    if queue < wanted:
+        yield Check(
+            "collector listen queue",
+            WARN,
+            f"tcp_listen_queue = {queue} for {connected} senders: after a restart they overflow it and retry",
+            f"set tcp_listen_queue = {wanted} in auditd.conf",
+        )
+    else:
+        yield Check("collector listen queue", PASS, f"tcp_listen_queue = {queue}")
+
+    per_addr = _int(conf, "tcp_max_per_addr", 1)
+    if per_addr < 2:
+        yield Check(
+            "collector per-address limit",
+            WARN,
+            f"tcp_max_per_addr = {per_addr}: senders behind one (NAT) address are refused (DAEMON_ACCEPT op=dup)",
+            "set tcp_max_per_addr = 10 in auditd.conf",
+        )
+    else:
+        yield Check("collector per-address limit", PASS, f"tcp_max_per_addr = {per_addr}")
+
+    ports = conf.get("tcp_client_ports", "1-1023")
+    top = _int({"p": ports.rpartition("-")[2]}, "p", 1023)
+    if top < 1024:
+        yield Check(
+            "collector client ports",
+            FAIL,
+            f"tcp_client_ports = {ports}: audisp-remote connects from an unprivileged port and is refused",
+            "set tcp_client_ports = 1024-65535 in auditd.conf",
+        )
+
+    day = max(connected, 1) * MB_PER_NODE_DAY
+    if free_mb is None:
+        return
+    if free_mb < day:
+        yield Check(
+            "collector disk",
+            FAIL,
+            f"{free_mb:.0f} MB free for the log, less than a day of {connected} senders (~{day} MB)",
+            "free or add disk for the audit log, or shard the senders across collectors",
+        )
+    elif free_mb < 7 * day:
+        yield Check(
+            "collector disk",
+            WARN,
+            f"{free_mb:.0f} MB free for the log: less than a week of {connected} senders (~{day} MB a day)",
+            "add disk for the audit log and size max_log_file, num_logs (docs/fleet.md)",
+        )
+    else:
+        yield Check("collector disk", PASS, f"{free_mb:.0f} MB free, ~{day} MB a day from {connected} senders")
+
+
+def sender_checks(remote: dict[str, str]) -> Iterator[Check]:
+    """A sender's audisp-remote.conf: will the collector keep what it sends?"""
+    fmt = remote.get("format", "managed").lower()
+    if fmt != "managed":
+        yield Check(
+            "sender format",
+            FAIL,
+            f"format = {fmt}: the collector's auditd keeps no record of this sender",
+            "set format = managed in audisp-remote.conf",
+        )
+    else:
+        yield Check("sender format", PASS, "format = managed: the collector acknowledges each record")
+    mode = remote.get("mode", "immediate").lower()
+    depth = _int(remote, "queue_depth", 2048)
+    if mode != "forward":
+        yield Check(
+            "sender queue",
+            WARN,
+            f"mode = {mode}: records waiting for the collector are lost when audisp-remote restarts",
+            "set mode = forward and queue_file in audisp-remote.conf",
+        )
+    elif depth < MIN_QUEUE_DEPTH:
+        yield Check(
+            "sender queue",
+            WARN,
+            f"queue_depth = {depth}: a short outage fills it",
+            f"set queue_depth = {MIN_QUEUE_DEPTH * 10} in audisp-remote.conf",
+        )
+    else:
+        yield Check("sender queue", PASS, f"mode = forward, queue_depth = {depth}")
+
+
+def auditd_pid(proc: str = "/proc") -> int | None:
+    for pid in os.listdir(proc):
+        if pid.isdigit():
+            try:
+                with open(f"{proc}/{pid}/comm") as f:
+                    if f.read().strip() == "auditd":
+                        return int(pid)
+            except OSError:
+                continue
+    return None
+
+
+def open_files_limit(pid: int, proc: str = "/proc") -> int | None:
+    """The soft 'Max open files' of a process (what accept() runs into)."""
+    try:
+        with open(f"{proc}/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line[len("Max open files") :].split()[0]
+                    return 2**31 if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def established(port: int, proc: str = "/proc") -> int:
+    """TCP connections established to a local port (/proc/net/tcp and tcp6: state 01)."""
+    count = 0
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"{proc}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "01" and int(fields[1].rpartition(":")[2], 16) == port:
+                        count += 1
+        except (OSError, ValueError):
+            continue
+    return count
+
+
+def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check]:
+    """The collector checks where auditd listens, the sender checks where au-remote is active; else none."""
+    try:
+        conf = read_conf(os.path.join(audit_dir, "auditd.conf"))
+    except OSError:
+        conf = {}
+    port = _int(conf, "tcp_listen_port", 0)
+    if port:
+        pid = auditd_pid(proc)
+        nofile = open_files_limit(pid, proc) if pid else None
+        log_dir = os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log"))
+        try:
+            st = os.statvfs(log_dir)
+            free_mb: float | None = st.f_bavail * st.f_frsize / 2**20
+        except OSError:
+            free_mb = None
+        yield from collector_checks(conf, nofile, established(port, proc), free_mb)
+    try:
+        active = read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "no")
+        remote = read_conf(os.path.join(audit_dir, "audisp-remote.conf")) if active.lower() == "yes" else None
+    except OSError:
+        remote = None  # doctor.remote_checks reports an unreadable config
+    if remote is not None:
+        yield from sender_checks(remote)

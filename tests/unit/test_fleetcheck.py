@@ -1,0 +1,154 @@
+"""doctor's fleet checks (fleetcheck) on given config texts, file limits, connections and disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit import fleetcheck
+
+COLLECTOR = """\
+log_file = {log}
+tcp_listen_port = 60
+tcp_listen_queue = 128
+tcp_max_per_addr = 10
+tcp_client_ports = 1024-65535
+"""
+SENDER = """\
+remote_server = collector.example.internal
+mode = forward
+queue_depth = 20480
+format = managed
+"""
+
+
+def write_audit(root: Path, auditd_conf: str, remote: str | None, active: str = "yes") -> Path:
+    audit = root / "audit"
+    (audit / "plugins.d").mkdir(parents=True)
+    (audit / "auditd.conf").write_text(auditd_conf.format(log=root / "log" / "audit.log"))
+    (root / "log").mkdir()
+    if remote is not None:
+        (audit / "audisp-remote.conf").write_text(remote)
+        (audit / "plugins.d" / "au-remote.conf").write_text(f"active = {active}\n")
+    return audit
+
+
+def fake_proc(root: Path, nofile: str, port: int, established: int) -> Path:
+    """/proc with one auditd (pid 7) and `established` connections to `port`, plus one of each kind that is not."""
+    proc = root / "proc"
+    (proc / "7").mkdir(parents=True)
+    (proc / "7" / "comm").write_text("auditd\n")
+    (proc / "7" / "limits").write_text(
+        "Limit                     Soft Limit           Hard Limit           Units     \n"
+        f"Max open files            {nofile}                 524288               files     \n"
+    )
+    (proc / "net").mkdir()
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    rows = [
+        f"   {i}: 0100000A:{port:04X} 0201000A:{40000 + i:04X} 01 00000000:00000000 00:00000000 0 0 1"
+        for i in range(established)
+    ]
+    rows.append(f"  90: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 0 0 1")  # the listener
+    rows.append("  91: 0100000A:1F90 0201000A:9C40 01 00000000:00000000 00:00000000 0 0 1")  # another port
+    (proc / "net" / "tcp").write_text(head + "\n".join(rows) + "\n")
+    return proc
+
+
+def statuses(checks: list) -> dict[str, str]:
+    return {c.name: c.status for c in checks}
+
+
+@pytest.mark.parametrize(
+    ("conf", "nofile", "connected", "free_mb", "expected"),
+    [
+        (
+            COLLECTOR,
+            "1024",
+            10,
+            10**6,
+            {
+                "collector file limit": "pass",
+                "collector listen queue": "pass",
+                "collector per-address limit": "pass",
+                "collector disk": "pass",
+            },
+        ),
+        (COLLECTOR, "64", 10, 10**6, {"collector file limit": "fail"}),
+        (COLLECTOR, "1024", 980, 10**6, {"collector file limit": "fail"}),
+        (COLLECTOR, "1024", 600, 10**6, {"collector file limit": "warn"}),
+        (COLLECTOR, "5024", 2000, 10**6, {"collector file limit": "pass"}),
+        (COLLECTOR, "unlimited", 2000, 10**6, {"collector file limit": "pass"}),
+        (COLLECTOR, "many", 2000, 10**6, {"collector file limit": "warn"}),  # unreadable: say so
+        (COLLECTOR.replace("tcp_listen_queue = 128\n", ""), "4096", 200, 10**6, {"collector listen queue": "warn"}),
+        (COLLECTOR.replace("= 128", "= 5"), "4096", 3, 10**6, {"collector listen queue": "pass"}),
+        (COLLECTOR.replace("= 128", "= 5"), "4096", 100, 10**6, {"collector listen queue": "warn"}),
+        (COLLECTOR.replace("tcp_max_per_addr = 10\n", ""), "1024", 1, 10**6, {"collector per-address limit": "warn"}),
+        (COLLECTOR.replace("= 10\n", "= 1\n"), "1024", 1, 10**6, {"collector per-address limit": "warn"}),
+        (COLLECTOR.replace("1024-65535", "1-1023"), "1024", 1, 10**6, {"collector client ports": "fail"}),
+        (
+            COLLECTOR.replace("tcp_client_ports = 1024-65535\n", ""),
+            "1024",
+            1,
+            10**6,
+            {"collector client ports": "fail"},
+        ),
+        (COLLECTOR, "4096", 1000, 1500, {"collector disk": "fail"}),  # less than a day of 1,000 nodes (2,000 MB)
+        (COLLECTOR, "4096", 1000, 10_000, {"collector disk": "warn"}),  # less than a week
+        (COLLECTOR, "4096", 1000, 20_000, {"collector disk": "pass"}),
+    ],
+)
+def test_collector(tmp_path: Path, conf: str, nofile: str, connected: int, free_mb: float, expected: dict) -> None:
+    audit = write_audit(tmp_path, conf, None)
+    proc = fake_proc(tmp_path, nofile, 60, connected)
+    found = fleetcheck.collector_checks(
+        fleetcheck.read_conf(str(audit / "auditd.conf")),
+        fleetcheck.open_files_limit(7, str(proc)),
+        fleetcheck.established(60, str(proc)),
+        free_mb,
+    )
+    got = statuses(list(found))
+    assert {name: got.get(name) for name in expected} == expected
+    if "collector client ports" not in expected:
+        assert "collector client ports" not in got
+
+
+@pytest.mark.parametrize(
+    ("remote", "expected"),
+    [
+        (SENDER, {"sender format": "pass", "sender queue": "pass"}),
+        (SENDER.replace("managed", "ascii"), {"sender format": "fail"}),
+        (SENDER.replace("format = managed\n", ""), {"sender format": "pass"}),  # audisp-remote's default
+        (SENDER.replace("forward", "immediate"), {"sender queue": "warn"}),
+        (SENDER.replace("mode = forward\n", ""), {"sender queue": "warn"}),
+        (SENDER.replace("20480", "100"), {"sender queue": "warn"}),
+    ],
+)
+def test_sender(tmp_path: Path, remote: str, expected: dict) -> None:
+    audit = write_audit(tmp_path, "", remote)
+    got = statuses(list(fleetcheck.checks(str(audit), str(fake_proc(tmp_path, "1024", 60, 0)))))
+    assert {name: got.get(name) for name in expected} == expected
+    assert not any(name.startswith("collector") for name in got)  # no tcp_listen_port: not a collector
+
+
+def test_neither_collector_nor_sender_checks_nothing(tmp_path: Path) -> None:
+    audit = write_audit(tmp_path, "log_file = {log}\n", SENDER, active="no")
+    assert list(fleetcheck.checks(str(audit), str(fake_proc(tmp_path, "1024", 60, 3)))) == []
+
+
+def test_collector_through_checks(tmp_path: Path) -> None:
+    """checks() finds auditd, its limit, the connections to tcp_listen_port and the log's disk by itself."""
+    audit = write_audit(tmp_path, COLLECTOR, None)
+    got = statuses(list(fleetcheck.checks(str(audit), str(fake_proc(tmp_path, "64", 60, 40)))))
+    assert got["collector file limit"] == "fail" and got["collector listen queue"] == "pass"
+    assert "collector disk" in got
+
+
+def test_sizing_grows_with_the_fleet() -> None:
+    small, large = fleetcheck.sizing(1), fleetcheck.sizing(2000)
+    assert small["LimitNOFILE"] >= 1024 and large["LimitNOFILE"] > 2 * 2000
+    assert large["tcp_listen_queue"] == fleetcheck.MAX_LISTEN_QUEUE and small["tcp_listen_queue"] == 5
+    for sized in (small, large, fleetcheck.sizing(30), fleetcheck.sizing(10**6)):
+        assert 2 <= sized["num_logs"] <= 999 and sized["admin_space_left"] < sized["space_left"]
+    # Log files hold the retention days of the fleet's records (2 MB per node per day, 30 days).
+    assert large["max_log_file"] * (large["num_logs"] - 1) >= 2000 * 2 * 30
