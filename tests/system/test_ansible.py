@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.auditlog import records_since
+from pam_teleport_audit import fleetcheck
+from pam_teleport_audit.auditlog import read_conf, records_since
 
 from . import debbuild
 from .conftest import PAM_DIR, ROOT
@@ -153,9 +154,25 @@ def test_role_fleet_settings(play, tmp_path: Path) -> None:
     assert "mode = forward\n" in remote
     assert "\nactive = yes\n" in "\n" + (audit / "plugins.d" / "au-remote.conf").read_text()
 
-    collector = {**common, "pam_teleport_audit_collector": True}
-    assert play(unused, "--tags", "fleet", **collector)[0] == 1  # one task: the three auditd.conf keys
+    assert "format = managed\n" in remote  # the collector keeps nothing else from audisp-remote
+
+    systemd = tmp_path / "systemd"
+    collector = {**common, "pam_teleport_audit_collector": True, "pam_teleport_audit_systemd_dir": str(systemd)}
+    assert play(unused, "--tags", "fleet", **collector)[0] == 3  # auditd.conf keys, drop-in folder, drop-in
     conf = (audit / "auditd.conf").read_text()
     assert "\ntcp_listen_port = 60\n" in conf and "\ntcp_client_ports = 1024-65535\n" in conf
+    assert "\ntcp_max_per_addr = 10\n" in conf and "\nmax_log_file_action = ROTATE\n" in conf
     assert play(unused, "--tags", "fleet", **collector)[0] == 0
+    # Sized from the expected node count by the same rule as doctor's (fleetcheck.sizing).
+    dropin = systemd / "auditd.service.d" / "pam-teleport-audit.conf"
+    for nodes in (100, 2000):
+        if nodes != 100:
+            assert play(unused, "--tags", "fleet", **collector, pam_teleport_audit_collector_nodes=nodes)[0] == 2
+        sized = fleetcheck.sizing(nodes)
+        conf = read_conf(str(audit / "auditd.conf"))
+        assert {key: int(conf[key]) for key in sized if key != "LimitNOFILE"} == {
+            key: value for key, value in sized.items() if key != "LimitNOFILE"
+        }
+        assert f"\n[Service]\nLimitNOFILE={sized['LimitNOFILE']}\n" in dropin.read_text()
+    assert sized["LimitNOFILE"] > 4096 and sized["num_logs"] <= 999  # 2,000 nodes: past a default soft limit
     assert not package_installed()
