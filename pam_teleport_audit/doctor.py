@@ -11,10 +11,14 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from .auditlog import read_conf
 from .constants import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, UNSET_ID
 from .netlink import AuditError, AuditSocket, AuditStatus
+
+if TYPE_CHECKING:
+    from .pamedit import Status
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 MODULE_DIRS = (
@@ -413,6 +417,23 @@ def entry_in(path: str) -> str | None:
     return lines[0].args[0] if lines else None
 
 
+def stanza_problem(path: str, state: Status) -> Check | None:
+    """The failing "stanza" check of a file whose stanza is not installed (None when it is)."""
+    if state.installed:
+        return None
+    if state.account and state.session and state.problems == state.skipped_by:
+        return Check(
+            "stanza",
+            FAIL,
+            f"{path}: present but unreachable: " + "; ".join(state.skipped_by),
+            f"run `pam-teleport-audit install --pam-file {path}` (it puts the lines where no login skips them, "
+            "or refuses and says which line is in the way); see docs/installer.md",
+        )
+    return Check(
+        "stanza", FAIL, f"{path}: " + "; ".join(state.problems), f"run `pam-teleport-audit install --pam-file {path}`"
+    )
+
+
 def stanza_checks(path: str) -> Iterator[Check]:
     """The stanza complete, in order and reached by every login, with controls that match the failure policy."""
     from .pamedit import status
@@ -425,22 +446,9 @@ def stanza_checks(path: str) -> Iterator[Check]:
     except OSError as exc:
         yield Check("stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file")
         return
-    if not state.installed and state.account and state.session and state.problems == state.skipped_by:
-        yield Check(
-            "stanza",
-            FAIL,
-            f"{path}: present but unreachable: " + "; ".join(state.skipped_by),
-            f"run `pam-teleport-audit install --pam-file {path}` (it puts the lines where no login skips them, "
-            "or refuses and says which line is in the way); see docs/installer.md",
-        )
-        return
-    if not state.installed:
-        yield Check(
-            "stanza",
-            FAIL,
-            f"{path}: " + "; ".join(state.problems),
-            f"run `pam-teleport-audit install --pam-file {path}`",
-        )
+    problem = stanza_problem(path, state)
+    if problem is not None:
+        yield problem
         return
     tty = {
         "ours": "pam_tty_audit from the stanza",

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 from .auditlog import AuditRecord, records_since
 from .constants import DEFAULT_TELEPORT_NAME, OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, SSH_TTY_ITEM
-from .doctor import FAIL, PASS, WARN, Check, audit_checks
+from .doctor import FAIL, PASS, WARN, Check, audit_checks, stanza_problem
 from .netlink import AuditStatus
 from .options import parse_options
 from .pamedit import ENTRY_SUFFIX, status
@@ -99,13 +99,9 @@ def stanza_preconditions(
     """The stanza installed and reachable (includes read as libpam reads them, or with resolve), its entry
     script present, pam_tty_audit in the session stack (tty_audit False: left out on purpose, a warning)."""
     state = status(data, resolve or folder_resolver(path), path)
-    if not state.installed:
-        yield Check(
-            "stanza",
-            FAIL,
-            f"{path}: " + "; ".join(state.problems),
-            f"run `pam-teleport-audit install --pam-file {path}`",
-        )
+    problem = stanza_problem(path, state)
+    if problem is not None:
+        yield problem
         return
     yield Check("stanza", PASS, f"{path}: complete, in order and reachable")
     ours = our_lines(data)
