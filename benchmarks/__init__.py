@@ -1,1 +1,1 @@
-"""Benchmarks of pam_teleport_audit: `benchmarks/run` runs them all (root, Debian 12)."""
+"""Benchmarks of pam_teleport_audit: `benchmarks/run` runs them all (root, Debian 12 or 13)."""

@@ -1,20 +1,31 @@
-"""The package as an administrator installs it: pip with the distro Python,
-then `pam-teleport-audit stanza` names the entry script, which pam_python
-loads from wherever the package went."""
+"""The package as an administrator installs it: pip with the Python pam_python
+embeds (3.11 on Debian 12, 3.13 on 13; pip 25 needs python3-setuptools for
+--no-build-isolation), then `pam-teleport-audit stanza` names the entry
+script, which pam_python loads from wherever the package went."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+from pam_teleport_audit import doctor
+
 from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, assert_recorded_session
+
+
+def pam_python_interpreter() -> str:
+    pam_python = doctor.find_pam_python()
+    python = doctor.embedded_python(pam_python) if pam_python else None
+    assert python, f"cannot tell which Python {pam_python} embeds"
+    return python
 
 
 def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, linux_user) -> None:
     target = tmp_path / "site"
+    python = pam_python_interpreter()
     subprocess.run(
         [
-            "/usr/bin/python3",
+            python,
             "-m",
             "pip",
             "install",
@@ -33,7 +44,7 @@ def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, lin
     assert entry.is_file()
     stanza = subprocess.run(
         [
-            "/usr/bin/python3",
+            python,
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(target)!r}); "
