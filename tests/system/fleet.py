@@ -42,7 +42,7 @@ admin_space_left_action = IGNORE
 disk_full_action = IGNORE
 disk_error_action = IGNORE
 tcp_listen_port = {port}
-tcp_listen_queue = 5
+tcp_listen_queue = {queue}
 tcp_max_per_addr = 10
 tcp_client_ports = 1-65535
 tcp_client_max_idle = 0
@@ -90,7 +90,8 @@ def run(*argv: str) -> None:
 class Fleet:
     """A collector namespace and one namespace per sender, linked by veth pairs."""
 
-    def __init__(self, senders: list[str]) -> None:
+    def __init__(self, senders: list[str], nofile: int | None = None, listen_queue: int = 5) -> None:
+        """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it."""
         self.tag = secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
         self.collector = f"ptac{self.tag}"
@@ -114,21 +115,23 @@ class Fleet:
             self.addresses[name] = (mine, theirs)
             self.links[name] = here
         self.log = self.dir / "collector" / "audit.log"
-        self._start_collector()
+        self._start_collector(nofile, listen_queue)
 
-    def _start_collector(self) -> None:
+    def _start_collector(self, nofile: int | None, listen_queue: int) -> None:
         conf = self.dir / "collector"
         (conf / "plugins.d").mkdir(parents=True)
-        (conf / "auditd.conf").write_text(COLLECTOR_CONF.format(log=self.log, port=PORT, plugins=conf / "plugins.d"))
-        (conf / "auditd.conf").chmod(0o600)
-        # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
-        self.procs.append(
-            subprocess.Popen(
-                private_mounts(f"mount -t tmpfs none /run && exec auditd -n -c {conf}", self.collector),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        (conf / "auditd.conf").write_text(
+            COLLECTOR_CONF.format(log=self.log, port=PORT, plugins=conf / "plugins.d", queue=listen_queue)
         )
+        (conf / "auditd.conf").chmod(0o600)
+        limit = f"prlimit --nofile={nofile}:{nofile} " if nofile else ""
+        # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
+        self.auditd = subprocess.Popen(
+            private_mounts(f"mount -t tmpfs none /run && exec {limit}auditd -n -c {conf}", self.collector),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.procs.append(self.auditd)
         deadline = time.time() + 10
         while "DAEMON_START" not in (self.log.read_text() if self.log.exists() else ""):
             assert time.time() < deadline, "the collector auditd did not start"
@@ -148,6 +151,36 @@ class Fleet:
         )
         self.procs.append(proc)
         return proc
+
+    def connect(self, count: int) -> subprocess.Popen:
+        """`count` raw TCP clients of the collector from its own loopback, each from its own address
+        (127.0.1.i, so tcp_max_per_addr does not refuse them); they hold on until stdin closes."""
+        script = (
+            "import socket, sys\n"
+            "held = []\n"
+            f"for i in range({count}):\n"
+            "    s = socket.socket()\n"
+            "    s.settimeout(5)\n"
+            "    s.bind((f'127.0.{1 + i // 250}.{1 + i % 250}', 0))\n"
+            f"    s.connect(('127.0.0.1', {PORT}))\n"
+            "    held.append(s)\n"
+            "print(len(held), flush=True)\n"
+            "sys.stdin.read()\n"
+        )
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.collector, "python3", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def accepted(self) -> int:
+        """Connections the collector's auditd took (its DAEMON_ACCEPT ... res=success records)."""
+        return sum(
+            1 for line in self.log.read_text().splitlines() if "type=DAEMON_ACCEPT" in line and "res=success" in line
+        )
 
     def cut(self, name: str, up: bool) -> None:
         run("ip", "-n", self.senders[name], "link", "set", self.links[name], "up" if up else "down")

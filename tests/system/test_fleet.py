@@ -1,7 +1,8 @@
 """Fleet: two hosts forward their records with audisp-remote to a collector
 auditd in its own network namespace; search on the collector's log puts every
 session and keystroke on the right Teleport user and node; a network cut in
-the middle of a burst loses nothing."""
+the middle of a burst loses nothing; a collector sized for its senders takes
+more of them than a low file limit allows."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from pam_teleport_audit.auditlog import ausearch_raw, since_args
+from pam_teleport_audit import fleetcheck
+from pam_teleport_audit.auditlog import ausearch_raw, read_conf, since_args
 
 from .conftest import ROOT, debian_stack, run_driver, unique, wait_for_records
-from .fleet import Fleet
+from .fleet import PORT, Fleet
 
 BURST = 3000
 
@@ -41,9 +44,10 @@ def wait_received(fleet: Fleet, node: str, count: int, timeout: float = 60.0) ->
     return got
 
 
-def search(log: Path, *args: str) -> list[dict]:
+def search(logs: Path | list[Path], *args: str) -> list[dict]:
+    files = [str(log) for log in (logs if isinstance(logs, list) else [logs])]
     proc = subprocess.run(
-        [sys.executable, "-m", "pam_teleport_audit", "search", "--input", str(log), "--format", "json", *args],
+        [sys.executable, "-m", "pam_teleport_audit", "search", "--input", *files, "--format", "json", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -102,5 +106,60 @@ def test_two_senders_one_collector_and_a_cut_network(driver, pam_service, linux_
             assert session["end"] is not None and session["login"] == login
             other = next(n for n in fleet.senders if n != node)
             assert search(fleet.log, "--teleport-user", tp_user, "--node", other) == []
+
+        # Past one collector (senders sharded): each node's lines in its own collector's log; one search
+        # over both logs finds each session on its node, and --node still narrows.
+        shards = []
+        for node in fleet.senders:
+            shard = fleet.dir / f"collector-of-{node}.log"
+            prefix = f"node={node} ".encode()
+            shard.write_bytes(b"".join(x + b"\n" for x in fleet.log.read_bytes().split(b"\n") if x.startswith(prefix)))
+            shards.append(shard)
+        for node, tp_user in users.items():
+            (session,) = search(shards, "--teleport-user", tp_user)
+            assert session["node"] == node
+            assert [k["text"] for k in session["input"]] == [f"echo typed-on-{node}\n", "exit\n"]
+            assert search(shards[::-1], "--teleport-user", tp_user, "--node", node) == [session]
+            other = next(n for n in fleet.senders if n != node)
+            assert search(shards, "--teleport-user", tp_user, "--node", other) == []
     finally:
         fleet.close()
+
+
+def settle(count: Callable[[], int], target: int, timeout: float = 15.0) -> int:
+    """count() once it reaches target or has not changed for 2 s."""
+    deadline, last, since = time.time() + timeout, -1, time.time()
+    while (now := count()) < target and time.time() < deadline:
+        if now != last:
+            last, since = now, time.time()
+        elif time.time() - since > 2:
+            break
+        time.sleep(0.2)
+    return now
+
+
+def test_collector_sized_for_its_senders_accepts_past_a_low_file_limit() -> None:
+    """Scaled down from 2,000 nodes: 100 senders' connections against a collector auditd held to 64 files
+    (every client is a file; past the limit auditd spins on a failing accept) and the same collector with
+    the role's sizing for 100 nodes. doctor's collector check reads the live auditd and flags the first."""
+    senders = 100
+    sized = fleetcheck.sizing(senders)
+    results = {}
+    for nofile in (64, sized["LimitNOFILE"]):
+        fleet = Fleet([], nofile=nofile, listen_queue=sized["tcp_listen_queue"])
+        try:
+            clients = fleet.connect(senders)
+            assert clients.stdout.readline().strip() == str(senders)  # the kernel completed every handshake
+            accepted = settle(fleet.accepted, senders)
+            proc = f"/proc/{fleet.auditd.pid}"  # its /proc/PID/net is the collector namespace's
+            conf = read_conf(str(fleet.dir / "collector" / "auditd.conf"))
+            limit = fleetcheck.open_files_limit(fleet.auditd.pid)
+            connected = fleetcheck.established(PORT, proc)
+            checks = {c.name: c for c in fleetcheck.collector_checks(conf, limit, connected, None)}
+            results[nofile] = (accepted, limit, connected, checks["collector file limit"].status)
+            clients.stdin.close()
+            clients.wait(timeout=10)
+        finally:
+            fleet.close()
+    assert results[64][0] < 64 and results[64][1:] == (64, senders, "fail"), results
+    assert results[sized["LimitNOFILE"]] == (senders, sized["LimitNOFILE"], senders, "pass"), results
