@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import time
 from collections.abc import Iterator
 
 from .auditlog import read_conf
@@ -22,6 +24,8 @@ RETENTION_DAYS = 30
 # that still miss it retry every second.
 MAX_LISTEN_QUEUE = 128
 MIN_QUEUE_DEPTH = 2048
+# Past this a sender manages fewer than 10 records/s (a busy host's login burst queues up).
+MAX_ROUND_TRIP = 0.1
 # Files auditd holds besides its senders (log, config, plugins, netlink), with a margin.
 OWN_FILES = 64
 
@@ -126,8 +130,9 @@ def collector_checks(
         yield Check("collector disk", PASS, f"{free_mb:.0f} MB free, ~{day} MB a day from {connected} senders")
 
 
-def sender_checks(remote: dict[str, str]) -> Iterator[Check]:
-    """A sender's audisp-remote.conf: will the collector keep what it sends?"""
+def sender_checks(remote: dict[str, str], round_trip: float | None = None) -> Iterator[Check]:
+    """A sender's audisp-remote.conf: will the collector keep what it sends, how fast can it send?
+    round_trip: seconds to the collector (a TCP connect), None when not measured."""
     fmt = remote.get("format", "managed").lower()
     if fmt != "managed":
         yield Check(
@@ -156,6 +161,16 @@ def sender_checks(remote: dict[str, str]) -> Iterator[Check]:
         )
     else:
         yield Check("sender queue", PASS, f"mode = forward, queue_depth = {depth}")
+    if round_trip is not None:
+        # managed format waits for each acknowledgement: one record per round trip.
+        rate = 1 / max(round_trip, 1e-4)
+        status = WARN if round_trip > MAX_ROUND_TRIP else PASS
+        yield Check(
+            "sender round trip",
+            status,
+            f"{round_trip * 1000:.1f} ms to the collector: at most ~{rate:,.0f} records/s from this host",
+            "use a collector closer to this host (one per site or region)",
+        )
 
 
 def auditd_pid(proc: str = "/proc") -> int | None:
@@ -199,6 +214,16 @@ def established(port: int, proc: str = "/proc") -> int:
     return count
 
 
+def connect_time(server: str, port: str, timeout: float = 2.0) -> float | None:
+    """Seconds a TCP connect to the collector takes (one round trip); None when it fails."""
+    started = time.monotonic()
+    try:
+        with socket.create_connection((server, int(port)), timeout=timeout):
+            return time.monotonic() - started
+    except (OSError, ValueError):
+        return None  # doctor.remote_checks reports an unreachable collector
+
+
 def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check]:
     """The collector checks where auditd listens, the sender checks where au-remote is active; else none."""
     try:
@@ -222,4 +247,5 @@ def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check
     except OSError:
         remote = None  # doctor.remote_checks reports an unreadable config
     if remote is not None:
-        yield from sender_checks(remote)
+        server = remote.get("remote_server", "")
+        yield from sender_checks(remote, connect_time(server, remote.get("port", "60")) if server else None)

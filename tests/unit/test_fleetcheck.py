@@ -16,7 +16,8 @@ tcp_max_per_addr = 10
 tcp_client_ports = 1024-65535
 """
 SENDER = """\
-remote_server = collector.example.internal
+remote_server = 127.0.0.1
+port = 1
 mode = forward
 queue_depth = 20480
 format = managed
@@ -129,6 +130,26 @@ def test_sender(tmp_path: Path, remote: str, expected: dict) -> None:
     got = statuses(list(fleetcheck.checks(str(audit), str(fake_proc(tmp_path, "1024", 60, 0)))))
     assert {name: got.get(name) for name in expected} == expected
     assert not any(name.startswith("collector") for name in got)  # no tcp_listen_port: not a collector
+    assert "sender round trip" not in got  # nothing listens on 127.0.0.1:1: not measured
+
+
+@pytest.mark.parametrize(("round_trip", "expected"), [(0.0004, "pass"), (0.01, "pass"), (0.25, "warn")])
+def test_sender_round_trip(round_trip: float, expected: str) -> None:
+    (check,) = [c for c in fleetcheck.sender_checks({"format": "managed"}, round_trip) if c.name == "sender round trip"]
+    assert check.status == expected and f"{round_trip * 1000:.1f} ms" in check.message
+
+
+def test_sender_round_trip_measured(tmp_path: Path) -> None:
+    """checks() times a connect to remote_server:port (here a listener of this test on loopback)."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        remote = SENDER.replace("port = 1\n", f"port = {port}\n")
+        got = {c.name: c for c in fleetcheck.checks(str(write_audit(tmp_path, "", remote)), str(tmp_path))}
+    assert got["sender round trip"].status == "pass" and " ms to the collector" in got["sender round trip"].message
 
 
 def test_neither_collector_nor_sender_checks_nothing(tmp_path: Path) -> None:
