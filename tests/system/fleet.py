@@ -60,7 +60,7 @@ transport = tcp
 queue_file = {queue}
 mode = immediate
 queue_depth = 20000
-format = managed
+format = {format}
 network_retry_time = 1
 max_tries_per_record = 60
 max_time_per_record = 60
@@ -137,12 +137,15 @@ class Fleet:
             assert time.time() < deadline, "the collector auditd did not start"
             time.sleep(0.1)
 
-    def sender(self, name: str) -> subprocess.Popen:
-        """audisp-remote in the sender's namespace; write records to its stdin."""
+    def sender(self, name: str, fmt: str = "managed") -> subprocess.Popen:
+        """audisp-remote in the sender's namespace (its config: self.dir/NAME/audisp-remote.conf);
+        write records to its stdin."""
         folder = self.dir / name
         folder.mkdir()
         conf = folder / "audisp-remote.conf"
-        conf.write_text(SENDER_CONF.format(server=self.addresses[name][1], port=PORT, queue=folder / "queue"))
+        conf.write_text(
+            SENDER_CONF.format(server=self.addresses[name][1], port=PORT, queue=folder / "queue", format=fmt)
+        )
         proc = subprocess.Popen(
             audisp_remote(conf, self.senders[name]),
             stdin=subprocess.PIPE,
@@ -176,10 +179,13 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
-    def accepted(self) -> int:
-        """Connections the collector's auditd took (its DAEMON_ACCEPT ... res=success records)."""
+    def accepted(self, sender: str | None = None) -> int:
+        """Connections the collector's auditd took (its DAEMON_ACCEPT ... res=success records), all or one sender's."""
+        addr = f"addr=::ffff:{self.addresses[sender][0]} " if sender else ""
         return sum(
-            1 for line in self.log.read_text().splitlines() if "type=DAEMON_ACCEPT" in line and "res=success" in line
+            1
+            for line in self.log.read_text().splitlines()
+            if "type=DAEMON_ACCEPT" in line and "res=success" in line and addr in line
         )
 
     def cut(self, name: str, up: bool) -> None:

@@ -163,3 +163,36 @@ def test_collector_sized_for_its_senders_accepts_past_a_low_file_limit() -> None
             fleet.close()
     assert results[64][0] < 64 and results[64][1:] == (64, senders, "fail"), results
     assert results[sized["LimitNOFILE"]] == (senders, sized["LimitNOFILE"], senders, "pass"), results
+
+
+def test_a_sender_in_ascii_format_loses_everything_and_doctor_says_so() -> None:
+    """format = ascii: audisp-remote sends, the collector keeps none of it; doctor's sender check fails that
+    config and passes the managed one, whose records all arrive."""
+    fleet = Fleet(["host-a", "host-b"])
+    try:
+        formats = {"host-a": "managed", "host-b": "ascii"}
+        now = int(time.time())
+        for node, fmt in formats.items():
+            proc = fleet.sender(node, fmt)
+            proc.stdin.write(
+                b"".join(
+                    f"node={node} type=USER_ACCT msg=audit({now}.000:{950_000_000 + k}): pid=1 uid=0 "
+                    f"auid=4294967295 ses=4294967295 msg='op=pta-fleet-format-{k} res=success'\n".encode()
+                    for k in range(100)
+                )
+            )
+            proc.stdin.close()
+        assert wait_received(fleet, "host-a", 100) == 100
+        time.sleep(2)  # host-b was fed at the same time
+        assert fleet.accepted("host-b") >= 1  # it did connect and send
+        assert fleet.received("host-b") == 0
+        status = {
+            node: {
+                c.name: c.status
+                for c in fleetcheck.sender_checks(read_conf(str(fleet.dir / node / "audisp-remote.conf")))
+            }
+            for node in formats
+        }
+        assert status["host-a"]["sender format"] == "pass" and status["host-b"]["sender format"] == "fail"
+    finally:
+        fleet.close()
