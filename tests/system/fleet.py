@@ -12,6 +12,7 @@ private mount namespace with its own audisp-remote.conf bound over it.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import shutil
 import subprocess
@@ -155,19 +156,26 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
-    def connect(self, count: int) -> subprocess.Popen:
-        """`count` raw TCP clients of the collector from its own loopback, each from its own address
-        (127.0.1.i, so tcp_max_per_addr does not refuse them); they hold on until stdin closes."""
+    def connect(self, count: int, wait: float = 5.0) -> subprocess.Popen:
+        """`count` raw TCP clients of the collector, all at once from its own loopback, each from its own
+        address (127.0.1.i, so tcp_max_per_addr does not refuse them). The process prints how many
+        handshakes completed within `wait` seconds, then holds them until its stdin closes."""
         script = (
-            "import socket, sys\n"
+            "import select, socket, sys, time\n"
             "held = []\n"
             f"for i in range({count}):\n"
             "    s = socket.socket()\n"
-            "    s.settimeout(5)\n"
+            "    s.setblocking(False)\n"
             "    s.bind((f'127.0.{1 + i // 250}.{1 + i % 250}', 0))\n"
-            f"    s.connect(('127.0.0.1', {PORT}))\n"
+            f"    s.connect_ex(('127.0.0.1', {PORT}))\n"
             "    held.append(s)\n"
-            "print(len(held), flush=True)\n"
+            f"pending, done, deadline = set(held), 0, time.time() + {wait}\n"
+            "while pending and time.time() < deadline:\n"
+            "    _, ready, _ = select.select([], list(pending), [], max(0, deadline - time.time()))\n"
+            "    for s in ready:\n"
+            "        pending.discard(s)\n"
+            "        done += s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0\n"
+            "print(done, flush=True)\n"
             "sys.stdin.read()\n"
         )
         proc = subprocess.Popen(
@@ -178,6 +186,12 @@ class Fleet:
         )
         self.procs.append(proc)
         return proc
+
+    def listen_overflows(self) -> int:
+        """The collector namespace's TcpExt ListenOverflows: handshakes dropped on a full listen queue."""
+        rows = [line.split() for line in Path(f"/proc/{self.auditd.pid}/net/netstat").read_text().splitlines()]
+        names, values = next((a, b) for a, b in itertools.pairwise(rows) if a[0] == b[0] == "TcpExt:")
+        return int(values[names.index("ListenOverflows")])
 
     def accepted(self, sender: str | None = None) -> int:
         """Connections the collector's auditd took (its DAEMON_ACCEPT ... res=success records), all or one sender's."""

@@ -7,6 +7,8 @@ more of them than a low file limit allows."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -196,3 +198,27 @@ def test_a_sender_in_ascii_format_loses_everything_and_doctor_says_so() -> None:
         assert status["host-a"]["sender format"] == "pass" and status["host-b"]["sender format"] == "fail"
     finally:
         fleet.close()
+
+
+def test_a_listen_queue_sized_for_its_senders_takes_them_all_at_once() -> None:
+    """100 senders connecting while the collector auditd cannot accept (stopped for the moment, as in a busy
+    restart): tcp_listen_queue = 5 (auditd's default) drops most handshakes, the role's sizing takes all."""
+    senders = 100
+    sized = fleetcheck.sizing(senders)
+    results = {}
+    for queue in (5, sized["tcp_listen_queue"]):
+        fleet = Fleet([], nofile=sized["LimitNOFILE"], listen_queue=queue)
+        try:
+            os.kill(fleet.auditd.pid, signal.SIGSTOP)
+            try:
+                clients = fleet.connect(senders, wait=0.8)  # before the first SYN retransmit (1 s)
+                results[queue] = (int(clients.stdout.readline()), fleet.listen_overflows())
+            finally:
+                os.kill(fleet.auditd.pid, signal.SIGCONT)
+            clients.stdin.close()
+            clients.wait(timeout=10)
+        finally:
+            fleet.close()
+    connected, overflows = results[5]
+    assert connected <= 10 and overflows > 0, results
+    assert results[sized["tcp_listen_queue"]] == (senders, 0), results
