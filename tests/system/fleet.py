@@ -44,7 +44,7 @@ disk_full_action = IGNORE
 disk_error_action = IGNORE
 tcp_listen_port = {port}
 tcp_listen_queue = {queue}
-tcp_max_per_addr = 10
+tcp_max_per_addr = {per_addr}
 tcp_client_ports = 1-65535
 tcp_client_max_idle = 0
 use_libwrap = no
@@ -91,7 +91,9 @@ def run(*argv: str) -> None:
 class Fleet:
     """A collector namespace and one namespace per sender, linked by veth pairs."""
 
-    def __init__(self, senders: list[str], nofile: int | None = None, listen_queue: int = 5) -> None:
+    def __init__(
+        self, senders: list[str], nofile: int | None = None, listen_queue: int = 5, max_per_addr: int = 10
+    ) -> None:
         """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it."""
         self.tag = secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
@@ -116,13 +118,15 @@ class Fleet:
             self.addresses[name] = (mine, theirs)
             self.links[name] = here
         self.log = self.dir / "collector" / "audit.log"
-        self._start_collector(nofile, listen_queue)
+        self._start_collector(nofile, listen_queue, max_per_addr)
 
-    def _start_collector(self, nofile: int | None, listen_queue: int) -> None:
+    def _start_collector(self, nofile: int | None, listen_queue: int, max_per_addr: int) -> None:
         conf = self.dir / "collector"
         (conf / "plugins.d").mkdir(parents=True)
         (conf / "auditd.conf").write_text(
-            COLLECTOR_CONF.format(log=self.log, port=PORT, plugins=conf / "plugins.d", queue=listen_queue)
+            COLLECTOR_CONF.format(
+                log=self.log, port=PORT, plugins=conf / "plugins.d", queue=listen_queue, per_addr=max_per_addr
+            )
         )
         (conf / "auditd.conf").chmod(0o600)
         limit = f"prlimit --nofile={nofile}:{nofile} " if nofile else ""
@@ -156,9 +160,10 @@ class Fleet:
         self.procs.append(proc)
         return proc
 
-    def connect(self, count: int, wait: float = 5.0) -> subprocess.Popen:
+    def connect(self, count: int, wait: float = 5.0, one_address: bool = False) -> subprocess.Popen:
         """`count` raw TCP clients of the collector, all at once from its own loopback, each from its own
-        address (127.0.1.i, so tcp_max_per_addr does not refuse them). The process prints how many
+        address (127.0.1.i, so tcp_max_per_addr does not refuse them; one_address: all from 127.0.1.1,
+        as senders behind one NAT address). The process prints how many
         handshakes completed within `wait` seconds, then holds them until its stdin closes."""
         script = (
             "import select, socket, sys, time\n"
@@ -166,7 +171,7 @@ class Fleet:
             f"for i in range({count}):\n"
             "    s = socket.socket()\n"
             "    s.setblocking(False)\n"
-            "    s.bind((f'127.0.{1 + i // 250}.{1 + i % 250}', 0))\n"
+            f"    s.bind(('127.0.1.1' if {one_address} else f'127.0.{{1 + i // 250}}.{{1 + i % 250}}', 0))\n"
             f"    s.connect_ex(('127.0.0.1', {PORT}))\n"
             "    held.append(s)\n"
             f"pending, done, deadline = set(held), 0, time.time() + {wait}\n"
@@ -186,6 +191,10 @@ class Fleet:
         )
         self.procs.append(proc)
         return proc
+
+    def refused(self) -> int:
+        """Connections the collector's auditd turned away (DAEMON_ACCEPT ... res=no, e.g. op=dup)."""
+        return sum(1 for line in self.log.read_text().splitlines() if "type=DAEMON_ACCEPT" in line and "res=no" in line)
 
     def listen_overflows(self) -> int:
         """The collector namespace's TcpExt ListenOverflows: handshakes dropped on a full listen queue."""

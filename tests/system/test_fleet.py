@@ -222,3 +222,25 @@ def test_a_listen_queue_sized_for_its_senders_takes_them_all_at_once() -> None:
     connected, overflows = results[5]
     assert connected <= 10 and overflows > 0, results
     assert results[sized["tcp_listen_queue"]] == (senders, 0), results
+
+
+def test_senders_behind_one_address_need_tcp_max_per_addr() -> None:
+    """Three senders from one (NAT) address: auditd's default tcp_max_per_addr = 1 refuses two
+    (DAEMON_ACCEPT op=dup res=no) and doctor warns about that config; the role's 10 takes all three."""
+    results = {}
+    for per_addr in (1, 10):
+        fleet = Fleet([], max_per_addr=per_addr)
+        try:
+            clients = fleet.connect(3, one_address=True)
+            assert clients.stdout.readline().strip() == "3"  # the kernel completed every handshake
+            settle(lambda f=fleet: f.accepted() + f.refused(), 3)
+            dups = [x for x in fleet.log.read_text().splitlines() if "type=DAEMON_ACCEPT" in x and " res=no" in x]
+            assert all(" op=dup " in x for x in dups), dups
+            conf = read_conf(str(fleet.dir / "collector" / "auditd.conf"))
+            (check,) = [c for c in fleetcheck.collector_checks(conf, 1024, 3, None) if "per-address" in c.name]
+            results[per_addr] = (fleet.accepted(), len(dups), check.status)
+            clients.stdin.close()
+            clients.wait(timeout=10)
+        finally:
+            fleet.close()
+    assert results == {1: (1, 2, "warn"), 10: (3, 0, "pass")}
