@@ -57,8 +57,9 @@ libpam {version(["dpkg-query", "-W", "-f=${Version}", "libpam0g"])}.
 One PAM service, built from Debian 12's stock `/etc/pam.d/sshd` plus the stanza (`pam.d/sshd.example`),
 is used by both logins into the same scratch Linux user `{user}`, typing `{"`, `".join(TYPED)}` and `exit`:
 
-1. **OpenSSH**: a copy of `/usr/sbin/sshd` named after the scratch service (sshd's PAM service is its
-   program name) on 127.0.0.1, key authentication, `ssh -tt`.
+1. **OpenSSH**: its own sshd on 127.0.0.1 running the scratch service (before OpenSSH 9.8 a copy of
+   `/usr/sbin/sshd` named after it, as sshd's PAM service is its program name; from 9.8
+   `PAMServiceName`), key authentication, `ssh -tt`.
 2. **Teleport-like**: `tests/c/teleport_driver.c`, built as `teleport`, making the PAM calls
    `teleport exec` makes (pam_putenv TELEPORT_*, acct_mgmt, open_session, a shell on a pty,
    close_session), without PAM_TTY or PAM_RHOST.
