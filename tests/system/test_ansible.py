@@ -4,6 +4,7 @@ stanza repaired, state=absent gives back the original file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -155,6 +156,12 @@ def test_role_fleet_settings(play, tmp_path: Path) -> None:
     assert "\nactive = yes\n" in "\n" + (audit / "plugins.d" / "au-remote.conf").read_text()
 
     assert "format = managed\n" in remote  # the collector keeps nothing else from audisp-remote
+    # Several collectors: a sender takes one by a hash of its inventory name (localhost here).
+    servers = [f"collector-{i}.example.internal" for i in range(1, 4)]
+    assert play(unused, "--tags", "fleet", **common, pam_teleport_audit_remote_servers=servers)[0] == 1
+    chosen = servers[int(hashlib.md5(b"localhost").hexdigest(), 16) % len(servers)]
+    assert f"remote_server = {chosen}\n" in (audit / "audisp-remote.conf").read_text()
+    assert play(unused, "--tags", "fleet", **common, pam_teleport_audit_remote_servers=servers)[0] == 0
 
     systemd = tmp_path / "systemd"
     collector = {**common, "pam_teleport_audit_collector": True, "pam_teleport_audit_systemd_dir": str(systemd)}
