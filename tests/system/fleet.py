@@ -98,8 +98,10 @@ class Fleet:
         listen_queue: int = 5,
         max_per_addr: int = 10,
         log_mb: int | None = None,
+        nofile_hard: int | None = None,
     ) -> None:
-        """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it;
+        """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it (nofile_hard:
+        a higher hard limit, as systemd's default 1024:524288);
         log_mb: its log folder is a tmpfs of that size, mounted in its private mount namespace."""
         self.tag = secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
@@ -124,9 +126,11 @@ class Fleet:
             self.addresses[name] = (mine, theirs)
             self.links[name] = here
         self.log = self.dir / "collector" / "log" / "audit.log"
-        self._start_collector(nofile, listen_queue, max_per_addr, log_mb)
+        self._start_collector(nofile, listen_queue, max_per_addr, log_mb, nofile_hard)
 
-    def _start_collector(self, nofile: int | None, listen_queue: int, max_per_addr: int, log_mb: int | None) -> None:
+    def _start_collector(
+        self, nofile: int | None, listen_queue: int, max_per_addr: int, log_mb: int | None, hard: int | None
+    ) -> None:
         conf = self.dir / "collector"
         (conf / "plugins.d").mkdir(parents=True)
         self.log.parent.mkdir()
@@ -136,7 +140,7 @@ class Fleet:
             )
         )
         (conf / "auditd.conf").chmod(0o600)
-        limit = f"prlimit --nofile={nofile}:{nofile} " if nofile else ""
+        limit = f"prlimit --nofile={nofile}:{hard or nofile} " if nofile else ""
         # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
         log_fs = f"mount -t tmpfs -o size={log_mb}m none {self.log.parent} && " if log_mb else ""
         self.auditd = subprocess.Popen(
