@@ -222,3 +222,15 @@ def test_sender_queue_depth_unreadable(tmp_path: Path) -> None:
     remote = SENDER.replace("forward", "immediate") + f"queue_file = {queue_file(tmp_path / 'q', 100, 100)}\n"
     got = statuses(list(fleetcheck.checks(str(write_audit(tmp_path, "", remote)), str(tmp_path))))
     assert "sender queue depth" not in got and got["sender queue"] == "warn"
+
+
+def test_doctor_takes_the_expected_senders(tmp_path: Path) -> None:
+    """`doctor --expected-senders N` reaches the collector checks: 3 connected but 2,000 expected."""
+    from pam_teleport_audit.cli import build_parser
+
+    assert build_parser().parse_args(["doctor", "--expected-senders", "2000"]).expected_senders == 2000
+    assert build_parser().parse_args(["doctor"]).expected_senders == 0
+    audit = write_audit(tmp_path, COLLECTOR.replace("= 128", "= 5"), None)
+    proc = str(fake_proc(tmp_path, "8192", 60, 3))
+    assert statuses(list(fleetcheck.checks(str(audit), proc)))["collector listen queue"] == "pass"
+    assert statuses(list(fleetcheck.checks(str(audit), proc, expected=2000)))["collector listen queue"] == "warn"
