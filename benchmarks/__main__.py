@@ -1,4 +1,4 @@
-"""Run the benchmarks: python3 -m benchmarks [login] [record] [burst] [search] [memory] (default: all)."""
+"""Run the benchmarks: python3 -m benchmarks [login] [record] [burst] [search] [memory] [fleet] (default: all)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pam_teleport_audit import doctor
 
-from . import burst, common, login_cost, memory, record_cost, search_cost
+from . import burst, common, fleet_scale, login_cost, memory, record_cost, search_cost
 
 BENCHMARKS = {
     "login": login_cost.run,
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "burst": burst.run,
     "search": search_cost.run,
     "memory": memory.run,
+    "fleet": fleet_scale.run,
 }
 
 

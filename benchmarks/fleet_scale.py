@@ -3,9 +3,9 @@ USER_START-shaped records (286 bytes, `node=sI` as a sender's name_format stamps
 to one collector auditd in another namespace (tests/system/fleet.py builds both).
 For a few N: records sent and received, records/s, the collector's CPU and peak memory.
 
-Not a test and not timed in CI. Needs the system tox env (tests.system imports pytest):
+Not a test and not timed in CI. `python3 -m benchmarks fleet` runs it with the defaults, or:
 
-    .tox/system/bin/python -m benchmarks.fleet_scale [N ...] [--records TOTAL]
+    python3 -m benchmarks.fleet_scale [N ...] [--records TOTAL]
 
 Only namespaces and veth pairs it creates; everything is removed on exit.
 """
@@ -22,6 +22,8 @@ from pam_teleport_audit.fleetcheck import sizing
 from tests.system.fleet import Fleet
 
 RECORD_BYTES = 286
+SENDERS = (1, 8, 32, 128)
+RECORDS = 200_000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -112,23 +114,28 @@ def measure(senders: int, total: int, stall: float = 30.0) -> dict[str, float]:
         fleet.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("senders", nargs="*", type=int, default=[1, 8, 32, 128])
-    parser.add_argument("--records", type=int, default=200_000, help="records per run, split across the senders")
-    args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root (network namespaces)")
-    print(f"{RECORD_BYTES}-byte records, collector auditd sized by fleetcheck.sizing(N), {os.cpu_count()} cores\n")
+def run(senders: tuple[int, ...] = SENDERS, total: int = RECORDS) -> None:
+    print(f"## Fleet: N senders, one collector ({total:,} records of {RECORD_BYTES} bytes a run)\n")
     print("| senders | sent | received | lost | records/s | collector CPU | collector peak RSS | seconds |")
     print("|---|---|---|---|---|---|---|---|")
-    for n in args.senders:
-        r = measure(n, args.records)
+    for n in senders:
+        r = measure(n, total)
         print(
             f"| {r['senders']} | {r['sent']:,} | {r['received']:,} | {r['lost']:,} | {r['records/s']:,.0f} "
             f"| {r['cpu']:.0f} % | {r['memory']:.1f} MB | {r['seconds']:.1f} |",
             flush=True,
         )
+    print()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("senders", nargs="*", type=int, default=list(SENDERS))
+    parser.add_argument("--records", type=int, default=RECORDS, help="records per run, split across the senders")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("run as root (network namespaces)")
+    run(tuple(args.senders), args.records)
 
 
 if __name__ == "__main__":

@@ -199,7 +199,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     from . import doctor
 
-    checks = doctor.run_all(args.pam_file, args.teleport_config)
+    checks = doctor.run_all(args.pam_file, args.teleport_config, args.expected_senders)
     if args.selftest:
         from . import selftest
 
@@ -272,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         default="/etc/teleport.yaml",
         help="Teleport's config file (default: %(default)s)",
+    )
+    doc.add_argument(
+        "--expected-senders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="on a collector: the senders it is meant to take (sizes the listen queue, file limit and disk checks)",
     )
     doc.add_argument("--selftest", action="store_true", help="then run `selftest` through the same PAM file (as root)")
     doc.add_argument("--login", default="root", help="the selftest's Linux login (default: %(default)s)")

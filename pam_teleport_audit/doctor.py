@@ -546,8 +546,8 @@ def _comm(proc: str, pid: str) -> str:
         return ""
 
 
-def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
-    """Every check, in the order an administrator fixes things."""
+def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 0) -> list[Check]:
+    """Every check, in the order an administrator fixes things. expected_senders: a collector's fleet."""
     from .stanza import entry_script
 
     service = pam_service_of(teleport_config)
@@ -570,7 +570,9 @@ def run_all(pam_file: str | None, teleport_config: str) -> list[Check]:
     checks += remote_checks()
     from .fleetcheck import checks as fleet_checks  # here: fleetcheck imports this module
 
-    checks += fleet_checks()  # only where auditd listens (tcp_listen_port) or au-remote is active
+    checks += fleet_checks(
+        expected=expected_senders
+    )  # only where auditd listens (tcp_listen_port) or au-remote is active
     return checks
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import struct
 import time
 from collections.abc import Iterator
 
@@ -26,6 +27,14 @@ MAX_LISTEN_QUEUE = 128
 MIN_QUEUE_DEPTH = 2048
 # Past this a sender manages fewer than 10 records/s (a busy host's login burst queues up).
 MAX_ROUND_TRIP = 0.1
+# audisp-remote's queue file (mode = forward), audit-userspace audisp/plugins/remote/queue.c: a header of
+# magic "\0audisp-remote", version 0, a reserved byte, then big-endian num_entries (queue_depth), entry_size,
+# queue_head and queue_length (the records waiting for the collector's acknowledgement).
+QUEUE_MAGIC = b"\0audisp-remote"
+QUEUE_HEADER = struct.Struct(">14sBBIIII")
+# overflow_action values that keep running and drop each record that finds the queue full
+# (single and halt stop the host instead).
+DROPPING = ("ignore", "syslog", "exec", "suspend")
 # Files auditd holds besides its senders (log, config, plugins, netlink), with a margin.
 OWN_FILES = 64
 
@@ -52,9 +61,11 @@ def _int(conf: dict[str, str], key: str, default: int) -> int:
 
 
 def collector_checks(
-    conf: dict[str, str], nofile: int | None, connected: int, free_mb: float | None
+    conf: dict[str, str], nofile: int | None, connected: int, free_mb: float | None, expected: int = 0
 ) -> Iterator[Check]:
-    """A collector's auditd.conf, its file limit, its connected senders and free log space."""
+    """A collector's auditd.conf, its file limit, its connected senders and free log space.
+    expected: the senders it is meant to take (all of them connect after a restart), 0 when not known."""
+    senders = max(connected, expected)
     if nofile is None:
         yield Check(
             "collector file limit", WARN, "auditd's file limit could not be read (is auditd running?)", "start auditd"
@@ -66,23 +77,23 @@ def collector_checks(
             f"{connected} senders connected, auditd may open {nofile} files: it cannot accept more",
             f"raise LimitNOFILE in a drop-in for auditd.service to at least {sizing(connected)['LimitNOFILE']}",
         )
-    elif 2 * connected > nofile:
+    elif 2 * senders > nofile:
         yield Check(
             "collector file limit",
             WARN,
-            f"{connected} senders connected, auditd may open {nofile} files: little room to grow",
-            f"raise LimitNOFILE for auditd.service to {sizing(connected)['LimitNOFILE']}",
+            f"{connected} senders connected ({senders} expected), auditd may open {nofile} files: little room",
+            f"raise LimitNOFILE for auditd.service to {sizing(senders)['LimitNOFILE']}",
         )
     else:
         yield Check("collector file limit", PASS, f"{connected} senders connected, auditd may open {nofile} files")
 
     queue = _int(conf, "tcp_listen_queue", 5)
-    wanted = sizing(connected)["tcp_listen_queue"]
+    wanted = sizing(senders)["tcp_listen_queue"]
     if queue < wanted:
         yield Check(
             "collector listen queue",
             WARN,
-            f"tcp_listen_queue = {queue} for {connected} senders: after a restart they overflow it and retry",
+            f"tcp_listen_queue = {queue} for {senders} senders: after a restart they overflow it and retry",
             f"set tcp_listen_queue = {wanted} in auditd.conf",
         )
     else:
@@ -109,30 +120,33 @@ def collector_checks(
             "set tcp_client_ports = 1024-65535 in auditd.conf",
         )
 
-    day = max(connected, 1) * MB_PER_NODE_DAY
+    day = max(senders, 1) * MB_PER_NODE_DAY
     if free_mb is None:
         return
     if free_mb < day:
         yield Check(
             "collector disk",
             FAIL,
-            f"{free_mb:.0f} MB free for the log, less than a day of {connected} senders (~{day} MB)",
+            f"{free_mb:.0f} MB free for the log, less than a day of {senders} senders (~{day} MB)",
             "free or add disk for the audit log, or shard the senders across collectors",
         )
     elif free_mb < 7 * day:
         yield Check(
             "collector disk",
             WARN,
-            f"{free_mb:.0f} MB free for the log: less than a week of {connected} senders (~{day} MB a day)",
+            f"{free_mb:.0f} MB free for the log: less than a week of {senders} senders (~{day} MB a day)",
             "add disk for the audit log and size max_log_file, num_logs (docs/fleet.md)",
         )
     else:
-        yield Check("collector disk", PASS, f"{free_mb:.0f} MB free, ~{day} MB a day from {connected} senders")
+        yield Check("collector disk", PASS, f"{free_mb:.0f} MB free, ~{day} MB a day from {senders} senders")
 
 
-def sender_checks(remote: dict[str, str], round_trip: float | None = None) -> Iterator[Check]:
+def sender_checks(
+    remote: dict[str, str], round_trip: float | None = None, queue: tuple[int, int] | None = None
+) -> Iterator[Check]:
     """A sender's audisp-remote.conf: will the collector keep what it sends, how fast can it send?
-    round_trip: seconds to the collector (a TCP connect), None when not measured."""
+    round_trip: seconds to the collector (a TCP connect), None when not measured.
+    queue: (records waiting, entries) of its queue file (queue_state), None when not read."""
     fmt = remote.get("format", "managed").lower()
     if fmt != "managed":
         yield Check(
@@ -161,6 +175,8 @@ def sender_checks(remote: dict[str, str], round_trip: float | None = None) -> It
         )
     else:
         yield Check("sender queue", PASS, f"mode = forward, queue_depth = {depth}")
+    if queue is not None:
+        yield queue_check(remote, *queue)
     if round_trip is not None:
         # managed format waits for each acknowledgement: one record per round trip.
         rate = 1 / max(round_trip, 1e-4)
@@ -171,6 +187,45 @@ def sender_checks(remote: dict[str, str], round_trip: float | None = None) -> It
             f"{round_trip * 1000:.1f} ms to the collector: at most ~{rate:,.0f} records/s from this host",
             "use a collector closer to this host (one per site or region)",
         )
+
+
+def queue_state(path: str) -> tuple[int, int] | None:
+    """(records waiting, entries) from the header of audisp-remote's queue file; None when it is absent or
+    not that format (mode = immediate keeps the queue in memory only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(QUEUE_HEADER.size)
+    except OSError:
+        return None
+    if len(head) < QUEUE_HEADER.size:
+        return None
+    magic, version, _, entries, _, _, waiting = QUEUE_HEADER.unpack(head)
+    if magic != QUEUE_MAGIC or version != 0 or waiting > entries:
+        return None
+    return waiting, entries
+
+
+def queue_check(remote: dict[str, str], waiting: int, entries: int) -> Check:
+    """Fail when the queue is full and audisp-remote drops what comes next; warn past half full."""
+    overflow = remote.get("overflow_action", "syslog").lower()
+    network = remote.get("network_failure_action", "stop").lower()
+    state = f"{waiting} of {entries} records waiting for the collector"
+    if waiting >= entries and overflow in DROPPING:
+        return Check(
+            "sender queue depth",
+            FAIL,
+            f"{state}: the queue is full, overflow_action = {overflow} drops every new record",
+            "bring the collector back (see sender round trip), and raise queue_depth in audisp-remote.conf",
+        )
+    if 2 * waiting > entries or waiting >= entries:
+        return Check(
+            "sender queue depth",
+            WARN,
+            f"{state}: the collector is not keeping up (network_failure_action = {network}, "
+            f"overflow_action = {overflow})",
+            "check the collector and the network to it; raise queue_depth in audisp-remote.conf",
+        )
+    return Check("sender queue depth", PASS, state)
 
 
 def auditd_pid(proc: str = "/proc") -> int | None:
@@ -224,8 +279,18 @@ def connect_time(server: str, port: str, timeout: float = 2.0) -> float | None:
         return None  # doctor.remote_checks reports an unreachable collector
 
 
-def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check]:
-    """The collector checks where auditd listens, the sender checks where au-remote is active; else none."""
+def log_free_mb(conf: dict[str, str]) -> float | None:
+    """MB free to an unprivileged writer in the folder of auditd's log_file."""
+    try:
+        st = os.statvfs(os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log")))
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize / 2**20
+
+
+def checks(audit_dir: str = "/etc/audit", proc: str = "/proc", expected: int = 0) -> Iterator[Check]:
+    """The collector checks where auditd listens, the sender checks where au-remote is active; else none.
+    expected: the senders a collector is meant to take."""
     try:
         conf = read_conf(os.path.join(audit_dir, "auditd.conf"))
     except OSError:
@@ -234,13 +299,7 @@ def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check
     if port:
         pid = auditd_pid(proc)
         nofile = open_files_limit(pid, proc) if pid else None
-        log_dir = os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log"))
-        try:
-            st = os.statvfs(log_dir)
-            free_mb: float | None = st.f_bavail * st.f_frsize / 2**20
-        except OSError:
-            free_mb = None
-        yield from collector_checks(conf, nofile, established(port, proc), free_mb)
+        yield from collector_checks(conf, nofile, established(port, proc), log_free_mb(conf), expected)
     try:
         active = read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "no")
         remote = read_conf(os.path.join(audit_dir, "audisp-remote.conf")) if active.lower() == "yes" else None
@@ -248,4 +307,7 @@ def checks(audit_dir: str = "/etc/audit", proc: str = "/proc") -> Iterator[Check
         remote = None  # doctor.remote_checks reports an unreadable config
     if remote is not None:
         server = remote.get("remote_server", "")
-        yield from sender_checks(remote, connect_time(server, remote.get("port", "60")) if server else None)
+        round_trip = connect_time(server, remote.get("port", "60")) if server else None
+        forward = remote.get("mode", "immediate").lower() == "forward"
+        queue = queue_state(remote.get("queue_file", "/var/spool/audit/remote.log")) if forward else None
+        yield from sender_checks(remote, round_trip, queue)

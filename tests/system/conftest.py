@@ -27,6 +27,8 @@ from pam_teleport_audit.auditlog import AuditRecord, records_since
 from pam_teleport_audit.netlink import AuditSocket
 from pam_teleport_audit.stanza import entry_script
 
+from .namespaces import private_mounts as private_mounts  # tests import it from here
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER_SOURCE = ROOT / "tests" / "c" / "teleport_driver.c"
 EXAMPLE_SSHD = ROOT / "pam.d" / "sshd.example"
@@ -39,13 +41,6 @@ pytestmark = pytest.mark.system
 
 def unique(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(4)}"
-
-
-def private_mounts(script: str, netns: str | None = None) -> list[str]:
-    """argv running a shell script in a private mount namespace (and a network namespace):
-    how a test binds its own file over a fixed system path without touching the real one."""
-    enter = ["ip", "netns", "exec", netns] if netns else []
-    return [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c", script]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .conftest import private_mounts
+from .namespaces import private_mounts
 
 PORT = 60600
 
@@ -59,8 +59,8 @@ remote_server = {server}
 port = {port}
 transport = tcp
 queue_file = {queue}
-mode = immediate
-queue_depth = 20000
+mode = {mode}
+queue_depth = {depth}
 format = {format}
 network_retry_time = 1
 max_tries_per_record = 60
@@ -92,9 +92,17 @@ class Fleet:
     """A collector namespace and one namespace per sender, linked by veth pairs."""
 
     def __init__(
-        self, senders: list[str], nofile: int | None = None, listen_queue: int = 5, max_per_addr: int = 10
+        self,
+        senders: list[str],
+        nofile: int | None = None,
+        listen_queue: int = 5,
+        max_per_addr: int = 10,
+        log_mb: int | None = None,
+        nofile_hard: int | None = None,
     ) -> None:
-        """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it."""
+        """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it (nofile_hard:
+        a higher hard limit, as systemd's default 1024:524288);
+        log_mb: its log folder is a tmpfs of that size, mounted in its private mount namespace."""
         self.tag = secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
         self.collector = f"ptac{self.tag}"
@@ -117,39 +125,47 @@ class Fleet:
                 run("ip", "-n", namespace, "link", "set", link, "up")
             self.addresses[name] = (mine, theirs)
             self.links[name] = here
-        self.log = self.dir / "collector" / "audit.log"
-        self._start_collector(nofile, listen_queue, max_per_addr)
+        self.log = self.dir / "collector" / "log" / "audit.log"
+        self._start_collector(nofile, listen_queue, max_per_addr, log_mb, nofile_hard)
 
-    def _start_collector(self, nofile: int | None, listen_queue: int, max_per_addr: int) -> None:
+    def _start_collector(
+        self, nofile: int | None, listen_queue: int, max_per_addr: int, log_mb: int | None, hard: int | None
+    ) -> None:
         conf = self.dir / "collector"
         (conf / "plugins.d").mkdir(parents=True)
+        self.log.parent.mkdir()
         (conf / "auditd.conf").write_text(
             COLLECTOR_CONF.format(
                 log=self.log, port=PORT, plugins=conf / "plugins.d", queue=listen_queue, per_addr=max_per_addr
             )
         )
         (conf / "auditd.conf").chmod(0o600)
-        limit = f"prlimit --nofile={nofile}:{nofile} " if nofile else ""
+        limit = f"prlimit --nofile={nofile}:{hard or nofile} " if nofile else ""
         # A private /run: auditd writes /run/auditd.pid, which is the machine's auditd's.
+        log_fs = f"mount -t tmpfs -o size={log_mb}m none {self.log.parent} && " if log_mb else ""
         self.auditd = subprocess.Popen(
-            private_mounts(f"mount -t tmpfs none /run && exec {limit}auditd -n -c {conf}", self.collector),
+            private_mounts(f"mount -t tmpfs none /run && {log_fs}exec {limit}auditd -n -c {conf}", self.collector),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         self.procs.append(self.auditd)
+        if log_mb:  # the tmpfs is only in auditd's mount namespace: read the log through its root
+            self.log = Path(f"/proc/{self.auditd.pid}/root{self.log}")
         deadline = time.time() + 10
         while "DAEMON_START" not in (self.log.read_text() if self.log.exists() else ""):
             assert time.time() < deadline, "the collector auditd did not start"
             time.sleep(0.1)
 
-    def sender(self, name: str, fmt: str = "managed") -> subprocess.Popen:
-        """audisp-remote in the sender's namespace (its config: self.dir/NAME/audisp-remote.conf);
-        write records to its stdin."""
+    def sender(self, name: str, fmt: str = "managed", mode: str = "immediate", depth: int = 20000) -> subprocess.Popen:
+        """audisp-remote in the sender's namespace (its config: self.dir/NAME/audisp-remote.conf, its queue
+        file with mode = forward: self.dir/NAME/queue); write records to its stdin."""
         folder = self.dir / name
         folder.mkdir()
         conf = folder / "audisp-remote.conf"
         conf.write_text(
-            SENDER_CONF.format(server=self.addresses[name][1], port=PORT, queue=folder / "queue", format=fmt)
+            SENDER_CONF.format(
+                server=self.addresses[name][1], port=PORT, queue=folder / "queue", format=fmt, mode=mode, depth=depth
+            )
         )
         proc = subprocess.Popen(
             audisp_remote(conf, self.senders[name]),

@@ -20,6 +20,7 @@ from pam_teleport_audit.auditlog import read_conf, records_since
 
 from . import debbuild
 from .conftest import PAM_DIR, ROOT
+from .fleet import PORT, Fleet
 
 PACKAGE = "pam-teleport-audit"
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
@@ -183,3 +184,55 @@ def test_role_fleet_settings(play, tmp_path: Path) -> None:
         assert f"\n[Service]\nLimitNOFILE={sized['LimitNOFILE']}\n" in dropin.read_text()
     assert sized["LimitNOFILE"] > 4096 and sized["num_logs"] <= 999  # 2,000 nodes: past a default soft limit
     assert not package_installed()
+
+
+def test_role_handlers_raise_a_running_collectors_file_limit(play) -> None:
+    """The role with its handlers on a running collector auditd (started by this test in its own network, mount
+    and /run namespaces, held to 64 files as by a low default soft limit; its own config folder as the role's
+    audit dir, the handlers pointed at its pid): the play raises its file limit to the one sized for 100 senders,
+    and then 100 senders' connections are all accepted. (The reload handler's SIGHUP reaches it too, but an
+    auditd with local_events = no, as this one must be beside the machine's own, reconfigures only once the
+    kernel answers its signal-info request, so it re-reads nothing here.)
+    The hard limit starts high (as systemd's default 1024:524288): raising a hard limit needs CAP_SYS_RESOURCE,
+    which root has on a host but this test machine's sandbox does not."""
+    senders = 100
+    sized = fleetcheck.sizing(senders)
+    # Its listen queue already sized (the reload cannot apply one here, see above): only the file limit is at stake.
+    fleet = Fleet([], nofile=64, nofile_hard=sized["LimitNOFILE"] * 4, listen_queue=sized["tcp_listen_queue"])
+    try:
+        audit = fleet.dir / "collector"
+        pid = fleet.auditd.pid
+        assert fleetcheck.open_files_limit(pid) == 64
+        variables = {
+            "pam_teleport_audit_audit_dir": str(audit),
+            "pam_teleport_audit_systemd_dir": str(fleet.dir / "systemd"),
+            "pam_teleport_audit_manage_package": False,
+            "pam_teleport_audit_collector": True,
+            "pam_teleport_audit_collector_nodes": senders,
+            "pam_teleport_audit_collector_port": PORT,
+            "pam_teleport_audit_auditd_pid": pid,
+        }
+        changed, out = play(PAM_DIR / "unused", "--tags", "fleet", **variables)
+        assert changed >= 3  # auditd.conf keys, the drop-in folder, the drop-in (and the handlers)
+        assert "RUNNING HANDLER [pam_teleport_audit : Apply auditd's file limit]" in out
+        assert "RUNNING HANDLER [pam_teleport_audit : Reload auditd]" in out
+        assert fleetcheck.open_files_limit(pid) == sized["LimitNOFILE"]
+        assert int(read_conf(str(audit / "auditd.conf"))["tcp_listen_queue"]) == sized["tcp_listen_queue"]
+        clients = fleet.connect(senders)
+        assert clients.stdout.readline().strip() == str(senders)
+        deadline = time.time() + 15
+        while fleet.accepted() < senders and time.time() < deadline:
+            time.sleep(0.2)
+        assert fleet.accepted() == senders
+        connected = fleetcheck.established(PORT, f"/proc/{pid}")
+        checks = {
+            c.name: c.status
+            for c in fleetcheck.collector_checks(
+                read_conf(str(audit / "auditd.conf")), fleetcheck.open_files_limit(pid), connected, None, senders
+            )
+        }
+        assert connected == senders and checks["collector file limit"] == "pass", checks
+        clients.stdin.close()
+        clients.wait(timeout=10)
+    finally:
+        fleet.close()

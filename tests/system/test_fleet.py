@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -208,6 +209,7 @@ def test_a_listen_queue_sized_for_its_senders_takes_them_all_at_once() -> None:
     results = {}
     for queue in (5, sized["tcp_listen_queue"]):
         fleet = Fleet([], nofile=sized["LimitNOFILE"], listen_queue=queue)
+        proc = f"/proc/{fleet.auditd.pid}"
         try:
             os.kill(fleet.auditd.pid, signal.SIGSTOP)
             try:
@@ -215,13 +217,20 @@ def test_a_listen_queue_sized_for_its_senders_takes_them_all_at_once() -> None:
                 results[queue] = (int(clients.stdout.readline()), fleet.listen_overflows())
             finally:
                 os.kill(fleet.auditd.pid, signal.SIGCONT)
+            # doctor, told the fleet to expect, flags the default queue whoever is connected at the moment.
+            conf = read_conf(str(fleet.dir / "collector" / "auditd.conf"))
+            limit, connected = fleetcheck.open_files_limit(fleet.auditd.pid), fleetcheck.established(PORT, proc)
+            (check,) = [
+                c for c in fleetcheck.collector_checks(conf, limit, connected, None, senders) if "queue" in c.name
+            ]
+            results[queue] += (check.status,)
             clients.stdin.close()
             clients.wait(timeout=10)
         finally:
             fleet.close()
-    connected, overflows = results[5]
-    assert connected <= 10 and overflows > 0, results
-    assert results[sized["tcp_listen_queue"]] == (senders, 0), results
+    connected, overflows, status = results[5]
+    assert connected <= 10 and overflows > 0 and status == "warn", results
+    assert results[sized["tcp_listen_queue"]] == (senders, 0, "pass"), results
 
 
 def test_senders_behind_one_address_need_tcp_max_per_addr() -> None:
@@ -244,3 +253,102 @@ def test_senders_behind_one_address_need_tcp_max_per_addr() -> None:
         finally:
             fleet.close()
     assert results == {1: (1, 2, "warn"), 10: (3, 0, "pass")}
+
+
+def feed(proc: subprocess.Popen, node: str, first: int, count: int) -> None:
+    now = int(time.time())
+    proc.stdin.write(
+        b"".join(
+            f"node={node} type=USER_ACCT msg=audit({now}.000:{960_000_000 + k}): pid=1 uid=0 "
+            f"auid=4294967295 ses=4294967295 msg='op=pta-fleet-queue-{k} res=success'\n".encode()
+            for k in range(first, first + count)
+        )
+    )
+    proc.stdin.flush()
+
+
+def test_a_sender_queue_fills_while_its_collector_is_cut_off_and_doctor_says_so() -> None:
+    """mode = forward, queue_depth = 16, the link to the collector down: audisp-remote's queue file holds what
+    waits. doctor reads its header: 10 waiting warns, full fails (overflow_action = syslog drops the rest),
+    and once the link is back the 16 kept records arrive and the queue is empty again."""
+    fleet = Fleet(["host-a"])
+    try:
+        fleet.cut("host-a", up=False)
+        sender = fleet.sender("host-a", mode="forward", depth=16)
+        remote = read_conf(str(fleet.dir / "host-a" / "audisp-remote.conf"))
+
+        def doctor_says(waiting: int) -> tuple[tuple[int, int] | None, str]:
+            deadline = time.time() + 15
+            while (state := fleetcheck.queue_state(remote["queue_file"])) != (waiting, 16) and time.time() < deadline:
+                time.sleep(0.1)
+            (check,) = [c for c in fleetcheck.sender_checks(remote, None, state) if c.name == "sender queue depth"]
+            return state, check.status
+
+        feed(sender, "host-a", 0, 10)
+        assert doctor_says(10) == ((10, 16), "warn")
+        feed(sender, "host-a", 10, 10)
+        assert doctor_says(16) == ((16, 16), "fail")
+        fleet.cut("host-a", up=True)
+        # audisp-remote tries the collector again when the next record comes (auditd sends them all the time).
+        feed(sender, "host-a", 20, 1)
+        assert wait_received(fleet, "host-a", 16) == 16
+        assert doctor_says(0) == ((0, 16), "pass")
+        time.sleep(1)
+        assert fleet.received("host-a") == 16  # the records that found the queue full are gone
+    finally:
+        fleet.close()
+
+
+def test_collector_disk_check_reads_the_log_folder_it_writes_to() -> None:
+    """The collector's log folder is a tmpfs of 1, 8 and 64 MB in its own mount namespace; doctor's free-space
+    reader on that folder: under a day of records fails, under a week warns, more passes, and 64 MB is under
+    a day of an expected 100 senders (2 MB a node)."""
+    results = {}
+    for size in (1, 8, 64):
+        fleet = Fleet([], log_mb=size)
+        try:
+            conf = read_conf(str(fleet.dir / "collector" / "auditd.conf"))
+            conf["log_file"] = str(fleet.log)  # the folder as auditd's mount namespace has it
+            assert "DAEMON_START" in fleet.log.read_text()
+            free = fleetcheck.log_free_mb(conf)
+            disk = {
+                expected: next(
+                    c for c in fleetcheck.collector_checks(conf, 1024, 0, free, expected) if "disk" in c.name
+                )
+                for expected in (1, 100)
+            }
+            results[size] = (free is not None and 0 < free <= size, disk[1].status, disk[100].status)
+        finally:
+            fleet.close()
+    assert results == {1: (True, "fail", "fail"), 8: (True, "warn", "fail"), 64: (True, "pass", "fail")}
+
+
+def test_sender_round_trip_is_measured_to_the_collector() -> None:
+    """doctor's sender checks run in the sender's network namespace time a connect to the collector over the
+    veth link and print it (no sch_netem here to add a delay: the number is the link's real one)."""
+    fleet = Fleet(["host-a"])
+    try:
+        fleet.sender("host-a", mode="forward")
+        conf = fleet.dir / "host-a" / "audisp-remote.conf"
+        script = (
+            "from pam_teleport_audit import fleetcheck\n"
+            "from pam_teleport_audit.auditlog import read_conf\n"
+            f"remote = read_conf({str(conf)!r})\n"
+            "rtt = fleetcheck.connect_time(remote['remote_server'], remote['port'])\n"
+            "for check in fleetcheck.sender_checks(remote, rtt):\n"
+            "    print(check.line())\n"
+        )
+        out = subprocess.run(
+            ["ip", "netns", "exec", fleet.senders["host-a"], sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout
+        (line,) = [x for x in out.splitlines() if "sender round trip" in x]
+        match = re.search(r"([0-9.]+) ms to the collector: at most ~([0-9,]+) records/s", line)
+        assert match, out
+        assert 0 <= float(match[1]) < 100 and line.startswith("PASS"), line
+        assert fleet.accepted("host-a") >= 1  # its audisp-remote reached the same collector
+    finally:
+        fleet.close()

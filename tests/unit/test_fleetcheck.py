@@ -173,3 +173,64 @@ def test_sizing_grows_with_the_fleet() -> None:
         assert 2 <= sized["num_logs"] <= 999 and sized["admin_space_left"] < sized["space_left"]
     # Log files hold the retention days of the fleet's records (2 MB per node per day, 30 days).
     assert large["max_log_file"] * (large["num_logs"] - 1) >= 2000 * 2 * 30
+
+
+def test_expected_senders_size_the_listen_queue_and_disk() -> None:
+    """A collector restarted with few senders back yet: its expected fleet decides, not who is connected now."""
+    conf = {"tcp_listen_queue": "5", "tcp_max_per_addr": "10", "tcp_client_ports": "1024-65535"}
+    now = statuses(list(fleetcheck.collector_checks(conf, 8192, 3, 100.0)))
+    later = statuses(list(fleetcheck.collector_checks(conf, 8192, 3, 100.0, expected=2000)))
+    assert now["collector listen queue"] == "pass" and later["collector listen queue"] == "warn"
+    assert now["collector disk"] == "pass" and later["collector disk"] == "fail"  # 4,000 MB a day for 2,000
+    assert statuses(list(fleetcheck.collector_checks(conf, 2048, 3, None, expected=2000)))["collector file limit"] == (
+        "warn"
+    )
+
+
+def queue_file(path: Path, entries: int, waiting: int, magic: bytes = fleetcheck.QUEUE_MAGIC) -> str:
+    """A queue file as audisp-remote writes it (header, then queue_depth entries of entry_size bytes)."""
+    entry_size = 64
+    path.write_bytes(fleetcheck.QUEUE_HEADER.pack(magic, 0, 0, entries, entry_size, 3, waiting).ljust(entry_size))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("remote", "entries", "waiting", "expected"),
+    [
+        (SENDER, 100, 0, "pass"),
+        (SENDER, 100, 50, "pass"),
+        (SENDER, 100, 51, "warn"),  # filling: the collector is not keeping up
+        (SENDER, 100, 100, "fail"),  # full: overflow_action's default (syslog) drops new records
+        (SENDER + "overflow_action = ignore\n", 100, 100, "fail"),
+        (SENDER + "overflow_action = halt\n", 100, 100, "warn"),  # stops the host instead of dropping
+    ],
+)
+def test_sender_queue_depth(tmp_path: Path, remote: str, entries: int, waiting: int, expected: str) -> None:
+    remote += f"queue_file = {queue_file(tmp_path / 'remote.log', entries, waiting)}\n"
+    got = {c.name: c for c in fleetcheck.checks(str(write_audit(tmp_path, "", remote)), str(tmp_path))}
+    assert got["sender queue depth"].status == expected
+    assert f"{waiting} of {entries} records waiting" in got["sender queue depth"].message
+
+
+def test_sender_queue_depth_unreadable(tmp_path: Path) -> None:
+    """No queue file, another format, or mode = immediate (the queue is in memory): no depth check."""
+    assert fleetcheck.queue_state(str(tmp_path / "absent")) is None
+    assert fleetcheck.queue_state(queue_file(tmp_path / "other", 100, 5, magic=b"\0something-els")) is None
+    assert fleetcheck.queue_state(queue_file(tmp_path / "odd", 100, 101)) is None
+    (tmp_path / "short").write_bytes(fleetcheck.QUEUE_MAGIC)
+    assert fleetcheck.queue_state(str(tmp_path / "short")) is None
+    remote = SENDER.replace("forward", "immediate") + f"queue_file = {queue_file(tmp_path / 'q', 100, 100)}\n"
+    got = statuses(list(fleetcheck.checks(str(write_audit(tmp_path, "", remote)), str(tmp_path))))
+    assert "sender queue depth" not in got and got["sender queue"] == "warn"
+
+
+def test_doctor_takes_the_expected_senders(tmp_path: Path) -> None:
+    """`doctor --expected-senders N` reaches the collector checks: 3 connected but 2,000 expected."""
+    from pam_teleport_audit.cli import build_parser
+
+    assert build_parser().parse_args(["doctor", "--expected-senders", "2000"]).expected_senders == 2000
+    assert build_parser().parse_args(["doctor"]).expected_senders == 0
+    audit = write_audit(tmp_path, COLLECTOR.replace("= 128", "= 5"), None)
+    proc = str(fake_proc(tmp_path, "8192", 60, 3))
+    assert statuses(list(fleetcheck.checks(str(audit), proc)))["collector listen queue"] == "pass"
+    assert statuses(list(fleetcheck.checks(str(audit), proc, expected=2000)))["collector listen queue"] == "warn"
