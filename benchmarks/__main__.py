@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pam_teleport_audit import doctor
+from pam_teleport_audit.admin import doctor
 
 from . import burst, common, fleet_scale, login_cost, memory, record_cost, search_cost
 

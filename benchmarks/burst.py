@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pam_teleport_audit.auditlog import ausearch_raw
-from pam_teleport_audit.netlink import AuditSocket, AuditStatus
+from pam_teleport_audit.admin.auditlog import ausearch_raw
+from pam_teleport_audit.pam_module import AuditSocket, AuditStatus
 
 from . import common
 

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from pam_teleport_audit.fleetcheck import sizing
+from pam_teleport_audit.admin.fleetcheck import sizing
 from tests.system.fleet import Fleet
 
 RECORD_BYTES = 286

@@ -14,10 +14,16 @@ from __future__ import annotations
 import _socket
 import time
 
-from pam_teleport_audit.constants import AUDIT_USER_START, NETLINK_AUDIT, OP_SESSION_OPEN
-from pam_teleport_audit.netlink import AuditSocket, frame
-from pam_teleport_audit.pam_module import write_record
-from pam_teleport_audit.record import Fields, record_text
+from pam_teleport_audit.pam_module import (
+    AUDIT_USER_START,
+    NETLINK_AUDIT,
+    OP_SESSION_OPEN,
+    AuditSocket,
+    Fields,
+    frame,
+    record_text,
+    write_record,
+)
 
 from . import common
 

@@ -1,12 +1,13 @@
-"""The pam_sm_* functions pam_entry.py uses when pam_module cannot be imported.
+"""What pam_entry.py uses when pam_module.py cannot be loaded.
 
 Only fail_closed and log_socket= are understood and nothing is recorded; one
-line per PAM handle says why, as for other failures. Nothing is imported at the
-top: whatever else in the package is broken, these still return the right code.
+line per PAM handle says why. It imports nothing of the package, which may be
+what is broken, and writes its line with _socket alone.
 """
 
-PAM_SYSTEM_ERR = 4  # the values of constants.py, which may be the broken file
+PAM_SYSTEM_ERR = 4  # pam_module.py's values, which may be the broken file
 PAM_IGNORE = 25
+LOG_AUTHPRIV_ERR = (10 << 3) | 3
 
 
 def entry_points(reason: str) -> "dict[str, object]":
@@ -19,25 +20,23 @@ def entry_points(reason: str) -> "dict[str, object]":
             log(reason, refuse, args)
         return PAM_SYSTEM_ERR if refuse else PAM_IGNORE
 
-    def ignore(pamh: object, flags: int, args: list[str]) -> int:
-        return PAM_IGNORE
-
-    return {
-        "pam_sm_acct_mgmt": unavailable,
-        "pam_sm_open_session": unavailable,
-        "pam_sm_close_session": ignore,  # closing never fails
-        "pam_sm_setcred": ignore,
-        "pam_sm_authenticate": ignore,
-    }
+    # Closing a session never fails; pam_end has nothing to say.
+    return {"acct_mgmt": unavailable, "open_session": unavailable}
 
 
 def log(reason: str, refuse: bool, args: list[str]) -> None:
+    """One datagram to the log socket (pam_module.syslog does more, but it may be what failed)."""
     path = next((a[len("log_socket=") :] for a in args[1:] if a.startswith("log_socket=")), "/dev/log")
     verdict = "login refused (fail_closed)" if refuse else "login goes on"
+    line = f"<{LOG_AUTHPRIV_ERR}>pam_python: pam_teleport_audit: cannot load: {reason}; {verdict}"
     try:
-        from . import syslog
-        from .constants import LOG_ERR
+        import _socket
 
-        syslog.log(LOG_ERR, "pam_python", f"pam_teleport_audit: cannot load: {reason}; {verdict}", path)
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            sock.settimeout(0.5)
+            sock.sendto(line.replace("\n", " ").encode("utf-8", "replace"), path)
+        finally:
+            sock.close()
     except Exception:
         pass

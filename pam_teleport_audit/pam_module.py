@@ -1,9 +1,10 @@
-"""The PAM side: pam_sm_* entry → identity → record text → netlink.
+"""pam_teleport_audit: the code that runs inside PAM, in one file.
 
-pam_entry.py takes its pam_sm_* functions from entry_points(), once per PAM
-handle: each handle gets its own TeleportAuditModule, so the identity captured
-at pam_acct_mgmt is the one the later phases record, whatever the PAM
-environment says by then.
+Like a Linux-PAM module (pam_loginuid.c, pam_tty_audit.c) it reads top to
+bottom: constants, options, trust, record text, the kernel socket, the system
+log, then the entry points. pam_entry.py, the script on the pam.d line, loads
+it only for a PAM application that may be Teleport; the helper command and
+the tests import this same file.
 
 Each record is written once its outcome is known (docs/records.md):
 
@@ -17,43 +18,22 @@ Each record is written once its outcome is known (docs/records.md):
 Teleport opens a session only after acct_mgmt (and pam_authenticate)
 succeeded, and closes only sessions that opened; after any failure it calls
 pam_end, where pam_python calls pam_sm_end.
+
+pam_python starts a fresh interpreter for every PAM handle, so every import
+is paid at every Teleport login: this file imports os (already loaded by the
+interpreter), _socket and _struct (built into the interpreter, not `socket`
+and `struct`, which wrap them at ~9 ms of imports), and time only to log.
+tests/unit/test_imports.py holds it to that.
 """
 
-import _socket  # not `socket`: see netlink.py
+import _socket
+import _struct
 import os
 
-from .constants import (
-    AUDIT_USER_ACCT,
-    AUDIT_USER_END,
-    AUDIT_USER_LOGIN,
-    AUDIT_USER_START,
-    CHILD_EXEC,
-    CHILD_NETWORKING,
-    DELETED_SUFFIX,
-    ENV_TELEPORT_USERNAME,
-    LOG_ERR,
-    LOG_INFO,
-    LOG_WARNING,
-    OP_ACCOUNTING,
-    OP_LOGIN,
-    OP_SESSION_CLOSE,
-    OP_SESSION_OPEN,
-    PAM_IGNORE,
-    PAM_SESSION_ERR,
-    PAM_SUCCESS,
-    PAM_SYSTEM_ERR,
-    SSH_TTY_ITEM,
-)
-from .identity import TeleportIdentity, trusted_identity
-from .netlink import AuditError, AuditSocket, AuditStatus
-from .options import Options, parse_options
-from .record import Fields, record_text
-from .struct_type import Struct
-
-TYPE_CHECKING = False  # typing costs an import at every PAM handle
+TYPE_CHECKING = False  # `typing` would cost an import at every PAM handle
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Protocol
+    from typing import Any, Protocol
 
     class PamEnv(Protocol):
         def get(self, key: str, default: None = None) -> str | None: ...
@@ -66,6 +46,704 @@ if TYPE_CHECKING:
         rhost: str | None
         service: str | None
         env: PamEnv
+
+
+# ---------------------------------------------------------------------------
+# Constants. Kernel and libpam ABI values never change; ours are named here once.
+
+# <linux/netlink.h>
+NETLINK_AUDIT = 9
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_ACK = 0x4
+
+# <linux/audit.h>
+AUDIT_GET = 1000
+AUDIT_USER_ACCT = 1101
+AUDIT_USER_START = 1105
+AUDIT_USER_END = 1106
+AUDIT_USER_LOGIN = 1112
+# The kernel refuses user record text longer than this.
+AUDIT_MESSAGE_TEXT_MAX = 8560
+
+# <security/_pam_types.h>: the values themselves, so a return code never depends
+# on a handle that may be the thing failing.
+PAM_SUCCESS = 0
+PAM_SYSTEM_ERR = 4
+PAM_SESSION_ERR = 14
+PAM_IGNORE = 25
+
+# <asm-generic/errno.h>, so that `errno` need not be imported.
+EIO = 5
+EPROTO = 71
+ETIMEDOUT = 110
+
+# <syslog.h>
+LOG_AUTHPRIV = 10 << 3
+LOG_ERR = 3
+LOG_WARNING = 4
+LOG_INFO = 6
+
+# Our records' op=, named like libpam's "PAM:<op>". OP_LOGIN is a login refused
+# before its session opened (account stack, pam_authenticate, or the session
+# stack before our line): written at pam_end, type USER_LOGIN, res=failed.
+OP_ACCOUNTING = "teleport:accounting"
+OP_SESSION_OPEN = "teleport:session_open"
+OP_SESSION_CLOSE = "teleport:session_close"
+OP_LOGIN = "teleport:login"
+# teleportChild=: argv[1] of the Teleport child running PAM.
+CHILD_EXEC = "exec"
+CHILD_NETWORKING = "networking"  # port, agent and X11 forwarding
+# PAM_TTY that OpenSSH's sshd sets for every session (auth-pam.c).
+SSH_TTY_ITEM = "ssh"
+
+# libaudit cuts acct= to the utmp name size (UT_NAMESIZE). Our caps on the other
+# fields (raw bytes; hex doubles them) keep any one field from crowding out the
+# identity or res=: with them the text always fits AUDIT_MESSAGE_TEXT_MAX.
+ACCT_MAX_BYTES = 32
+EXE_MAX_BYTES = 1024
+HOSTNAME_MAX_BYTES = 512  # a DNS name has at most 253
+ADDR_MAX_BYTES = 64  # an IPv6 literal has at most 45
+TERMINAL_MAX_BYTES = 128
+TELEPORT_USER_MAX_BYTES = 2048
+
+# Teleport's side: the PAM environment it fills before pam_acct_mgmt (lib/pam),
+# the binary trusted when no teleport_exe= option is given, and the memfd
+# Teleport 18.8+ runs `teleport exec` from (session/reexec/embed_linux.go).
+ENV_TELEPORT_USERNAME = "TELEPORT_USERNAME"
+ENV_TELEPORT_LOGIN = "TELEPORT_LOGIN"
+ENV_TELEPORT_ROLES = "TELEPORT_ROLES"
+DEFAULT_TELEPORT_NAME = "teleport"
+DEFAULT_TELEPORT_MEMFD = "memfd:teleport-sessionhelper"
+# What the kernel appends to /proc/PID/exe when the file was replaced or unlinked.
+DELETED_SUFFIX = " (deleted)"
+MEMFD_PREFIX = "/memfd:"
+
+
+class Struct:
+    """A tiny immutable record type (dataclasses would import inspect at every handle).
+
+    Fields are named by __slots__, set positionally or by keyword.
+    """
+
+    __slots__: tuple[str, ...] = ()
+    _defaults: dict[str, object] = {}  # noqa: RUF012 - per subclass, never mutated
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        names = self.__slots__
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} values")
+        values = {**self._defaults, **dict(zip(names, args, strict=False)), **kwargs}
+        for name in names:
+            if name not in values:
+                raise TypeError(f"{type(self).__name__} needs {name}")
+            object.__setattr__(self, name, values.pop(name))
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field {next(iter(values))}")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+# ---------------------------------------------------------------------------
+# Options, from the pam.d line, parsed in this one place:
+#
+#   account optional pam_python.so /path/pam_entry.py [fail_closed] [debug]
+#       [teleport_exe=/usr/local/bin/teleport|memfd:NAME ...] [rhost_env=NAME]
+#       [timeout_ms=N] [log_socket=/dev/log]
+#
+# An unknown or malformed option is reported back to be logged; it never stops a login.
+
+DEFAULT_TIMEOUT_MS = 1000
+DEFAULT_LOG_SOCKET = "/dev/log"
+
+
+class Options(Struct):
+    __slots__ = ("fail_closed", "debug", "teleport_exe", "rhost_env", "timeout_ms", "log_socket", "problems")
+    _defaults = {  # noqa: RUF012
+        "fail_closed": False,
+        "debug": False,
+        "teleport_exe": (),
+        "rhost_env": None,
+        "timeout_ms": DEFAULT_TIMEOUT_MS,
+        "log_socket": DEFAULT_LOG_SOCKET,
+        "problems": (),
+    }
+    fail_closed: bool
+    debug: bool
+    # Empty: the default rule (exe_is_teleport). Otherwise absolute paths and
+    # "memfd:NAME" entries, matched exactly.
+    teleport_exe: tuple[str, ...]
+    rhost_env: str | None  # PAM environment variable that carries the client address, if any
+    timeout_ms: int
+    log_socket: str  # where the syslog daemon listens (a chroot or a test may use another)
+    problems: tuple[str, ...]  # what was wrong with the arguments, to be logged
+
+
+def parse_options(argv: "list[str] | tuple[str, ...]") -> Options:
+    """Parse module arguments (without pam_python's script path)."""
+    fail_closed = debug = False
+    exes: list[str] = []
+    rhost_env: str | None = None
+    timeout_ms = DEFAULT_TIMEOUT_MS
+    log_socket = DEFAULT_LOG_SOCKET
+    problems: list[str] = []
+    for arg in argv:
+        name, has_value, value = arg.partition("=")
+        if not has_value and name == "fail_closed":
+            fail_closed = True
+        elif not has_value and name == "debug":
+            debug = True
+        elif has_value and name == "teleport_exe":
+            if value.startswith("/") or (value.startswith("memfd:") and len(value) > 6):
+                exes.append(value)
+            else:
+                problems.append(f"teleport_exe={value!r} is neither an absolute path nor memfd:NAME; ignored")
+        elif has_value and name == "rhost_env":
+            if value and value.isascii() and value.replace("_", "a").isalnum():
+                rhost_env = value
+            else:
+                problems.append(f"rhost_env={value!r} is not an environment variable name; ignored")
+        elif has_value and name == "timeout_ms":
+            if value.isdigit() and 0 < int(value) <= 60000:
+                timeout_ms = int(value)
+            else:
+                problems.append(f"timeout_ms={value!r} is not a number of milliseconds in 1..60000; ignored")
+        elif has_value and name == "log_socket":
+            if value.startswith("/"):
+                log_socket = value
+            else:
+                problems.append(f"log_socket={value!r} is not an absolute path; ignored")
+        else:
+            problems.append(f"unknown option {arg!r}; ignored")
+    return Options(fail_closed, debug, tuple(exes), rhost_env, timeout_ms, log_socket, tuple(problems))
+
+
+# ---------------------------------------------------------------------------
+# Trust: who is logging in, and whether to believe it.
+#
+# The TELEPORT_* variables are plain PAM environment entries: any PAM
+# application, and in the session stack pam_env reading the user's own
+# ~/.pam_environment, can set them. They are believed only when the PAM
+# application itself is Teleport, running as root, in the account phase.
+
+
+class TeleportIdentity(Struct):
+    __slots__ = ("user", "login", "roles")
+    user: str  # Teleport user name
+    login: str  # Linux login (the PAM user)
+    roles: tuple[str, ...]
+
+
+def exe_is_teleport(exe: str, allowed: tuple[str, ...], exe_stat: "Callable[[], os.stat_result]") -> bool:
+    """Whether /proc/self/exe names a Teleport binary.
+
+    A running binary that was replaced by an upgrade reads "PATH (deleted)"
+    and is still the binary that was trusted when it started; a binary run
+    from a memfd reads "/memfd:NAME (deleted)". With no teleport_exe= option,
+    a file named teleport owned by root and writable by nobody else, and the
+    memfd Teleport itself names teleport-sessionhelper, are trusted;
+    otherwise only the listed paths and memfd:NAME entries. exe_stat stats the
+    running binary (os.stat of /proc/self/exe reaches its inode even when
+    deleted); it is called only for the default rule's file check.
+    """
+    exe = exe.removesuffix(DELETED_SUFFIX)
+    if exe.startswith(MEMFD_PREFIX):
+        # A memfd's owner and mode say nothing: whoever runs it as root made it.
+        return ("memfd:" + exe[len(MEMFD_PREFIX) :]) in (allowed or (DEFAULT_TELEPORT_MEMFD,))
+    if not exe.startswith("/"):
+        return False
+    if allowed:
+        return exe in allowed
+    if os.path.basename(exe) != DEFAULT_TELEPORT_NAME:
+        return False
+    try:
+        info = exe_stat()
+    except OSError:
+        return False
+    # Anyone who could have rewritten the binary could be forging the environment.
+    return info.st_uid == 0 and not info.st_mode & 0o022
+
+
+def _stat_self() -> os.stat_result:
+    return os.stat("/proc/self/exe")
+
+
+def trusted_identity(
+    getenv: "Callable[[str], str | None]",
+    pam_user: str | None,
+    exe: str,
+    euid: int,
+    allowed_exes: tuple[str, ...],
+    exe_stat: "Callable[[], os.stat_result]" = _stat_self,
+) -> "tuple[TeleportIdentity | None, str]":
+    """The identity to record, or None and the reason it is not believed."""
+    user = getenv(ENV_TELEPORT_USERNAME)
+    if not user:
+        return None, "no TELEPORT_USERNAME in the PAM environment"
+    if not exe_is_teleport(exe, allowed_exes, exe_stat):
+        rule = "teleport_exe=" if allowed_exes else "default rule: named teleport, root's, not group/other-writable"
+        return None, f"PAM application {exe!r} is not a trusted Teleport binary ({rule})"
+    if euid != 0:
+        return None, "PAM application is not running as root"
+    if not pam_user:
+        return None, "no PAM user"
+    login = getenv(ENV_TELEPORT_LOGIN)
+    if login is not None and login != pam_user:
+        return None, "TELEPORT_LOGIN differs from the PAM user"
+    roles = tuple((getenv(ENV_TELEPORT_ROLES) or "").split())
+    return TeleportIdentity(user, pam_user, roles), "trusted"
+
+
+def program_path() -> str:
+    try:
+        return os.readlink("/proc/self/exe")
+    except OSError:
+        return "?"
+
+
+def child_kind(cmdline: str = "/proc/self/cmdline") -> str:
+    """teleportChild=: networking for `teleport networking` (port, agent, X11 forwarding)."""
+    try:
+        with open(cmdline, "rb") as file:
+            argv = file.read().split(b"\0")
+    except OSError:
+        return CHILD_EXEC
+    return CHILD_NETWORKING if argv[1:2] == [CHILD_NETWORKING.encode()] else CHILD_EXEC
+
+
+# ---------------------------------------------------------------------------
+# Record text: libaudit's encoding rules and the field layout of our records.
+#
+#   op=teleport:session_open acct="root" exe="/usr/local/bin/teleport"
+#   hostname=? addr=? terminal=ssh teleportUser=alice teleportRoles=access,editor
+#   teleportChild=exec res=success
+#
+# acct and exe follow libaudit (audit_log_acct_message): double-quoted, or
+# uppercase hex without quotes when the value holds '"', a byte below 0x21 or
+# above 0x7e. The other values are written bare when plainly safe, so that
+# `grep teleportUser=alice` works, and as hex otherwise. A bare value never
+# looks like hex (such values are hex-encoded too), so a reader can always
+# tell the two apart (admin/auditlog.py: decode_value).
+
+UNKNOWN = "?"
+_HEX_DIGITS = frozenset("0123456789ABCDEF")
+# Bytes a bare value may hold: printable ASCII except the quote characters,
+# '=' and the backslash, which log readers treat specially.
+_BARE_BYTES = frozenset(range(0x21, 0x7F)) - frozenset(b"\"'=\\")
+
+
+def looks_like_hex(text: str) -> bool:
+    """What libaudit's hex encoding produces: pairs of uppercase hex digits."""
+    return bool(text) and len(text) % 2 == 0 and _HEX_DIGITS.issuperset(text)
+
+
+def needs_encoding(value: bytes) -> bool:
+    """libaudit's audit_value_needs_encoding()."""
+    return any(b == 0x22 or b < 0x21 or b > 0x7E for b in value)
+
+
+def hex_value(value: bytes) -> str:
+    return value.hex().upper()
+
+
+def libaudit_value(value: bytes) -> str:
+    """acct=/exe= as libaudit writes them: quoted, or hex when unsafe."""
+    return hex_value(value) if needs_encoding(value) else '"' + value.decode("ascii") + '"'
+
+
+def bare_value(value: bytes) -> str:
+    """A value written bare when plainly safe, as hex otherwise."""
+    if value and value != b"?" and all(b in _BARE_BYTES for b in value):
+        text = value.decode("ascii")
+        if not looks_like_hex(text):
+            return text
+    return hex_value(value)
+
+
+def to_bytes(text: str) -> bytes:
+    """PAM strings reach Python as str; get their original bytes back (see pam_item)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+class Fields(Struct):
+    """What one of our records says, before encoding."""
+
+    __slots__ = ("op", "acct", "exe", "hostname", "addr", "terminal", "teleport_user", "roles", "child", "success")
+    _defaults = {"child": CHILD_EXEC, "success": True}  # noqa: RUF012
+    op: str
+    acct: str
+    exe: str
+    hostname: str | None
+    addr: str | None
+    terminal: str | None
+    teleport_user: str
+    roles: tuple[str, ...]
+    child: str  # teleportChild=: exec, or networking for Teleport's forwarding child
+    success: bool
+
+
+def _capped(value: str | None, cap: int) -> str:
+    """bare_value() of at most cap bytes of value; "?" when unset."""
+    return bare_value(to_bytes(value)[:cap]) if value else UNKNOWN
+
+
+def _roles(roles: tuple[str, ...], budget: int) -> tuple[str, int]:
+    """The encoded roles that fit in budget, cut only between roles, and how many were left out.
+
+    A role cut mid-name would read as another, valid-looking role.
+    """
+
+    def encoded(count: int) -> str:
+        return bare_value(to_bytes(",".join(roles[:count]))) if count else UNKNOWN
+
+    if len(encoded(len(roles))) <= budget:
+        return encoded(len(roles)), 0
+    low, high = 0, len(roles)  # encoded(low) fits ("?" always does), encoded(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if len(encoded(middle)) <= budget:
+            low = middle
+        else:
+            high = middle
+    return encoded(low), len(roles) - low
+
+
+def record_text(fields: Fields) -> str:
+    """The message text, never longer than the kernel accepts (AUDIT_MESSAGE_TEXT_MAX).
+
+    Every field but the roles has a cap that keeps it from crowding out the
+    rest; the roles get what is left, cut between roles, and
+    teleportRolesOmitted=N then says how many are missing. res= is always last
+    and always whole.
+    """
+    head = (
+        f"op={fields.op}"
+        f" acct={libaudit_value(to_bytes(fields.acct)[:ACCT_MAX_BYTES])}"
+        f" exe={libaudit_value(to_bytes(fields.exe)[:EXE_MAX_BYTES])}"
+        f" hostname={_capped(fields.hostname, HOSTNAME_MAX_BYTES)}"
+        f" addr={_capped(fields.addr, ADDR_MAX_BYTES)}"
+        f" terminal={_capped(fields.terminal, TERMINAL_MAX_BYTES)}"
+        f" teleportUser={_capped(fields.teleport_user, TELEPORT_USER_MAX_BYTES)}"
+    )
+    tail = f" teleportChild={bare_value(fields.child.encode())} res={'success' if fields.success else 'failed'}"
+    omitted_room = len(f" teleportRolesOmitted={len(fields.roles)}")
+    budget = AUDIT_MESSAGE_TEXT_MAX - len(head) - len(" teleportRoles=") - len(tail)
+    roles, omitted = _roles(fields.roles, budget)
+    if omitted:
+        roles, omitted = _roles(fields.roles, budget - omitted_room)
+        roles += f" teleportRolesOmitted={omitted}"
+    return f"{head} teleportRoles={roles}{tail}"
+
+
+def ip_literal(value: str | None) -> str | None:
+    """value when it is an IPv4 or IPv6 address, else None (no DNS: never block)."""
+    if not value:
+        return None
+    for family in (_socket.AF_INET, _socket.AF_INET6):
+        try:
+            _socket.inet_pton(family, value)
+            return value
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------
+# The kernel socket: NETLINK_AUDIT, with message layouts declared as data.
+# AuditSocket only frames, sends and reads acknowledgements; every failure is an
+# AuditError carrying the errno and the system's message.
+
+# struct nlmsghdr: len, type, flags, seq, pid
+NLMSGHDR = _struct.Struct("=IHHII")
+# struct nlmsgerr: error, then the request's nlmsghdr
+NLMSGERR = _struct.Struct("=i" + NLMSGHDR.format[1:])
+# struct audit_status, in order; older kernels send a prefix.
+AUDIT_STATUS_FIELDS = (
+    "mask",
+    "enabled",
+    "failure",
+    "pid",
+    "rate_limit",
+    "backlog_limit",
+    "lost",
+    "backlog",
+    "feature_bitmap",
+    "backlog_wait_time",
+    "backlog_wait_time_actual",
+)
+
+
+class AuditError(Exception):
+    """A record could not be written; errno is None when audit is disabled."""
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message if self.errno is None else f"[errno {self.errno}] {self.message}"
+
+    @classmethod
+    def from_errno(cls, code: int, context: str) -> "AuditError":
+        return cls(code, f"{context}: {os.strerror(code)}")
+
+
+class AuditStatus(Struct):
+    """AUDIT_GET's answer, and what it means for a record sent now."""
+
+    __slots__ = ("enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog", "backlog_wait_time")
+    _defaults = {"backlog_wait_time": None}  # noqa: RUF012
+    enabled: int
+    failure: int
+    pid: int
+    rate_limit: int
+    backlog_limit: int
+    lost: int
+    backlog: int
+    backlog_wait_time: int | None
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> "AuditStatus":
+        count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
+        if count < 8:
+            raise AuditError(EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
+        values = dict(zip(AUDIT_STATUS_FIELDS[:count], _struct.unpack_from(f"={count}I", payload), strict=True))
+        return cls(
+            values["enabled"],
+            values["failure"],
+            values["pid"],
+            values["rate_limit"],
+            values["backlog_limit"],
+            values["lost"],
+            values["backlog"],
+            values.get("backlog_wait_time"),
+        )
+
+    def daemon_alive(self, proc: str = "/proc") -> bool:
+        """Whether the registered audit daemon still runs.
+
+        A killed auditd stays registered until the kernel next fails to deliver
+        a record to it (then it resets pid to 0): the pid alone is not enough.
+        /proc/PID/exe is gone once the process has exited, zombie included;
+        reading the link costs about a sixth of reading /proc/PID/stat.
+        """
+        if not self.pid:
+            return False
+        try:
+            os.readlink(f"{proc}/{self.pid}/exe")
+        except PermissionError:
+            return True  # it exists; only root may look (the module runs as root)
+        except OSError:
+            return False
+        return True
+
+    def drops_records(self) -> "AuditError | None":
+        """Why a user record sent now will not reach the audit log, or None.
+
+        A full backlog is no reason: the kernel queues a user record whatever
+        the backlog, then holds the sender for up to backlog_wait_time
+        (docs/security.md).
+        """
+        if not self.enabled:
+            # The kernel acks records while disabled, and drops them.
+            return AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
+        if not self.daemon_alive():
+            # The kernel takes the record and, with no daemon to give it to, prints it to its own log.
+            return AuditError(None, "no audit daemon is running: records go to the kernel log only")
+        return None
+
+
+def frame(msg_type: int, payload: bytes, seq: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> bytes:
+    """One netlink message, padded to 4 bytes as NLMSG_SPACE() does."""
+    length = NLMSGHDR.size + len(payload)
+    return NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
+
+
+def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
+    """Split a datagram into (type, seq, payload) messages."""
+    out = []
+    offset = 0
+    while offset + NLMSGHDR.size <= len(buffer):
+        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(buffer, offset)
+        if length < NLMSGHDR.size or offset + length > len(buffer):
+            raise AuditError(EPROTO, "malformed netlink reply")
+        out.append((msg_type, seq, buffer[offset + NLMSGHDR.size : offset + length]))
+        offset += (length + 3) & ~3
+    return out
+
+
+class AuditSocket:
+    """A NETLINK_AUDIT socket with request/acknowledge semantics."""
+
+    def __init__(self, timeout: float = 1.0, factory: "Callable[..., Any]" = _socket.socket) -> None:
+        try:
+            self._sock = factory(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
+        except OSError as exc:
+            raise AuditError.from_errno(exc.errno or EIO, "cannot open NETLINK_AUDIT") from exc
+        self._sock.settimeout(timeout)
+        self._seq = 0
+
+    def __enter__(self) -> "AuditSocket":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _request(self, msg_type: int, payload: bytes) -> bytes | None:
+        """Send one request; return the reply payload of msg_type, if any, once acked."""
+        self._seq += 1
+        seq = self._seq
+        # Named by kind, not number: a login's three records fail with one message.
+        what = "AUDIT_GET" if msg_type == AUDIT_GET else "the audit record"
+        try:
+            self._sock.send(frame(msg_type, payload, seq))
+        except OSError as exc:
+            raise AuditError.from_errno(exc.errno or EIO, f"sending {what}") from exc
+        reply = None
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError as exc:
+                raise AuditError.from_errno(ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
+            except OSError as exc:
+                raise AuditError.from_errno(exc.errno or EIO, f"reading the ack of {what}") from exc
+            for got_type, got_seq, body in parse(data):
+                if got_seq != seq:
+                    continue
+                if got_type == NLMSG_ERROR:
+                    code = -NLMSGERR.unpack_from(body)[0]
+                    if code:
+                        raise AuditError.from_errno(code, f"kernel refused {what}")
+                    if msg_type != AUDIT_GET or reply is not None:
+                        return reply
+                elif got_type == NLMSG_DONE:
+                    return reply
+                elif got_type == msg_type:
+                    reply = body
+                    if msg_type == AUDIT_GET:
+                        return reply
+
+    def status(self) -> AuditStatus:
+        """What `auditctl -s` shows (AUDIT_GET)."""
+        reply = self._request(AUDIT_GET, b"")
+        if reply is None:
+            raise AuditError(EPROTO, "no reply to AUDIT_GET")
+        return AuditStatus.unpack(reply)
+
+    def send_user(self, msg_type: int, text: str) -> None:
+        """Write a user-space record; raise AuditError unless the kernel acked it.
+
+        The kernel overwrites the last byte with NUL, so the text carries its own.
+        """
+        self._request(msg_type, text.encode("ascii") + b"\0")
+
+
+def kernel_status(audit: AuditSocket) -> AuditStatus | None:
+    """AUDIT_GET's answer, or None when the kernel will not say.
+
+    It needs CAP_AUDIT_CONTROL and the initial pid namespace, a record only
+    CAP_AUDIT_WRITE: in a container or a unit without CAP_AUDIT_CONTROL the
+    question fails (EPERM) while the record would be kept.
+    """
+    try:
+        return audit.status()
+    except AuditError:
+        return None
+
+
+def check_usable(timeout: float) -> None:
+    """AuditError when audit is known to be unusable: what fail_closed refuses a login on."""
+    with AuditSocket(timeout) as audit:
+        status = kernel_status(audit)
+    problem = status.drops_records() if status else None
+    if problem:
+        raise problem
+
+
+def write_records(records: "list[tuple[int, str]]", timeout: float) -> None:
+    """Send user records on one socket; AuditError when one will not reach the audit log.
+
+    Every record is sent whenever the kernel would take it: an unanswered
+    AUDIT_GET does not stop the send (kernel_status), nor does a
+    dead daemon (the kernel log still gets them).
+    """
+    with AuditSocket(timeout) as audit:
+        status = kernel_status(audit)
+        problem = status.drops_records() if status else None
+        if status is None or status.enabled:
+            for msg_type, text in records:
+                audit.send_user(msg_type, text)
+    if problem:
+        raise problem
+
+
+def write_record(msg_type: int, text: str, timeout: float) -> None:
+    """One record on its own socket (benchmarks/record_cost.py times exactly this)."""
+    write_records([(msg_type, text)], timeout)
+
+
+# ---------------------------------------------------------------------------
+# The system log: one line, facility authpriv, written straight to the log
+# socket as syslog(3) would, because Python's syslog module calls openlog()
+# and would rename the host application's own lines (sshd's, teleport's) for
+# the rest of the process.
+
+
+def syslog_line(priority: int, ident: str, text: str, now: float | None = None) -> bytes:
+    import time  # only here: most logins log nothing
+
+    stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
+    # One line, whatever the text holds: control characters become spaces.
+    clean = "".join(c if c.isprintable() else " " for c in text)
+    return f"<{LOG_AUTHPRIV | priority}>{stamp} {ident}[{os.getpid()}]: {clean}".encode("utf-8", "replace")
+
+
+def syslog(priority: int, ident: str, text: str, path: str) -> bool:
+    """Send one line; False when no log daemon listens (never raises).
+
+    As glibc's syslog(3): a datagram socket first; when that fails (EPROTOTYPE
+    from a stream socket such as syslog-ng's unix-stream, or anything else), a
+    stream socket, with the line NUL-terminated to mark where it ends.
+    """
+    line = syslog_line(priority, ident, text)
+    for kind, payload in ((_socket.SOCK_DGRAM, line), (_socket.SOCK_STREAM, line + b"\0")):
+        try:
+            sock = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            sock.settimeout(0.5)
+            sock.connect(path)
+            sock.sendall(payload)
+            return True
+        except OSError:
+            continue
+        finally:
+            sock.close()
+    return False
+
+
+# ---------------------------------------------------------------------------
+# The entry points: one TeleportAuditModule per PAM handle.
 
 
 class Kind(Struct):
@@ -87,7 +765,7 @@ def _exact(read: "Callable[[], str | None]") -> str | None:
 
     pam_python decodes PAM strings as strict UTF-8 and raises on anything
     else; the raw bytes ride on the exception, and surrogate escapes keep
-    them exact (record.to_bytes() turns them back into the same bytes).
+    them exact (to_bytes() turns them back into the same bytes).
     """
     try:
         return read()
@@ -105,95 +783,6 @@ def pam_env(pamh: "PamHandle", name: str) -> str | None:
     return _exact(lambda: pamh.env.get(name))
 
 
-def ip_literal(value: str | None) -> str | None:
-    """value when it is an IPv4 or IPv6 address, else None (no DNS: never block)."""
-    if not value:
-        return None
-    for family in (_socket.AF_INET, _socket.AF_INET6):
-        try:
-            _socket.inet_pton(family, value)
-            return value
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def disabled_error() -> AuditError:
-    # The kernel acks records while disabled, and drops them.
-    return AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
-
-
-def no_daemon_error() -> AuditError:
-    # The kernel takes the record and, with no daemon to give it to, prints it to its own log.
-    return AuditError(None, "no audit daemon is running: records go to the kernel log only")
-
-
-def kernel_status(audit: AuditSocket) -> AuditStatus | None:
-    """AUDIT_GET's answer, or None when the kernel will not say.
-
-    It needs CAP_AUDIT_CONTROL and the initial pid namespace, a record only
-    CAP_AUDIT_WRITE: in a container or a unit without CAP_AUDIT_CONTROL the
-    question fails (EPERM) while the record would be kept.
-    """
-    try:
-        return audit.status()
-    except AuditError:
-        return None
-
-
-def check_usable(timeout: float) -> None:
-    """AuditError when audit is known to be unusable: no socket, disabled, no live auditd.
-
-    What fail_closed refuses a login on before anything is written.
-    """
-    with AuditSocket(timeout) as audit:
-        status = kernel_status(audit)
-    if status is not None and not status.enabled:
-        raise disabled_error()
-    if status is not None and not status.daemon_alive():
-        raise no_daemon_error()
-
-
-def write_records(records: "list[tuple[int, str]]", timeout: float) -> None:
-    """Send user records on one socket; AuditError when one will not reach the audit log.
-
-    Every record is sent whenever the kernel would take it: an unanswered
-    AUDIT_GET does not stop the send, and a full backlog is no reason to skip
-    one (the kernel queues a user record whatever the backlog, then holds the
-    sender for up to backlog_wait_time: docs/security.md).
-    """
-    with AuditSocket(timeout) as audit:
-        status = kernel_status(audit)
-        if status is not None and not status.enabled:
-            raise disabled_error()
-        for msg_type, text in records:
-            audit.send_user(msg_type, text)
-    if status is not None and not status.daemon_alive():
-        raise no_daemon_error()
-
-
-def write_record(msg_type: int, text: str, timeout: float) -> None:
-    """One record on its own socket (benchmarks/record_cost.py times exactly this)."""
-    write_records([(msg_type, text)], timeout)
-
-
-def program_path() -> str:
-    try:
-        return os.readlink("/proc/self/exe")
-    except OSError:
-        return "?"
-
-
-def child_kind(cmdline: str = "/proc/self/cmdline") -> str:
-    """teleportChild=: networking for `teleport networking` (port, agent, X11 forwarding)."""
-    try:
-        with open(cmdline, "rb") as file:
-            argv = file.read().split(b"\0")
-    except OSError:
-        return CHILD_EXEC
-    return CHILD_NETWORKING if argv[1:2] == [CHILD_NETWORKING.encode()] else CHILD_EXEC
-
-
 def describe(exc: Exception) -> str:
     if isinstance(exc, AuditError):
         return f"audit record not written: {exc}"
@@ -203,10 +792,11 @@ def describe(exc: Exception) -> str:
 class TeleportAuditModule:
     """One PAM handle's worth of state: the identity trusted at acct_mgmt, and how far the login got."""
 
-    def __init__(self) -> None:
+    def __init__(self, exe: str | None = None) -> None:
         self.identity: TeleportIdentity | None = None
-        # Read once: a process's executable cannot change while its interpreter lives.
-        self.exe = program_path()
+        # Read once (pam_entry.py already has it): a process's executable cannot
+        # change while its interpreter lives.
+        self.exe = exe or program_path()
         self.child: str | None = None  # read at the first trusted acct_mgmt
         self.options = Options()  # the last line's: pam_sm_end gets no arguments
         self.opened = False  # our open_session ran for the identity
@@ -320,6 +910,7 @@ class TeleportAuditModule:
         assert identity is not None
         rhost = pam_item(pamh, "rhost") or None
         tty = pam_item(pamh, "tty")
+        child = self.child or CHILD_EXEC
         records = [
             (
                 kind.msg_type,
@@ -333,7 +924,7 @@ class TeleportAuditModule:
                         tty,
                         identity.user,
                         identity.roles,
-                        self.child or CHILD_EXEC,
+                        child,
                         success,
                     )
                 ),
@@ -371,31 +962,23 @@ class TeleportAuditModule:
                 service = pamh.service
             except Exception:
                 service = "?"
-            from . import syslog  # only now: most logins log nothing
-
             ident = os.path.basename(self.exe.removesuffix(DELETED_SUFFIX)) or "pam"
-            syslog.log(priority, ident, f"pam_teleport_audit({service}:{phase}): {text}", options.log_socket)
+            syslog(priority, ident, f"pam_teleport_audit({service}:{phase}): {text}", options.log_socket)
         except Exception:
             pass
 
 
-def entry_points() -> "dict[str, Callable[..., int]]":
-    """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule.
+def entry_points(exe: str | None = None) -> "dict[str, Callable[..., int]]":
+    """The phases of one PAM handle, bound to a new TeleportAuditModule (pam_entry.py's pam_sm_* call them).
 
     pam_python execs pam_entry.py afresh for each handle, and the script calls
     this: two handles alive in one process (and so one interpreter) never share
     an identity.
     """
-    module = TeleportAuditModule()
+    module = TeleportAuditModule(exe)
     return {
-        "pam_sm_acct_mgmt": module.acct_mgmt,
-        "pam_sm_open_session": module.open_session,
-        "pam_sm_close_session": module.close_session,
-        "pam_sm_end": module.end,
-        "pam_sm_setcred": ignore,  # nothing to do with credentials
-        "pam_sm_authenticate": ignore,  # Teleport authenticates; we only record
+        "acct_mgmt": module.acct_mgmt,
+        "open_session": module.open_session,
+        "close_session": module.close_session,
+        "end": module.end,
     }
-
-
-def ignore(pamh: "PamHandle", flags: int, args: list[str]) -> int:
-    return PAM_IGNORE

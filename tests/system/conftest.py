@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from pam_teleport_audit import doctor
-from pam_teleport_audit.auditlog import AuditRecord, records_since
-from pam_teleport_audit.netlink import AuditSocket
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin import doctor
+from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
+from pam_teleport_audit.admin.stanza import entry_script
+from pam_teleport_audit.pam_module import AuditSocket
 
 from .namespaces import private_mounts as private_mounts  # tests import it from here
 

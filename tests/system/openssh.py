@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pam_teleport_audit import doctor
-from pam_teleport_audit.auditlog import records_since
+from pam_teleport_audit.admin import doctor
+from pam_teleport_audit.admin.auditlog import records_since
 
 SSHD = "/usr/sbin/sshd"
 SSHD_SESSION = "/usr/lib/openssh/sshd-session"

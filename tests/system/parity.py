@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.admin.auditlog import AuditRecord
 
 from .conftest import UNSET_SES, run_driver, wait_for_records
 from .openssh import OpenSSHServer

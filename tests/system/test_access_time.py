@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import driver_argv, unique
 

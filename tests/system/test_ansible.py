@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import fleetcheck
-from pam_teleport_audit.auditlog import read_conf, records_since
+from pam_teleport_audit.admin import fleetcheck
+from pam_teleport_audit.admin.auditlog import read_conf, records_since
 
 from . import debbuild
 from .conftest import PAM_DIR, ROOT

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique
 from .fleet import audisp_remote
@@ -152,7 +152,7 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
     """au-remote off; on with an empty server; on, collector listening, audisp-remote running; collector gone."""
     import socket
 
-    from pam_teleport_audit import doctor
+    from pam_teleport_audit.admin import doctor
 
     conf = tmp_path / "audit"
     (conf / "plugins.d").mkdir(parents=True)

@@ -16,11 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.constants import AUDIT_USER_START
-from pam_teleport_audit.netlink import AuditSocket, AuditStatus
-from pam_teleport_audit.pam_module import write_records
-from pam_teleport_audit.record import Fields, record_text
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.stanza import entry_script
+from pam_teleport_audit.pam_module import AUDIT_USER_START, AuditSocket, AuditStatus, Fields, record_text, write_records
 
 from .conftest import (
     EXAMPLE_SSHD,

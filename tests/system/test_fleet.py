@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pam_teleport_audit import fleetcheck
-from pam_teleport_audit.auditlog import ausearch_raw, read_conf, since_args
+from pam_teleport_audit.admin import fleetcheck
+from pam_teleport_audit.admin.auditlog import ausearch_raw, read_conf, since_args
 
 from .conftest import ROOT, debian_stack, run_driver, unique, wait_for_records
 from .fleet import PORT, Fleet
@@ -332,7 +332,7 @@ def test_sender_round_trip_is_measured_to_the_collector() -> None:
         conf = fleet.dir / "host-a" / "audisp-remote.conf"
         script = (
             "from pam_teleport_audit import fleetcheck\n"
-            "from pam_teleport_audit.auditlog import read_conf\n"
+            "from pam_teleport_audit.admin.auditlog import read_conf\n"
             f"remote = read_conf({str(conf)!r})\n"
             "rtt = fleetcheck.connect_time(remote['remote_server'], remote['port'])\n"
             "for check in fleetcheck.sender_checks(remote, rtt):\n"

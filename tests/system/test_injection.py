@@ -11,9 +11,8 @@ from __future__ import annotations
 import subprocess
 import time
 
-from pam_teleport_audit.auditlog import since_args
-from pam_teleport_audit.constants import HOSTNAME_MAX_BYTES
-from pam_teleport_audit.record import decode_value
+from pam_teleport_audit.admin.auditlog import decode_value, since_args
+from pam_teleport_audit.pam_module import HOSTNAME_MAX_BYTES
 
 from .conftest import debian_stack, driver_argv, pid_records, run_driver, unique, wait_for_records
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import atomicwrite, cli
-from pam_teleport_audit.auditlog import records_since
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin import atomicwrite, cli
+from pam_teleport_audit.admin.auditlog import records_since
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import PAM_DIR, ROOT, pid_records, run_driver, unique, wait_for_records
 

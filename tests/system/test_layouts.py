@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import cli, doctor
-from pam_teleport_audit.auditlog import AuditRecord
-from pam_teleport_audit.pamfile import Kind, parse
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin import cli, doctor
+from pam_teleport_audit.admin.auditlog import AuditRecord
+from pam_teleport_audit.admin.pamfile import Kind, parse
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import OUR_OPS, PAM_DIR, ROOT, UNSET_SES, assert_recorded_session
 

@@ -7,8 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from pam_teleport_audit.auditlog import AuditRecord, records_since
-from pam_teleport_audit.record import decode_value
+from pam_teleport_audit.admin.auditlog import AuditRecord, decode_value, records_since
 
 from .conftest import UNSET_SES, debian_stack, pid_records, run_driver, unique, wait_for_records
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from pam_teleport_audit.auditlog import AuditRecord
+from pam_teleport_audit.admin.auditlog import AuditRecord
 
 from .conftest import OUR_OPS, ROOT, debian_stack, driver_argv, unique, wait_for_records
 
@@ -16,7 +16,7 @@ IN_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 # What AUDIT_GET and a user record get from the kernel, from inside the namespace.
 PROBE = """
-from pam_teleport_audit.netlink import AuditError, AuditSocket
+from pam_teleport_audit.pam_module import AuditError, AuditSocket
 with AuditSocket() as audit:
     try:
         audit.status()

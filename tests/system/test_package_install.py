@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from pam_teleport_audit import doctor
+from pam_teleport_audit.admin import doctor
 
 from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, assert_recorded_session
 
@@ -48,7 +48,7 @@ def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, lin
             "-I",
             "-c",
             f"import sys; sys.path.insert(0, {str(target)!r}); "
-            "from pam_teleport_audit.cli import main; sys.exit(main(['stanza']))",
+            "from pam_teleport_audit.admin.cli import main; sys.exit(main(['stanza']))",
         ],
         capture_output=True,
         text=True,

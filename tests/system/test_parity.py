@@ -10,8 +10,8 @@ from contextlib import nullcontext
 
 import pytest
 
-from pam_teleport_audit.record import decode_value
-from pam_teleport_audit.stanza import Stanza, entry_script
+from pam_teleport_audit.admin.auditlog import decode_value
+from pam_teleport_audit.admin.stanza import Stanza, entry_script
 
 from .conftest import ROOT, audit_switched_off, debian_stack, run_driver, unique, wait_for_records
 from .parity import TYPED, openssh_login, teleport_login, uid_of

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.pamstack import expand, folder_resolver, locate, skippers
+from pam_teleport_audit.admin.pamstack import expand, folder_resolver, locate, skippers
 
 from .conftest import PAM_DIR
 

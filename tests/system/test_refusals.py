@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.auditlog import AuditRecord, records_since
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import UNSET_SES, run_driver, unique, wait_for_records
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pam_teleport_audit import search
+from pam_teleport_audit.admin import search
 
 from .conftest import ROOT, debian_stack, driver_argv, unique, wait_for_records
 
@@ -245,7 +245,7 @@ def test_narrowed_parse_equals_the_full_parse_on_teleport_records(tmp_path) -> N
 SEND_THEN_EXEC = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
-from pam_teleport_audit.netlink import AuditSocket
+from pam_teleport_audit.pam_module import AuditSocket
 with AuditSocket() as audit:
     audit.send_user(1112, sys.argv[2])
 os.execv(sys.argv[3], sys.argv[3:])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.auditlog import records_since
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.auditlog import records_since
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import PAM_DIR, ROOT
 from .test_faults import auditd_stopped

@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pam_teleport_audit.record import decode_value
-from pam_teleport_audit.stanza import entry_script
+from pam_teleport_audit.admin.auditlog import decode_value
+from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import (
     OUR_OPS,

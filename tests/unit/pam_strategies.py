@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from pam_teleport_audit.pamstack import dict_resolver
+from pam_teleport_audit.admin.pamstack import dict_resolver
 
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
 # What the include lines of pam_file() name (_other below), with stacks that end or jump;

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import doctor
-from pam_teleport_audit.netlink import AuditError, AuditStatus
+from pam_teleport_audit.admin import doctor
+from pam_teleport_audit.pam_module import AuditError, AuditStatus
 
 
 def status(**kw: int) -> AuditStatus:

@@ -2,10 +2,13 @@
 
 The real stack (pam_python.so in a C process) is in tests/system; here the
 script is exec'd in this interpreter to check what it leaves in its globals.
+This interpreter is not named teleport, so the tests that need the module
+loaded name it with teleport_exe=, as an administrator would.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -27,6 +30,10 @@ ENTRY_POINTS = (
 )
 
 
+# This process's binary, named the way an administrator widens the trusted binaries.
+THIS_EXE = f"teleport_exe={os.readlink('/proc/self/exe')}"
+
+
 def exec_entry(path: Path) -> dict[str, object]:
     """What pam_python does with the script at each PAM handle."""
     scope = {"__file__": str(path), "__name__": "pam_entry"}
@@ -37,7 +44,7 @@ def exec_entry(path: Path) -> dict[str, object]:
 def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
     first, second = exec_entry(SCRIPT), exec_entry(SCRIPT)
     assert all(callable(first[name]) for name in ENTRY_POINTS)
-    args = [str(SCRIPT)]
+    args = [str(SCRIPT), THIS_EXE]
     assert first["pam_sm_acct_mgmt"](FakePamh(), 0, args) == 25
     # The second handle never ran acct_mgmt: it trusts nobody, whatever its environment says.
     assert second["pam_sm_open_session"](FakePamh(), 0, args) == 25
@@ -72,7 +79,8 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_cl
     log.bind(str(tmp_path / "log"))
     log.settimeout(0.01)
     scope = exec_entry(copy / "pam_entry.py")
-    args = [str(copy / "pam_entry.py"), f"log_socket={tmp_path / 'log'}", *(["fail_closed"] if fail_closed else [])]
+    args = [str(copy / "pam_entry.py"), THIS_EXE, f"log_socket={tmp_path / 'log'}"]
+    args += ["fail_closed"] if fail_closed else []
     assert [scope[n](FakePamh(), 0, args) for n in ENTRY_POINTS] == [code, code, 25, 25, 25]
     lines = []
     while True:
@@ -84,3 +92,30 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_cl
     verdict = "login refused (fail_closed)" if fail_closed else "login goes on"
     assert len(lines) == 1 and "cannot load: SyntaxError" in lines[0] and verdict in lines[0], lines
     assert str(tmp_path) not in sys.path
+
+
+@pytest.mark.parametrize(
+    ("exe", "args", "expected"),
+    [
+        ("/usr/local/bin/teleport", [], True),
+        ("/opt/teleport/system/bin/teleport (deleted)", [], True),  # replaced by an upgrade
+        ("/memfd:teleport-sessionhelper (deleted)", [], True),
+        ("/memfd:anything (deleted)", [], True),  # which memfd is pam_module's rule
+        ("/usr/sbin/sshd", [], False),
+        ("/usr/bin/pamtester", [], False),
+        ("/usr/bin/teleport-helper", [], False),
+        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh"], True),
+        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh2"], False),
+        ("/usr/sbin/sshd", ["debug", "teleport_exe=/usr/local/bin/teleport"], False),
+    ],
+)
+def test_the_gate_lets_through_only_what_may_be_teleport(exe: str, args: list[str], expected: bool) -> None:
+    assert exec_entry(SCRIPT)["may_be_teleport"](exe, [str(SCRIPT), *args]) is expected
+
+
+def test_a_login_that_is_not_teleport_never_loads_the_module(sink) -> None:  # noqa: F811
+    scope = exec_entry(SCRIPT)
+    args = [str(SCRIPT)]  # this interpreter is not named teleport, and no option names it
+    assert [scope[n](FakePamh(), 0, args) for n in ENTRY_POINTS] == [25] * len(ENTRY_POINTS)
+    assert scope["pam_sm_end"](FakePamh()) == 0
+    assert scope["_handle"] == {} and sink.records == [] and sink.logs == []

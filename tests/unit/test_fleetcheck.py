@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import fleetcheck
+from pam_teleport_audit.admin import fleetcheck
 
 COLLECTOR = """\
 log_file = {log}
@@ -226,7 +226,7 @@ def test_sender_queue_depth_unreadable(tmp_path: Path) -> None:
 
 def test_doctor_takes_the_expected_senders(tmp_path: Path) -> None:
     """`doctor --expected-senders N` reaches the collector checks: 3 connected but 2,000 expected."""
-    from pam_teleport_audit.cli import build_parser
+    from pam_teleport_audit.admin.cli import build_parser
 
     assert build_parser().parse_args(["doctor", "--expected-senders", "2000"]).expected_senders == 2000
     assert build_parser().parse_args(["doctor"]).expected_senders == 0

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pam_teleport_audit.identity import TeleportIdentity, exe_is_teleport, trusted_identity
+from pam_teleport_audit.pam_module import TeleportIdentity, exe_is_teleport, trusted_identity
 
 
 def stat_of(mode: int = 0o100755, uid: int = 0) -> os.stat_result:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import cli, doctor
+from pam_teleport_audit.admin import cli, doctor
 
 from .pam_strategies import ENTRY
 
@@ -124,7 +124,7 @@ def test_backup_keeps_the_replaced_bytes_outside_the_pam_folder(
 
 
 def test_backup_default_folder_is_outside_etc_pam_d() -> None:
-    from pam_teleport_audit.atomicwrite import DEFAULT_BACKUP_DIR
+    from pam_teleport_audit.admin.atomicwrite import DEFAULT_BACKUP_DIR
 
     assert DEFAULT_BACKUP_DIR == "/var/backups/pam-teleport-audit"
     args = cli.build_parser().parse_args(["install", "--backup"])

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_teleport_audit import pamedit, pamstack
-from pam_teleport_audit.pamedit import Refusal, Result, Status, uninstall
-from pam_teleport_audit.pamstack import Resolver, no_includes
-from pam_teleport_audit.stanza import Stanza
+from pam_teleport_audit.admin import pamedit, pamstack
+from pam_teleport_audit.admin.pamedit import Refusal, Result, Status, uninstall
+from pam_teleport_audit.admin.pamstack import Resolver, no_includes
+from pam_teleport_audit.admin.stanza import Stanza
 
 from .pam_strategies import ENTRY, INCLUDES, noisy_bytes, pam_file
 

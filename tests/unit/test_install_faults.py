@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.atomicwrite import STEPS, TEMP_PREFIX
+from pam_teleport_audit.admin.atomicwrite import STEPS, TEMP_PREFIX
 
 from .pam_strategies import ENTRY
 
@@ -32,7 +32,7 @@ def _includes(tmp_path: Path) -> None:
 
 KILLER = """
 import os, signal, sys
-from pam_teleport_audit.atomicwrite import replace_file
+from pam_teleport_audit.admin.atomicwrite import replace_file
 def hook(step):
     if step == sys.argv[2]:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -1,7 +1,7 @@
 """The installer against hostile PAM files, judged by an independent model of libpam's reading.
 
 The model below is written from Linux-PAM's libpam/pam_handlers.c (_pam_assemble_line and
-the tokenizing in _pam_parse_conf_file), not from pam_teleport_audit.pamfile, so the parser
+the tokenizing in _pam_parse_conf_file), not from pam_teleport_audit.admin.pamfile, so the parser
 is not judging itself. Pass: install either refuses and leaves the bytes as they were, or
 writes a file whose rules, as libpam reads them, are the old rules plus exactly ours.
 """
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pam_teleport_audit.pamedit import Refusal, install
-from pam_teleport_audit.pamstack import Resolver, folder_resolver
-from pam_teleport_audit.stanza import Stanza
+from pam_teleport_audit.admin.pamedit import Refusal, install
+from pam_teleport_audit.admin.pamstack import Resolver, folder_resolver
+from pam_teleport_audit.admin.stanza import Stanza
 
 from .pam_strategies import ENTRY, INCLUDES, noisy_bytes, pam_file
 

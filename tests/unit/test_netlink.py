@@ -12,8 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.constants import AUDIT_GET, AUDIT_USER_START, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR
-from pam_teleport_audit.netlink import NLMSGERR, NLMSGHDR, AuditError, AuditSocket, AuditStatus, frame, parse
+from pam_teleport_audit.pam_module import (
+    AUDIT_GET,
+    AUDIT_USER_START,
+    NLM_F_ACK,
+    NLM_F_REQUEST,
+    NLMSG_ERROR,
+    NLMSGERR,
+    NLMSGHDR,
+    AuditError,
+    AuditSocket,
+    AuditStatus,
+    frame,
+    parse,
+)
 
 STATUS = struct.pack("=11I", 1, 1, 1, 777, 0, 8192, 3, 0, 0x7F, 60000, 0)
 

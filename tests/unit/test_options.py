@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pam_teleport_audit.options import DEFAULT_TIMEOUT_MS, Options, parse_options
+from pam_teleport_audit.pam_module import DEFAULT_TIMEOUT_MS, Options, parse_options
 
 
 def test_defaults() -> None:

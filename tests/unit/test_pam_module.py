@@ -9,9 +9,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pam_teleport_audit import pam_module, syslog
-from pam_teleport_audit.constants import AUDIT_USER_ACCT, AUDIT_USER_END, AUDIT_USER_LOGIN, AUDIT_USER_START
-from pam_teleport_audit.netlink import AuditError
+from pam_teleport_audit import pam_module
+from pam_teleport_audit.pam_module import (
+    AUDIT_USER_ACCT,
+    AUDIT_USER_END,
+    AUDIT_USER_LOGIN,
+    AUDIT_USER_START,
+    AuditError,
+)
 
 ENTRY = "/x/pam_entry.py"
 
@@ -60,7 +65,7 @@ def sink(monkeypatch):
     monkeypatch.setattr(pam_module, "program_path", lambda: s.exe)
     monkeypatch.setattr(pam_module, "child_kind", lambda: s.child)
     monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(syslog, "log", lambda prio, ident, text, path: s.logs.append((prio, text)))
+    monkeypatch.setattr(pam_module, "syslog", lambda prio, ident, text, path: s.logs.append((prio, text)))
     return s
 
 
@@ -309,7 +314,7 @@ def test_a_raising_logger_never_changes_the_return_code(sink, monkeypatch, fail_
     def broken_log(*args: object) -> None:
         raise OSError("log socket exploded")
 
-    monkeypatch.setattr(syslog, "log", broken_log)
+    monkeypatch.setattr(pam_module, "syslog", broken_log)
     sink.error = AuditError(None, "audit is disabled")
     extra = ("fail_closed", "debug", "bogus") if fail_closed else ("debug", "bogus")
     module = pam_module.TeleportAuditModule()
@@ -385,7 +390,7 @@ class FakeAudit:
 
 
 def status(**kw: int):
-    from pam_teleport_audit.netlink import AuditStatus
+    from pam_teleport_audit.pam_module import AuditStatus
 
     # This test process stands in for a running auditd.
     base = dict(enabled=1, failure=1, pid=os.getpid(), rate_limit=0, backlog_limit=8192, lost=0, backlog=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 
-from pam_teleport_audit.pamfile import LIBPAM_LINE_MAX, Kind, parse, render
+from pam_teleport_audit.admin.pamfile import LIBPAM_LINE_MAX, Kind, parse, render
 
 from .pam_strategies import noisy_bytes
 

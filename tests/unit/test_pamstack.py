@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import pamstack
-from pam_teleport_audit.pamfile import parse
-from pam_teleport_audit.pamstack import dict_resolver, expand, folder_resolver, locate, skippers
+from pam_teleport_audit.admin import pamstack
+from pam_teleport_audit.admin.pamfile import parse
+from pam_teleport_audit.admin.pamstack import dict_resolver, expand, folder_resolver, locate, skippers
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "pam"
 

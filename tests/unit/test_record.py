@@ -6,11 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_teleport_audit.constants import AUDIT_MESSAGE_TEXT_MAX, HOSTNAME_MAX_BYTES
-from pam_teleport_audit.record import (
+from pam_teleport_audit.admin.auditlog import decode_value
+from pam_teleport_audit.pam_module import (
+    AUDIT_MESSAGE_TEXT_MAX,
+    HOSTNAME_MAX_BYTES,
     Fields,
     bare_value,
-    decode_value,
     libaudit_value,
     needs_encoding,
     record_text,

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from pam_teleport_audit.auditlog import AuditRecord
-from pam_teleport_audit.search import find_sessions, teleport_fields
+from pam_teleport_audit.admin.auditlog import AuditRecord
+from pam_teleport_audit.admin.search import find_sessions, teleport_fields
 
 U = 4294967295
 TELEPORT_REFUSED = "refused by Teleport itself (invalid_user: no such login, or certificate or roles denied)"
@@ -331,7 +331,7 @@ def test_random_logins_on_few_pids_each_keep_their_own_records(seed: int) -> Non
 
 
 def test_text_shows_refusals_forwarding_cut_roles_and_teleports_address() -> None:
-    from pam_teleport_audit.search import render_json, render_text
+    from pam_teleport_audit.admin.search import render_json, render_text
 
     log = Log()
     log.add("USER_LOGIN", 0, 900, U, teleport("login", "alice", "203.0.113.7:53422"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-from pam_teleport_audit.search import _digit_trie
+from pam_teleport_audit.admin.search import _digit_trie
 
 
 def test_trie_matches_exactly_its_numbers() -> None:

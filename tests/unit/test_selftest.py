@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit import selftest
-from pam_teleport_audit.auditlog import AuditRecord
-from pam_teleport_audit.netlink import AuditStatus
-from pam_teleport_audit.pamstack import folder_resolver
+from pam_teleport_audit.admin import selftest
+from pam_teleport_audit.admin.auditlog import AuditRecord
+from pam_teleport_audit.admin.pamstack import folder_resolver
+from pam_teleport_audit.pam_module import AuditStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED = (ROOT / "pam.d" / "sshd.example").read_bytes()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.cli import main
-from pam_teleport_audit.stanza import Stanza, entry_script, token_problem
+from pam_teleport_audit.admin.cli import main
+from pam_teleport_audit.admin.stanza import Stanza, entry_script, token_problem
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALLED_ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pam_teleport_audit.struct_type import Struct
+from pam_teleport_audit.pam_module import Struct
 
 
 class Point(Struct):

@@ -1,6 +1,6 @@
-"""Reading audit logs (with auparse, python3-audit) and audit config files, for the helper and tests.
+"""Reading audit logs (with auparse, python3-audit) and audit config files.
 
-Never imported by the PAM module. auparse is the parser made for these logs:
+Never imported inside PAM. auparse is the parser made for these logs:
 it understands both RAW and ENRICHED formats, and msg='…' user records.
 """
 
@@ -11,6 +11,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..pam_module import looks_like_hex
+
+# /proc/PID/loginuid and sessionid, and auid=/ses= in the log, when unset.
+UNSET_ID = 4294967295
+
+
+def decode_value(field: str) -> bytes:
+    """A value of one of our records as its bytes: the inverse of pam_module's bare and libaudit encodings."""
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1].encode()
+    if looks_like_hex(field):
+        return bytes.fromhex(field)
+    return field.encode()
 
 
 @dataclass(frozen=True)

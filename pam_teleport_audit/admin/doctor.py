@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from .auditlog import read_conf
-from .constants import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, UNSET_ID
-from .netlink import AuditError, AuditSocket, AuditStatus
+from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, AuditStatus
+from .auditlog import UNSET_ID, read_conf
 
 if TYPE_CHECKING:
     from .pamedit import Status

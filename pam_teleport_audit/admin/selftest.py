@@ -30,11 +30,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 
+from ..pam_module import (
+    DEFAULT_TELEPORT_NAME,
+    OP_ACCOUNTING,
+    OP_SESSION_CLOSE,
+    OP_SESSION_OPEN,
+    SSH_TTY_ITEM,
+    AuditStatus,
+    parse_options,
+)
 from .auditlog import AuditRecord, records_since
-from .constants import DEFAULT_TELEPORT_NAME, OP_ACCOUNTING, OP_SESSION_CLOSE, OP_SESSION_OPEN, SSH_TTY_ITEM
 from .doctor import FAIL, PASS, WARN, Check, audit_checks, stanza_problem
-from .netlink import AuditStatus
-from .options import parse_options
 from .pamedit import ENTRY_SUFFIX, status
 from .pamfile import Line, parse
 from .pamstack import Resolver, folder_resolver

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .options import parse_options
+from ..pam_module import parse_options
 
 DEFAULT_TTY_AUDIT = "*"
 # Marker comments around each block we add; no timestamps, so that writing
@@ -40,7 +40,7 @@ def token_problem(value: str) -> str | None:
 
 def entry_script() -> str:
     """Absolute path of the script pam_python loads, beside this package."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "pam_entry.py")
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pam_entry.py")
 
 
 @dataclass(frozen=True)

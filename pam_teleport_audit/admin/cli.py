@@ -10,7 +10,8 @@ import re
 import sys
 from collections.abc import Callable
 
-from . import __version__, atomicwrite, pamedit, pamstack
+from .. import __version__
+from . import atomicwrite, pamedit, pamstack
 from .pamedit import Refusal, Result
 from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
 

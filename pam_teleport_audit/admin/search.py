@@ -35,9 +35,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .auditlog import AuditRecord, read_conf, read_record
-from .constants import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, UNSET_ID
-from .record import bare_value, decode_value
+from ..pam_module import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, bare_value
+from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record
 
 # Record types a session timeline is made of.
 TIMELINE_TYPES = (
