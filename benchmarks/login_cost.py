@@ -1,20 +1,29 @@
-"""1. Login cost: whole Teleport-like logins through three stacks that differ
-only by their pam_python lines:
+"""1. Login cost: whole logins through three stacks that differ only by their
+pam_python lines:
 
-  (a) no pam_python;  (b) a no-op pam_python module;  (c) our module, writing real records.
+  (a) no pam_python;  (b) a no-op pam_python module;  (c) our module.
 
-Each login is a fresh C process (the test driver without a shell: acct_mgmt,
-open_session, close_session), timed from fork to exit by login_timer.c, with
-a b c interleaved, on a minimal stack and on Debian's stock sshd stack. Also
-reports the instructions each login executes (callgrind, repeatable where wall
-time is not) and `python -X importtime` of the in-PAM import path.
+Each stack is driven by the same C driver (tests/c/teleport_driver.c, no
+shell: acct_mgmt, open_session, close_session) under two names: `teleport`,
+a Teleport-like login for which pam_entry.py loads pam_module.py and real
+records are written, and `sshd-stand-in`, a non-Teleport login (OpenSSH's
+sshd, pamtester) for which pam_entry.py returns before importing anything.
+
+Each login is a fresh C process, timed from fork to exit by login_timer.c,
+with every stack, variant and driver interleaved in the same rounds, on a
+minimal stack and on Debian's stock sshd stack. Also reports the
+instructions each login executes (callgrind, repeatable where wall time is
+not), checks in the audit log which logins wrote records, and shows
+`python -X importtime` of the in-PAM path.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from . import common
@@ -22,31 +31,59 @@ from . import common
 ROUNDS = 50
 STACKS = {"minimal": common.minimal_stack, "debian-sshd": common.debian_stack}
 VARIANTS = {"a": None, "b": common.NOOP, "c": common.ENTRY}
-# What pam_python runs in a fresh interpreter before our script (it imports
-# traceback for its error reports), then the script itself.
-IN_PAM_IMPORTS = """\
-import traceback, sys
+# The same driver binary under each name: pam_entry.py decides from /proc/self/exe.
+LOGINS = {"teleport": "teleport", "non-teleport": "sshd-stand-in"}
+# Targets for c/b (issue #16): instructions on both stacks, wall time on Debian's.
+INSTRUCTION_TARGETS = {"teleport": 1.03, "non-teleport": 1.005}
+WALL_TARGETS = {("debian-sshd", "teleport"): 1.05}
+# What pam_python does in a fresh interpreter for a PAM handle: it imports
+# traceback for its error reports, execs the script (compiled from source),
+# and the first pam_sm_* call loads the handle's entry points with the line's
+# arguments (args[0] is the script). Then the pam_teleport_audit modules loaded.
+IN_PAM_PATH = """\
+import traceback, sys, os, time
+path, teleport = {entry!r}, {teleport!r}
+args = [path] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
 sys.stderr.write("--entry--\\n")
-path = {entry!r}
-exec(compile(open(path).read(), path, "exec"), {{"__file__": path, "__name__": "pam_entry"}})
+start = time.perf_counter_ns()
+script = {{"__file__": path, "__name__": "pam_entry"}}
+exec(compile(open(path).read(), path, "exec"), script)
+handle = script["_load"](args)
+took = time.perf_counter_ns() - start
+loaded = sorted(name for name in sys.modules if name.startswith("pam_teleport_audit"))
+sys.stderr.write(f"--end-- {{took}} {{sorted(handle)}} {{loaded}}\\n")
 """
 
+Row = tuple[object, ...]
 
-def timed_logins(rounds: int, driver: Path, login: str, tpuser: str, services: list[str]) -> dict[str, list[float]]:
+
+def drivers() -> dict[str, Path]:
+    """The C driver under each name of LOGINS: one binary, copied."""
+    teleport = common.driver()
+    paths = {}
+    for login, name in LOGINS.items():
+        paths[login] = teleport.with_name(name)
+        if paths[login] != teleport:
+            shutil.copy2(teleport, paths[login])
+    return paths
+
+
+def timed_logins(rounds: int, login: str, tpuser: str, items: list[str]) -> dict[str, list[float]]:
+    """Microseconds per login for each DRIVER@SERVICE item, all interleaved in each round."""
     timer = common.compile_c(Path(__file__).with_name("login_timer.c"), "login_timer")
     out = subprocess.run(
-        [str(timer), str(rounds), str(driver), login, tpuser, *services], capture_output=True, text=True, check=True
+        [str(timer), str(rounds), login, tpuser, *items], capture_output=True, text=True, check=True
     ).stdout
-    times: dict[str, list[float]] = {name: [] for name in services}
+    times: dict[str, list[float]] = {item: [] for item in items}
     for line in out.splitlines():
-        name, micros = line.split()
-        times[name].append(float(micros))
+        item, micros = line.split()
+        times[item].append(float(micros))
     return times
 
 
-def instructions(driver: Path, login: str, tpuser: str, name: str) -> int:
+def instructions(driver: Path, login: str, tpuser: str, service: str) -> int:
     """Instructions one whole login executes in user space (callgrind: deterministic)."""
-    login_argv = [str(driver), "-n", "-s", name, "-u", tpuser, login]
+    login_argv = [str(driver), "-n", "-s", service, "-u", tpuser, login]
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *login_argv],
         capture_output=True,
@@ -55,56 +92,110 @@ def instructions(driver: Path, login: str, tpuser: str, name: str) -> int:
     )
     match = re.search(r"Collected : (\d+)", proc.stderr)
     if not match:
-        raise RuntimeError(f"no callgrind total for {name}: {proc.stderr[-500:]}")
+        raise RuntimeError(f"no callgrind total for {driver.name}@{service}: {proc.stderr[-500:]}")
     return int(match.group(1))
 
 
-def importtime(runs: int = 7) -> tuple[float, list[str]]:
-    """The in-PAM import path under -X importtime: total ms, and the lines of the median run."""
+def records_by_driver(since: float, tpuser: str, paths: dict[str, Path]) -> dict[str, int]:
+    """How many of our records (teleportUser=tpuser) each driver's logins wrote since a time."""
+    # ausearch reads -ts in the C locale's format: MM/DD/YY HH:MM:SS.
+    start = time.localtime(since)
+    day, second = time.strftime("%m/%d/%y", start), time.strftime("%H:%M:%S", start)
+    proc = subprocess.run(
+        ["ausearch", "--input-logs", "-m", "USER_ACCT,USER_START,USER_END,USER_LOGIN", "-ts", day, second],
+        capture_output=True,
+        text=True,
+        check=False,  # exit 1 when nothing matched
+        env={**os.environ, "LC_ALL": "C"},
+    )
+    ours = [line for line in proc.stdout.splitlines() if f"teleportUser={tpuser}" in line]
+    return {login: sum(f'exe="{path}"' in line for line in ours) for login, path in paths.items()}
+
+
+def target(value: float | None) -> str:
+    return f"<= {value}" if value else "-"
+
+
+def in_pam_path(teleport: bool, runs: int = 7) -> tuple[float, float, list[str], str]:
+    """pam_entry.py's exec and loading for one handle, under -X importtime, median of runs.
+
+    Returns the import total in ms, the exec+load wall time in ms, the
+    importtime lines, and what was loaded (entry point names, modules).
+    """
     measured = []
+    code = IN_PAM_PATH.format(entry=str(common.ENTRY), teleport=teleport)
     for _ in range(runs):
         proc = subprocess.run(
-            ["/usr/bin/python3", "-I", "-X", "importtime", "-c", IN_PAM_IMPORTS.format(entry=str(common.ENTRY))],
-            capture_output=True,
-            text=True,
-            check=True,
+            ["/usr/bin/python3", "-I", "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
         )
-        lines = proc.stderr.split("--entry--\n", 1)[1].splitlines()
+        body, end = proc.stderr.split("--entry--\n", 1)[1].split("--end-- ", 1)
+        took, loaded = end.strip().split(" ", 1)
+        lines = body.splitlines()
         # Top-level imports (no indentation in the name column) hold their children's time.
         total = sum(int(line.split("|")[1]) for line in lines if not line.split("|")[2].startswith("  "))
-        measured.append((total, lines))
+        measured.append((total, int(took), lines, loaded))
     measured.sort(key=lambda item: item[0])
-    total, lines = measured[len(measured) // 2]
-    return total / 1000, lines
+    total, took, lines, loaded = measured[len(measured) // 2]
+    return total / 1000, took / 1e6, lines, loaded
 
 
 def run(rounds: int = ROUNDS) -> None:
-    driver = common.driver()
+    paths = drivers()
     login = common.linux_user()
     tpuser = common.unique("bench-login-")
     services = {}
     for stack, make in STACKS.items():
         for variant, script in VARIANTS.items():
             services[stack, variant] = common.service(make(script))
-    print(f"## 1. Login cost: {rounds} logins per stack, fresh process each, a b c interleaved\n")
-    times = timed_logins(rounds, driver, login, tpuser, list(services.values()))
-    rows = []
+
+    def item(stack: str, variant: str, kind: str) -> str:
+        return f"{paths[kind]}@{services[stack, variant]}"
+
+    keys = [(stack, variant, kind) for stack in STACKS for variant in VARIANTS for kind in LOGINS]
+    print(f"## 1. Login cost: {rounds} logins per stack, variant and driver, fresh process each, all interleaved\n")
+    started = time.time() - 1  # ausearch's -ts has one-second resolution
+    times = timed_logins(rounds, login, tpuser, [item(*key) for key in keys])
+    rows: list[Row] = []
     for stack in STACKS:
-        med = {variant: common.median(times[services[stack, variant]]) for variant in VARIANTS}
-        ratios = (f"{med['c'] / med['b']:.3f}", f"{med['c'] / med['a']:.2f}")
-        rows.append((stack, *(f"{med[v] / 1000:.2f}" for v in VARIANTS), *ratios))
-    print(common.table(("stack", "a ms", "b ms", "c ms", "c/b", "c/a"), rows))
-    print("\nmedian wall time of a whole login (fork, exec, pam_start … pam_end, exit); target c/b <= 1.05\n")
+        for kind in LOGINS:
+            med = {v: common.median(times[item(stack, v, kind)]) for v in VARIANTS}
+            wall_target = target(WALL_TARGETS.get((stack, kind)))
+            ratios = (f"{med['c'] / med['b']:.3f}", wall_target, f"{med['c'] / med['a']:.2f}")
+            rows.append((stack, kind, *(f"{med[v] / 1000:.2f}" for v in VARIANTS), *ratios))
+    print(common.table(("stack", "login", "a ms", "b ms", "c ms", "c/b", "target", "c/a"), rows))
+    print(
+        "\nmedian wall time of a whole login (fork, exec, pam_start … pam_end, exit); login = the driver's name:"
+        f" {', '.join(f'{kind}: {name}' for kind, name in LOGINS.items())} (the same binary)\n"
+    )
 
     if shutil.which("valgrind"):
         rows = []
         for stack in STACKS:
-            count = {v: instructions(driver, login, tpuser, services[stack, v]) for v in VARIANTS}
-            extra = (f"{count['c'] / count['b']:.3f}", f"{(count['c'] - count['b']) / 1e6:.1f}")
-            rows.append((stack, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra))
-        print(common.table(("stack", "a Minstr", "b Minstr", "c Minstr", "c/b", "c-b Minstr"), rows))
+            for kind in LOGINS:
+                count = {v: instructions(paths[kind], login, tpuser, services[stack, v]) for v in VARIANTS}
+                ratio = count["c"] / count["b"]
+                extra = (f"{ratio:.4f}", target(INSTRUCTION_TARGETS[kind]), f"{(count['c'] - count['b']) / 1e6:.2f}")
+                rows.append((stack, kind, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra))
+        print(common.table(("stack", "login", "a Minstr", "b Minstr", "c Minstr", "c/b", "target", "c-b Minstr"), rows))
         print("\nuser-space instructions of one login (valgrind callgrind; repeatable, kernel time not counted)\n")
 
-    total, lines = importtime()
-    print(f"in-PAM import path, python -X importtime (median of 7 runs): {total:.2f} ms\n")
-    print("```\n" + "\n".join(lines) + "\n```\n")
+    # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END:
+    # the timed rounds, login_timer's warm-up round and the callgrind login, on each stack.
+    logins = (rounds + 1 + (1 if shutil.which("valgrind") else 0)) * len(STACKS)
+    written = records_by_driver(started, tpuser, paths)
+    print(
+        f"records with teleportUser={tpuser} in the audit log since the first login:"
+        f" {written['teleport']} from {LOGINS['teleport']} (expected 3 x {logins} logins = {3 * logins}),"
+        f" {written['non-teleport']} from {LOGINS['non-teleport']} (expected 0)\n"
+    )
+    if not written["teleport"] or written["non-teleport"]:
+        raise SystemExit("the Teleport-like logins must write records and the non-Teleport ones none")
+
+    for kind, teleport in (("Teleport-like", True), ("non-Teleport", False)):
+        total, took, lines, loaded = in_pam_path(teleport)
+        print(
+            f"in-PAM path of a {kind} handle (pam_entry.py exec, then its load for the first pam_sm_*), median of 7:"
+            f" imports {total:.2f} ms (python -X importtime), exec+load {took:.2f} ms; loaded {loaded}\n"
+        )
+        if lines:
+            print("```\n" + "\n".join(lines) + "\n```\n")
