@@ -16,11 +16,14 @@ from .pamedit import Refusal, Result
 from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
 
 DEFAULT_PAM_FILE = "/etc/pam.d/sshd"
-# Exit statuses of install / uninstall / status (docs/installer.md). argparse uses 2 for usage errors.
-EXIT_OK = 0  # done, or nothing to do; status: installed and correct
+# Exit statuses: ONE table, the same meaning in every command (docs/installer.md "Exit statuses",
+# debian/pam-teleport-audit.8 EXIT STATUS). Every cmd_* function returns one of these names.
+EXIT_OK = 0  # done, nothing to do or nothing found; status: installed and correct; doctor/selftest: nothing failed
+EXIT_FAILED = 1  # doctor, selftest: the checks ran and at least one FAILED (each printed with its fix)
+EXIT_USAGE = 2  # usage: argparse's errors (it exits 2 itself) and our own bad values (--since, selftest --pam-file)
 EXIT_WOULD_CHANGE = 3  # --check: the file would change
-EXIT_REFUSED = 4  # refused: the file is left byte-for-byte as it was
-EXIT_IO = 5  # could not read, lock or write (nothing changed)
+EXIT_REFUSED = 4  # refused: input not understood or unsafe; nothing changed (the file byte-for-byte as it was)
+EXIT_IO = 5  # could not read, lock or write (the PAM file, the audit log, /run): nothing changed
 EXIT_NOT_INSTALLED = 6  # status: no block of ours
 EXIT_BROKEN = 7  # status: present but incomplete, duplicated or out of order
 EXIT_UNREACHABLE = 8  # status: present and complete, but a login can skip a line of ours (or it cannot be proven)
@@ -43,6 +46,23 @@ def _diff(path: str, old: bytes, new: bytes) -> str:
         return data.decode("utf-8", "backslashreplace").splitlines(keepends=True)
 
     return "".join(difflib.unified_diff(lines(old), lines(new), path, f"{path} (new)"))
+
+
+def _error(command: str, message: str, code: int) -> int:
+    """One line on stderr, "pam-teleport-audit COMMAND: message", and the exit status."""
+    print(f"pam-teleport-audit {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _count(value: str) -> int:
+    """A number of things: 0 or more (argparse: exit EXIT_USAGE otherwise)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: not a number of 0 or more")
+    return number
 
 
 def _report(args: argparse.Namespace, code: int, info: dict[str, object]) -> int:
@@ -165,10 +185,9 @@ def cmd_stanza(args: argparse.Namespace) -> int:
     stanza = _stanza(args)
     problems = stanza.problems()
     if problems:
-        print(f"pam-teleport-audit stanza: refused: {'; '.join(problems)}", file=sys.stderr)
-        return EXIT_REFUSED
+        return _error("stanza", f"refused: {'; '.join(problems)}", EXIT_REFUSED)
     sys.stdout.write(stanza.render())
-    return 0
+    return EXIT_OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -178,13 +197,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         since = search.parse_time(args.since) if args.since else None
         until = search.parse_time(args.until) if args.until else None
     except ValueError as exc:
-        print(f"pam-teleport-audit search: {exc}", file=sys.stderr)
-        return 2
+        return _error("search", str(exc), EXIT_USAGE)
     try:
         parser = search.candidate_parser(search.log_files(args.input), args.teleport_user)
-    except (OSError, ImportError) as exc:
-        print(f"pam-teleport-audit search: cannot read the audit log: {exc}", file=sys.stderr)
-        return 1
+    except ImportError as exc:  # the log is read with auparse: without it, it cannot be read
+        return _error("search", f"cannot read the audit log: {exc} (apt-get install python3-audit)", EXIT_IO)
+    except OSError as exc:
+        return _error("search", f"cannot read the audit log: {exc}", EXIT_IO)
     lookback = None if since is None else since - search.ACCOUNT_LOOKBACK
     sessions = search.find_sessions(
         search.iter_records(parser, lookback), args.teleport_user, since=since, until=until, node=args.node
@@ -193,25 +212,29 @@ def cmd_search(args: argparse.Namespace) -> int:
     host = None if args.input else os.uname().nodename
     render = search.render_json if args.format == "json" else search.render_text
     sys.stdout.write(render(sessions, host))
-    return 0
+    return EXIT_OK
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-
     from . import doctor
 
-    checks = doctor.run_all(args.pam_file, args.teleport_config, args.expected_senders)
-    if args.selftest:
-        from . import selftest
+    # A file doctor cannot read is one of its FAIL checks (exit EXIT_FAILED); EXIT_IO is for what
+    # stops it from checking at all (e.g. --selftest cannot make its folder under /run).
+    try:
+        checks = doctor.run_all(args.pam_file, args.teleport_config, args.expected_senders)
+        if args.selftest:
+            from . import selftest
 
-        path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(args.teleport_config) or 'sshd'}"
-        checks += selftest.doctor_checks(path, args.login)
+            path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(args.teleport_config) or 'sshd'}"
+            checks += selftest.doctor_checks(path, args.login)
+    except OSError as exc:
+        return _error("doctor", f"I/O error: {exc}", EXIT_IO)
     if args.json:
         print(json.dumps(doctor.summary(checks), sort_keys=True))
     else:
         for check in checks:
             print(check.line())
-    return 0 if all(c.status != doctor.FAIL for c in checks) else 1
+    return EXIT_OK if all(c.status != doctor.FAIL for c in checks) else EXIT_FAILED
 
 
 def cmd_selftest(args: argparse.Namespace) -> int:
@@ -220,14 +243,18 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     try:
         service, path = selftest.resolve_service(args.pam_file, args.service)
     except ValueError as exc:
-        print(f"pam-teleport-audit selftest: {exc}", file=sys.stderr)
-        return 2
-    report = selftest.run(service, path, args.login, tty_audit=not args.allow_no_tty_audit)
+        return _error("selftest", str(exc), EXIT_USAGE)
+    # A PAM file it cannot read is a FAIL precondition (exit EXIT_FAILED); EXIT_IO is for what stops
+    # the run itself (the file gone after the checks, no folder under /run, ausearch missing).
+    try:
+        report = selftest.run(service, path, args.login, tty_audit=not args.allow_no_tty_audit)
+    except OSError as exc:
+        return _error("selftest", f"I/O error: {exc}", EXIT_IO)
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
         sys.stdout.write(selftest.render(report))
-    return 0 if report.ok else 1
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument(
         "--expected-senders",
-        type=int,
+        type=_count,
         default=0,
         metavar="N",
         help="on a collector: the senders it is meant to take (sizes the listen queue, file limit and disk checks)",

@@ -87,7 +87,7 @@ def test_text_output_and_errors() -> None:
     bad = run_search("--teleport-user", "carol", "--since", "last tuesday")
     assert bad.returncode == 2 and "cannot read time" in bad.stderr
     missing = run_search("--teleport-user", "carol", "--input", "/nonexistent/audit.log")
-    assert missing.returncode == 1 and "cannot read the audit log" in missing.stderr
+    assert missing.returncode == 5 and "cannot read the audit log" in missing.stderr
 
 
 def test_parse_time_forms() -> None:

@@ -230,5 +230,5 @@ def test_fail_closed_and_tty_audit_flags(pam: Path, capsys: pytest.CaptureFixtur
 def test_tty_patterns_that_would_break_the_line_are_usage_errors(pam: Path, bad: str) -> None:
     with pytest.raises(SystemExit) as caught:
         cli.main(["install", "--pam-file", str(pam), "--tty-audit", bad])
-    assert caught.value.code == 2
+    assert caught.value.code == cli.EXIT_USAGE
     assert pam.read_bytes() == DEBIAN
