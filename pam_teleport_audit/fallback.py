@@ -21,7 +21,7 @@ def entry_points(reason: str) -> "dict[str, object]":
         return PAM_SYSTEM_ERR if refuse else PAM_IGNORE
 
     # Closing a session never fails; pam_end has nothing to say.
-    return {"acct_mgmt": unavailable, "open_session": unavailable}
+    return {"pam_sm_acct_mgmt": unavailable, "pam_sm_open_session": unavailable}
 
 
 def log(reason: str, refuse: bool, args: list[str]) -> None:

@@ -969,16 +969,16 @@ class TeleportAuditModule:
 
 
 def entry_points(exe: str | None = None) -> "dict[str, Callable[..., int]]":
-    """The phases of one PAM handle, bound to a new TeleportAuditModule (pam_entry.py's pam_sm_* call them).
+    """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule.
 
-    pam_python execs pam_entry.py afresh for each handle, and the script calls
-    this: two handles alive in one process (and so one interpreter) never share
-    an identity.
+    pam_python execs pam_entry.py afresh for each handle, and the script puts
+    these in its globals in place of its own: two handles alive in one process
+    (and so one interpreter) never share an identity.
     """
     module = TeleportAuditModule(exe)
     return {
-        "acct_mgmt": module.acct_mgmt,
-        "open_session": module.open_session,
-        "close_session": module.close_session,
-        "end": module.end,
+        "pam_sm_acct_mgmt": module.acct_mgmt,
+        "pam_sm_open_session": module.open_session,
+        "pam_sm_close_session": module.close_session,
+        "pam_sm_end": module.end,
     }

@@ -149,7 +149,7 @@ FAULTS: dict[str, tuple[Callable[[], AbstractContextManager[None]], list[str], t
     "exception inside the module": (
         nullcontext,
         [],
-        ("record.py", FORCED),
+        ("pam_module.py", FORCED),
         "internal error: RuntimeError",
         "open_session",
     ),

@@ -331,7 +331,7 @@ def test_sender_round_trip_is_measured_to_the_collector() -> None:
         fleet.sender("host-a", mode="forward")
         conf = fleet.dir / "host-a" / "audisp-remote.conf"
         script = (
-            "from pam_teleport_audit import fleetcheck\n"
+            "from pam_teleport_audit.admin import fleetcheck\n"
             "from pam_teleport_audit.admin.auditlog import read_conf\n"
             f"remote = read_conf({str(conf)!r})\n"
             "rtt = fleetcheck.connect_time(remote['remote_server'], remote['port'])\n"

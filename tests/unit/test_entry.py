@@ -1,9 +1,12 @@
-"""pam_entry.py as pam_python runs it: exec'd afresh per PAM handle.
+"""pam_entry.py as pam_python runs it: exec'd afresh per PAM handle, each
+pam_sm_* looked up in its globals at each call.
 
-The real stack (pam_python.so in a C process) is in tests/system; here the
-script is exec'd in this interpreter to check what it leaves in its globals.
-This interpreter is not named teleport, so the tests that need the module
-loaded name it with teleport_exe=, as an administrator would.
+The real stack (pam_python.so in a C process) is in tests/system, and what the
+script imports in a fresh interpreter is in test_imports.py; here the script
+is exec'd in this interpreter to check what it leaves in its globals. This
+interpreter is not named teleport, so the tests that need the module loaded
+either name it with teleport_exe=, as an administrator would, or stand in for
+/proc/self/exe.
 """
 
 from __future__ import annotations
@@ -21,15 +24,7 @@ from .test_pam_module import FakePamh, sink  # noqa: F401 - sink is a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "pam_teleport_audit" / "pam_entry.py"
-ENTRY_POINTS = (
-    "pam_sm_acct_mgmt",
-    "pam_sm_open_session",
-    "pam_sm_close_session",
-    "pam_sm_setcred",
-    "pam_sm_authenticate",
-)
-
-
+PHASES = ("pam_sm_acct_mgmt", "pam_sm_open_session", "pam_sm_close_session")
 # This process's binary, named the way an administrator widens the trusted binaries.
 THIS_EXE = f"teleport_exe={os.readlink('/proc/self/exe')}"
 
@@ -41,17 +36,61 @@ def exec_entry(path: Path) -> dict[str, object]:
     return scope
 
 
+def login(scope: dict, args: list[str]) -> list[int]:
+    """acct_mgmt, open_session, close_session, each looked up when called, as pam_python does."""
+    return [scope[name](FakePamh(), 0, args) for name in PHASES]  # type: ignore[operator]
+
+
 def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
     first, second = exec_entry(SCRIPT), exec_entry(SCRIPT)
-    assert all(callable(first[name]) for name in ENTRY_POINTS)
+    assert "pam_sm_end" not in first  # pam_python calls it only if the module defines it
     args = [str(SCRIPT), THIS_EXE]
     assert first["pam_sm_acct_mgmt"](FakePamh(), 0, args) == 25
-    # The second handle never ran acct_mgmt: it trusts nobody, whatever its environment says.
+    assert callable(first["pam_sm_end"])  # the module's functions now stand in the script's globals
+    # The second handle never ran acct_mgmt: it loaded nothing and trusts nobody.
     assert second["pam_sm_open_session"](FakePamh(), 0, args) == 25
-    second["pam_sm_end"](FakePamh())
+    assert "pam_sm_end" not in second
     assert first["pam_sm_open_session"](FakePamh(), 0, args) == 0
-    assert [first[n](FakePamh(), 0, args) for n in ("pam_sm_setcred", "pam_sm_authenticate")] == [25, 25]
     assert len(sink.records) == 1
+
+
+@pytest.mark.parametrize(
+    ("exe", "options", "loaded"),
+    [
+        ("/usr/local/bin/teleport", [], True),
+        ("/opt/teleport/system/bin/teleport (deleted)", [], True),  # replaced by an upgrade
+        ("/memfd:teleport-sessionhelper (deleted)", [], True),
+        ("/memfd:anything (deleted)", [], True),  # which memfd is pam_module's rule
+        ("/usr/sbin/sshd", [], False),
+        ("/usr/bin/pamtester", [], False),
+        ("/usr/bin/teleport-helper", [], False),
+        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh"], True),
+        ("/usr/local/bin/tsh (deleted)", ["teleport_exe=/usr/local/bin/tsh"], True),
+        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh2"], False),
+        ("/usr/sbin/sshd", ["debug", "teleport_exe=/usr/local/bin/teleport"], False),
+    ],
+)
+def test_only_what_may_be_teleport_loads_the_module(monkeypatch, sink, exe, options, loaded) -> None:  # noqa: F811
+    scope = exec_entry(SCRIPT)
+    real = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda path: exe if path == "/proc/self/exe" else real(path))
+    assert scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(SCRIPT), *options]) == 25
+    assert ("pam_sm_end" in scope) is loaded
+
+
+def test_a_login_that_is_not_teleport_goes_on_as_if_the_line_were_not_there(sink) -> None:  # noqa: F811
+    scope = exec_entry(SCRIPT)
+    assert login(scope, [str(SCRIPT), "fail_closed", "debug"]) == [25, 25, 25]
+    assert "pam_sm_end" not in scope and sink.records == [] and sink.logs == []
+
+
+def test_no_proc_means_no_record_and_no_exception(monkeypatch, sink) -> None:  # noqa: F811
+    def no_proc(path: str) -> str:
+        raise FileNotFoundError(path)
+
+    scope = exec_entry(SCRIPT)
+    monkeypatch.setattr(os, "readlink", no_proc)
+    assert login(scope, [str(SCRIPT), THIS_EXE]) == [25, 25, 25]
 
 
 @pytest.fixture
@@ -81,7 +120,7 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_cl
     scope = exec_entry(copy / "pam_entry.py")
     args = [str(copy / "pam_entry.py"), THIS_EXE, f"log_socket={tmp_path / 'log'}"]
     args += ["fail_closed"] if fail_closed else []
-    assert [scope[n](FakePamh(), 0, args) for n in ENTRY_POINTS] == [code, code, 25, 25, 25]
+    assert login(scope, args) == [code, code, 25]
     lines = []
     while True:
         try:
@@ -92,30 +131,4 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_cl
     verdict = "login refused (fail_closed)" if fail_closed else "login goes on"
     assert len(lines) == 1 and "cannot load: SyntaxError" in lines[0] and verdict in lines[0], lines
     assert str(tmp_path) not in sys.path
-
-
-@pytest.mark.parametrize(
-    ("exe", "args", "expected"),
-    [
-        ("/usr/local/bin/teleport", [], True),
-        ("/opt/teleport/system/bin/teleport (deleted)", [], True),  # replaced by an upgrade
-        ("/memfd:teleport-sessionhelper (deleted)", [], True),
-        ("/memfd:anything (deleted)", [], True),  # which memfd is pam_module's rule
-        ("/usr/sbin/sshd", [], False),
-        ("/usr/bin/pamtester", [], False),
-        ("/usr/bin/teleport-helper", [], False),
-        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh"], True),
-        ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh2"], False),
-        ("/usr/sbin/sshd", ["debug", "teleport_exe=/usr/local/bin/teleport"], False),
-    ],
-)
-def test_the_gate_lets_through_only_what_may_be_teleport(exe: str, args: list[str], expected: bool) -> None:
-    assert exec_entry(SCRIPT)["may_be_teleport"](exe, [str(SCRIPT), *args]) is expected
-
-
-def test_a_login_that_is_not_teleport_never_loads_the_module(sink) -> None:  # noqa: F811
-    scope = exec_entry(SCRIPT)
-    args = [str(SCRIPT)]  # this interpreter is not named teleport, and no option names it
-    assert [scope[n](FakePamh(), 0, args) for n in ENTRY_POINTS] == [25] * len(ENTRY_POINTS)
-    assert scope["pam_sm_end"](FakePamh()) == 0
-    assert scope["_handle"] == {} and sink.records == [] and sink.logs == []
+    assert sys.modules["pam_teleport_audit"].__file__ == str(copy / "__init__.py")  # the copy beside the script

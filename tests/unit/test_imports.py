@@ -1,0 +1,97 @@
+"""What the in-PAM path imports, in a fresh isolated interpreter as pam_python runs it.
+
+pam_python starts an interpreter per PAM handle, imports traceback, then execs
+pam_entry.py: every module imported after that is paid at every login. A
+login that is not Teleport's must import nothing; a Teleport login only the
+package, pam_module.py and the built-in modules on ALLOWED. A heavy import
+(socket, struct, typing, dataclasses, json …) added anywhere on the path makes
+this fail, naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# The Python pam_python embeds (tests/system/conftest.py checks that tox runs it).
+PAM_PYTHON = "/usr/bin/python3"
+ALLOWED = frozenset(
+    {
+        "pam_teleport_audit",
+        "pam_teleport_audit.pam_module",
+        "_socket",  # built into the interpreter: the netlink and syslog sockets
+        "_struct",  # built in: netlink headers
+        "time",  # built in: only when a line is logged (syslog_line)
+    }
+)
+# Run in the fresh interpreter: pam_python's own start, then one whole login
+# through the script (acct_mgmt, open_session, close_session, pam_end), with
+# debug on so that the logging path runs too. The kernel and syslog are stood
+# in for after the load (they are sockets; what matters here is what loads).
+CHILD = """
+import json, os, sys, traceback
+before = set(sys.modules)
+path, teleport = sys.argv[1], sys.argv[2] == "teleport"
+
+
+class Env(dict):
+    pass
+
+
+class Pamh:
+    user, tty, rhost, service = "root", None, None, "sshd"
+    env = Env(TELEPORT_USERNAME="alice", TELEPORT_ROLES="access")
+
+
+scope = {"__file__": path, "__name__": "pam_entry"}
+exec(compile(open(path).read(), path, "exec"), scope)
+args = [path, "debug"] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
+codes = [scope["pam_sm_acct_mgmt"](Pamh(), 0, args)]
+module = sys.modules.get("pam_teleport_audit.pam_module")
+if module is not None:
+    module.write_records = lambda records, timeout: None
+    module.syslog(6, "test", "the logging path", "/nonexistent")
+    module.syslog = lambda *a: True
+codes += [scope[name](Pamh(), 0, args) for name in ("pam_sm_open_session", "pam_sm_close_session")]
+if "pam_sm_end" in scope:
+    codes.append(scope["pam_sm_end"](Pamh()))
+print(json.dumps({"new": sorted(set(sys.modules) - before), "codes": codes, "loaded": module is not None}))
+"""
+
+
+def in_pam_imports(entry: Path, teleport: bool) -> dict:
+    proc = subprocess.run(
+        [PAM_PYTHON, "-I", "-c", CHILD, str(entry), "teleport" if teleport else "other"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    return json.loads(proc.stdout)
+
+
+def test_a_login_that_is_not_teleport_imports_nothing() -> None:
+    got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=False)
+    assert got == {"new": [], "codes": [25, 25, 25], "loaded": False}
+
+
+def test_a_teleport_login_imports_only_the_allowlist() -> None:
+    got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=True)
+    assert got["loaded"] and got["codes"] == [25, 0, 0, 0]  # the module ran every phase
+    assert set(got["new"]) <= ALLOWED, f"in-PAM path imports more than allowed: {set(got['new']) - ALLOWED}"
+    assert "pam_teleport_audit.pam_module" in got["new"]
+
+
+@pytest.mark.parametrize("heavy", ["socket", "struct", "typing", "dataclasses"])
+def test_the_allowlist_catches_a_heavy_import(tmp_path: Path, heavy: str) -> None:
+    copy = tmp_path / "pam_teleport_audit"
+    shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__", "admin"))
+    module = copy / "pam_module.py"
+    module.write_text(module.read_text().replace("import os\n", f"import os\nimport {heavy}\n", 1))
+    got = in_pam_imports(copy / "pam_entry.py", teleport=True)
+    assert got["loaded"] and heavy in set(got["new"]) - ALLOWED
