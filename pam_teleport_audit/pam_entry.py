@@ -14,8 +14,9 @@ import os
 
 def pam_sm_acct_mgmt(pamh, flags, args):
     try:
-        exe = os.readlink("/proc/self/exe").removesuffix(" (deleted)")
-        if exe.endswith("/teleport") or exe.startswith("/memfd:") or "teleport_exe=" + exe in args:
+        exe = os.readlink("/proc/self/exe")  # as the records will say it: " (deleted)" after an upgrade
+        path = exe.removesuffix(" (deleted)")
+        if path.endswith("/teleport") or path.startswith("/memfd:") or "teleport_exe=" + path in args:
             import sys
 
             sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))  # this package, not another copy

@@ -30,21 +30,23 @@ import _socket
 import _struct
 import os
 
-TYPE_CHECKING = False  # `typing` would cost an import at every PAM handle
+# Annotations other than plain names are strings: evaluated ones (str | None,
+# tuple[str, ...]) would be built at every login. `typing` would cost an import.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Protocol
 
     class PamEnv(Protocol):
-        def get(self, key: str, default: None = None) -> str | None: ...
+        def get(self, key: str, default: None = None) -> "str | None": ...
 
     class PamHandle(Protocol):
         """The part of pam_python's handle this module uses."""
 
-        user: str | None
-        tty: str | None
-        rhost: str | None
-        service: str | None
+        user: "str | None"
+        tty: "str | None"
+        rhost: "str | None"
+        service: "str | None"
         env: PamEnv
 
 
@@ -127,8 +129,8 @@ class Struct:
     Fields are named by __slots__, set positionally or by keyword.
     """
 
-    __slots__: tuple[str, ...] = ()
-    _defaults: dict[str, object] = {}  # noqa: RUF012 - per subclass, never mutated
+    __slots__: "tuple[str, ...]" = ()
+    _defaults: "dict[str, object]" = {}  # noqa: RUF012 - per subclass, never mutated
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         names = self.__slots__
@@ -145,7 +147,7 @@ class Struct:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"{type(self).__name__} is read-only")
 
-    def _values(self) -> tuple[object, ...]:
+    def _values(self) -> "tuple[object, ...]":
         return tuple(getattr(self, name) for name in self.__slots__)
 
     def __eq__(self, other: object) -> bool:
@@ -187,11 +189,11 @@ class Options(Struct):
     debug: bool
     # Empty: the default rule (exe_is_teleport). Otherwise absolute paths and
     # "memfd:NAME" entries, matched exactly.
-    teleport_exe: tuple[str, ...]
-    rhost_env: str | None  # PAM environment variable that carries the client address, if any
+    teleport_exe: "tuple[str, ...]"
+    rhost_env: "str | None"  # PAM environment variable that carries the client address, if any
     timeout_ms: int
     log_socket: str  # where the syslog daemon listens (a chroot or a test may use another)
-    problems: tuple[str, ...]  # what was wrong with the arguments, to be logged
+    problems: "tuple[str, ...]"  # what was wrong with the arguments, to be logged
 
 
 def parse_options(argv: "list[str] | tuple[str, ...]") -> Options:
@@ -246,10 +248,10 @@ class TeleportIdentity(Struct):
     __slots__ = ("user", "login", "roles")
     user: str  # Teleport user name
     login: str  # Linux login (the PAM user)
-    roles: tuple[str, ...]
+    roles: "tuple[str, ...]"
 
 
-def exe_is_teleport(exe: str, allowed: tuple[str, ...], exe_stat: "Callable[[], os.stat_result]") -> bool:
+def exe_is_teleport(exe: str, allowed: "tuple[str, ...]", exe_stat: "Callable[[], os.stat_result]") -> bool:
     """Whether /proc/self/exe names a Teleport binary.
 
     A running binary that was replaced by an upgrade reads "PATH (deleted)"
@@ -279,16 +281,16 @@ def exe_is_teleport(exe: str, allowed: tuple[str, ...], exe_stat: "Callable[[], 
     return info.st_uid == 0 and not info.st_mode & 0o022
 
 
-def _stat_self() -> os.stat_result:
+def _stat_self() -> "os.stat_result":
     return os.stat("/proc/self/exe")
 
 
 def trusted_identity(
     getenv: "Callable[[str], str | None]",
-    pam_user: str | None,
+    pam_user: "str | None",
     exe: str,
     euid: int,
-    allowed_exes: tuple[str, ...],
+    allowed_exes: "tuple[str, ...]",
     exe_stat: "Callable[[], os.stat_result]" = _stat_self,
 ) -> "tuple[TeleportIdentity | None, str]":
     """The identity to record, or None and the reason it is not believed."""
@@ -388,21 +390,21 @@ class Fields(Struct):
     op: str
     acct: str
     exe: str
-    hostname: str | None
-    addr: str | None
-    terminal: str | None
+    hostname: "str | None"
+    addr: "str | None"
+    terminal: "str | None"
     teleport_user: str
-    roles: tuple[str, ...]
+    roles: "tuple[str, ...]"
     child: str  # teleportChild=: exec, or networking for Teleport's forwarding child
     success: bool
 
 
-def _capped(value: str | None, cap: int) -> str:
+def _capped(value: "str | None", cap: int) -> str:
     """bare_value() of at most cap bytes of value; "?" when unset."""
     return bare_value(to_bytes(value)[:cap]) if value else UNKNOWN
 
 
-def _roles(roles: tuple[str, ...], budget: int) -> tuple[str, int]:
+def _roles(roles: "tuple[str, ...]", budget: int) -> "tuple[str, int]":
     """The encoded roles that fit in budget, cut only between roles, and how many were left out.
 
     A role cut mid-name would read as another, valid-looking role.
@@ -450,7 +452,7 @@ def record_text(fields: Fields) -> str:
     return f"{head} teleportRoles={roles}{tail}"
 
 
-def ip_literal(value: str | None) -> str | None:
+def ip_literal(value: "str | None") -> "str | None":
     """value when it is an IPv4 or IPv6 address, else None (no DNS: never block)."""
     if not value:
         return None
@@ -491,7 +493,7 @@ AUDIT_STATUS_FIELDS = (
 class AuditError(Exception):
     """A record could not be written; errno is None when audit is disabled."""
 
-    def __init__(self, errno: int | None, message: str) -> None:
+    def __init__(self, errno: "int | None", message: str) -> None:
         super().__init__(errno, message)
         self.errno = errno
         self.message = message
@@ -516,7 +518,7 @@ class AuditStatus(Struct):
     backlog_limit: int
     lost: int
     backlog: int
-    backlog_wait_time: int | None
+    backlog_wait_time: "int | None"
 
     @classmethod
     def unpack(cls, payload: bytes) -> "AuditStatus":
@@ -575,7 +577,7 @@ def frame(msg_type: int, payload: bytes, seq: int, flags: int = NLM_F_REQUEST | 
     return NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
 
 
-def parse(buffer: bytes) -> list[tuple[int, int, bytes]]:
+def parse(buffer: bytes) -> "list[tuple[int, int, bytes]]":
     """Split a datagram into (type, seq, payload) messages."""
     out = []
     offset = 0
@@ -608,7 +610,7 @@ class AuditSocket:
     def close(self) -> None:
         self._sock.close()
 
-    def _request(self, msg_type: int, payload: bytes) -> bytes | None:
+    def _request(self, msg_type: int, payload: bytes) -> "bytes | None":
         """Send one request; return the reply payload of msg_type, if any, once acked."""
         self._seq += 1
         seq = self._seq
@@ -657,7 +659,7 @@ class AuditSocket:
         self._request(msg_type, text.encode("ascii") + b"\0")
 
 
-def kernel_status(audit: AuditSocket) -> AuditStatus | None:
+def kernel_status(audit: AuditSocket) -> "AuditStatus | None":
     """AUDIT_GET's answer, or None when the kernel will not say.
 
     It needs CAP_AUDIT_CONTROL and the initial pid namespace, a record only
@@ -708,7 +710,7 @@ def write_record(msg_type: int, text: str, timeout: float) -> None:
 # the rest of the process.
 
 
-def syslog_line(priority: int, ident: str, text: str, now: float | None = None) -> bytes:
+def syslog_line(priority: int, ident: str, text: str, now: "float | None" = None) -> bytes:
     import time  # only here: most logins log nothing
 
     stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
@@ -746,21 +748,16 @@ def syslog(priority: int, ident: str, text: str, path: str) -> bool:
 # The entry points: one TeleportAuditModule per PAM handle.
 
 
-class Kind(Struct):
-    """One kind of record of ours."""
-
-    __slots__ = ("op", "msg_type")
-    op: str
-    msg_type: int
-
-
-ACCOUNTING = Kind(OP_ACCOUNTING, AUDIT_USER_ACCT)
-SESSION_OPEN = Kind(OP_SESSION_OPEN, AUDIT_USER_START)
-SESSION_CLOSE = Kind(OP_SESSION_CLOSE, AUDIT_USER_END)
-LOGIN = Kind(OP_LOGIN, AUDIT_USER_LOGIN)
+# The message type of each of our records.
+RECORD_TYPE = {
+    OP_ACCOUNTING: AUDIT_USER_ACCT,
+    OP_SESSION_OPEN: AUDIT_USER_START,
+    OP_SESSION_CLOSE: AUDIT_USER_END,
+    OP_LOGIN: AUDIT_USER_LOGIN,
+}
 
 
-def _exact(read: "Callable[[], str | None]") -> str | None:
+def _exact(read: "Callable[[], str | None]") -> "str | None":
     """A PAM string, whatever its bytes.
 
     pam_python decodes PAM strings as strict UTF-8 and raises on anything
@@ -773,12 +770,12 @@ def _exact(read: "Callable[[], str | None]") -> str | None:
         return bytes(exc.object).decode("utf-8", "surrogateescape")
 
 
-def pam_item(pamh: "PamHandle", name: str) -> str | None:
+def pam_item(pamh: "PamHandle", name: str) -> "str | None":
     """PAM_USER, PAM_TTY, PAM_RHOST … as pam_python names them (user, tty, rhost)."""
     return _exact(lambda: getattr(pamh, name))
 
 
-def pam_env(pamh: "PamHandle", name: str) -> str | None:
+def pam_env(pamh: "PamHandle", name: str) -> "str | None":
     """A PAM environment variable (pam_getenv), None when unset."""
     return _exact(lambda: pamh.env.get(name))
 
@@ -792,13 +789,14 @@ def describe(exc: Exception) -> str:
 class TeleportAuditModule:
     """One PAM handle's worth of state: the identity trusted at acct_mgmt, and how far the login got."""
 
-    def __init__(self, exe: str | None = None) -> None:
+    def __init__(self, exe: "str | None" = None) -> None:
         self.identity: TeleportIdentity | None = None
         # Read once (pam_entry.py already has it): a process's executable cannot
         # change while its interpreter lives.
         self.exe = exe or program_path()
         self.child: str | None = None  # read at the first trusted acct_mgmt
         self.options = Options()  # the last line's: pam_sm_end gets no arguments
+        self._args: list[str] = []  # what self.options was parsed from
         self.opened = False  # our open_session ran for the identity
         self.closed = False  # our close_session ran: nothing is left to say at pam_end
         # Each distinct problem is logged once per PAM handle: one line per
@@ -807,13 +805,13 @@ class TeleportAuditModule:
 
     # With fail_closed a failure refuses the account or the session opening; closing a
     # session and pam_end never refuse (the user is already in, or already out).
-    def acct_mgmt(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
+    def acct_mgmt(self, pamh: "PamHandle", flags: int, args: "list[str]") -> int:
         return self._run(pamh, args, "account", self._account, PAM_SYSTEM_ERR)
 
-    def open_session(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
+    def open_session(self, pamh: "PamHandle", flags: int, args: "list[str]") -> int:
         return self._run(pamh, args, "session", self._open, PAM_SESSION_ERR)
 
-    def close_session(self, pamh: "PamHandle", flags: int, args: list[str]) -> int:
+    def close_session(self, pamh: "PamHandle", flags: int, args: "list[str]") -> int:
         return self._run(pamh, args, "session", self._close, None)
 
     def end(self, pamh: "PamHandle") -> int:
@@ -823,16 +821,16 @@ class TeleportAuditModule:
     def _run(
         self,
         pamh: "PamHandle",
-        args: list[str] | None,
+        args: "list[str] | None",
         phase: str,
         action: "Callable[[PamHandle, Options], int]",
-        refusal: int | None,
+        refusal: "int | None",
     ) -> int:
         """Run one phase; never raises. The return code is settled before anything is logged."""
         code = PAM_IGNORE
         try:
-            if args is not None:
-                self.options = parse_options(args[1:])
+            if args is not None and args[1:] != self._args:
+                self._args, self.options = args[1:], parse_options(args[1:])
             options = self.options
             if options.problems:
                 self._log(pamh, options, phase, LOG_WARNING, "; ".join(options.problems))
@@ -873,7 +871,7 @@ class TeleportAuditModule:
             return PAM_IGNORE
         # Teleport opens a session only once acct_mgmt succeeded: the account outcome is known.
         self.opened = True
-        self._write(pamh, options, "session", [(ACCOUNTING, True)])
+        self._write(pamh, options, "session", [(OP_ACCOUNTING, True)])
         return PAM_SUCCESS
 
     def _close(self, pamh: "PamHandle", options: Options) -> int:
@@ -881,7 +879,7 @@ class TeleportAuditModule:
             return PAM_IGNORE
         # Teleport closes only sessions that opened: the session's outcome is known.
         self.closed = True
-        self._write(pamh, options, "session", [(SESSION_OPEN, True), (SESSION_CLOSE, True)])
+        self._write(pamh, options, "session", [(OP_SESSION_OPEN, True), (OP_SESSION_CLOSE, True)])
         return PAM_SUCCESS
 
     def _end(self, pamh: "PamHandle", options: Options) -> int:
@@ -890,7 +888,7 @@ class TeleportAuditModule:
         self.closed = True
         # Refused: before our session line ran (account stack, authentication, or
         # session modules before ours), or by a session module after it.
-        self._write(pamh, options, "end", [(SESSION_OPEN if self.opened else LOGIN, False)])
+        self._write(pamh, options, "end", [(OP_SESSION_OPEN if self.opened else OP_LOGIN, False)])
         return PAM_SUCCESS
 
     def _still_trusted(self, pamh: "PamHandle", options: Options, phase: str) -> bool:
@@ -905,7 +903,8 @@ class TeleportAuditModule:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
         return True
 
-    def _write(self, pamh: "PamHandle", options: Options, phase: str, kinds: "list[tuple[Kind, bool]]") -> None:
+    def _write(self, pamh: "PamHandle", options: Options, phase: str, outcomes: "list[tuple[str, bool]]") -> None:
+        """One record per (op, success), on one socket."""
         identity = self.identity
         assert identity is not None
         rhost = pam_item(pamh, "rhost") or None
@@ -913,10 +912,10 @@ class TeleportAuditModule:
         child = self.child or CHILD_EXEC
         records = [
             (
-                kind.msg_type,
+                RECORD_TYPE[op],
                 record_text(
                     Fields(
-                        kind.op,
+                        op,
                         identity.login,
                         self.exe,
                         rhost,
@@ -929,11 +928,12 @@ class TeleportAuditModule:
                     )
                 ),
             )
-            for kind, success in kinds
+            for op, success in outcomes
         ]
         write_records(records, options.timeout_ms / 1000)
-        ops = ", ".join(f"{kind.op} res={'success' if ok else 'failed'}" for kind, ok in kinds)
-        self._debug(pamh, options, phase, f"recorded {ops} for Teleport user {identity.user!r}")
+        if options.debug:
+            ops = ", ".join(f"{op} res={'success' if ok else 'failed'}" for op, ok in outcomes)
+            self._debug(pamh, options, phase, f"recorded {ops} for Teleport user {identity.user!r}")
 
     @staticmethod
     def _set_items(pamh: "PamHandle", options: Options) -> None:
@@ -950,7 +950,7 @@ class TeleportAuditModule:
             self._log(pamh, options, phase, LOG_INFO, text)
 
     def _log(
-        self, pamh: "PamHandle", options: Options, phase: str, priority: int, text: str, key: str | None = None
+        self, pamh: "PamHandle", options: Options, phase: str, priority: int, text: str, key: "str | None" = None
     ) -> None:
         """One line to syslog, once per handle per key (default: the text); never raises."""
         try:
@@ -968,7 +968,7 @@ class TeleportAuditModule:
             pass
 
 
-def entry_points(exe: str | None = None) -> "dict[str, Callable[..., int]]":
+def entry_points(exe: "str | None" = None) -> "dict[str, Callable[..., int]]":
     """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule.
 
     pam_python execs pam_entry.py afresh for each handle, and the script puts
