@@ -863,7 +863,9 @@ class TeleportAuditModule:
         self._set_items(pamh, options)
         if options.fail_closed:
             check_usable(options.timeout_ms / 1000)
-        self._debug(pamh, options, "account", f"Teleport user {self.identity.user!r}: recorded from open_session on")
+        if options.debug:
+            user = self.identity.user
+            self._debug(pamh, options, "account", f"Teleport user {user!r}: recorded from open_session on")
         return PAM_IGNORE
 
     def _open(self, pamh: "PamHandle", options: Options) -> int:
@@ -899,7 +901,7 @@ class TeleportAuditModule:
             self.identity = None  # whatever happens next is not the login we vouched for
             self._log(pamh, options, phase, LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
             return False
-        if pam_env(pamh, ENV_TELEPORT_USERNAME) != identity.user:
+        if options.debug and pam_env(pamh, ENV_TELEPORT_USERNAME) != identity.user:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
         return True
 
