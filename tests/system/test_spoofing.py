@@ -93,6 +93,30 @@ def test_teleport_outside_the_configured_path_is_not_trusted(driver, pam_service
     assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [genuine] * 3
 
 
+def test_a_binary_not_named_teleport_is_recorded_only_when_teleport_exe_names_it(
+    driver, pam_service, linux_user, tmp_path
+) -> None:
+    """pam_entry.py's gate lets a teleport_exe= path of any name through to pam_module, and only that path."""
+    login = linux_user()
+    node = tmp_path / "bin" / "tp-node"  # e.g. a renamed or versioned Teleport build
+    node.parent.mkdir()
+    shutil.copy2(driver, node)
+    for folder in (tmp_path, node.parent):
+        folder.chmod(0o755)
+
+    def teleport_users(*options: str) -> tuple[str, list[str]]:
+        user = unique("renamed-")
+        session = run_driver(node, pam_service(debian_stack(*options)), login, user=user, shell=False)
+        assert session.returncode == 0, session.output
+        # with our three records, or libpam's four alone
+        records = pid_records(session.started, session.pid, expect=7 if options else 4)
+        return user, [r["teleportUser"] for r in records if "teleportUser" in r.fields]
+
+    assert teleport_users()[1] == []
+    named, seen = teleport_users(f"teleport_exe={node}")
+    assert seen == [named] * 3
+
+
 def test_sshd_with_client_sent_teleport_variables(pam_service, linux_user, openssh) -> None:
     """AcceptEnv TELEPORT_*: the client sends TELEPORT_USERNAME; sshd is not Teleport."""
     service = pam_service(debian_stack())

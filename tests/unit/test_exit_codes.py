@@ -91,7 +91,12 @@ CASES = [
     Case("stanza refused option", ["stanza", "--entry", ENTRY, "--option", "a b"], cli.EXIT_REFUSED, "refused:"),
     Case("stanza usage", ["stanza", "--no-such-flag"], cli.EXIT_USAGE, "usage"),
     # install
-    Case("install would change", ["install", "--pam-file", "{tmp}/sshd", "--entry", ENTRY, "--check"], 3, ""),
+    Case(
+        "install would change",
+        ["install", "--pam-file", "{tmp}/sshd", "--entry", ENTRY, "--check"],
+        cli.EXIT_WOULD_CHANGE,
+        "",
+    ),
     Case("install ok", ["install", "--pam-file", "{tmp}/sshd", "--entry", ENTRY], cli.EXIT_OK, ""),
     Case("install usage", ["install", "--pam-file", "{tmp}/sshd", "--tty-audit", "a b"], cli.EXIT_USAGE, "usage"),
     Case(
@@ -126,9 +131,20 @@ CASES = [
     Case("status io", ["status", "--pam-file", "{tmp}/missing"], cli.EXIT_IO, "I/O error: [Errno 2]"),
     Case("status io folder", ["status", "--pam-file", "{tmp}"], cli.EXIT_IO, "I/O error: [Errno 21]"),
     # search
-    Case("search nothing found", ["search", "--teleport-user", "u", "--input", "{tmp}/empty"], 0, "", [fake_auparse]),
+    Case(
+        "search nothing found",
+        ["search", "--teleport-user", "u", "--input", "{tmp}/empty"],
+        cli.EXIT_OK,
+        "",
+        [fake_auparse],
+    ),
     Case("search usage", ["search", "--since", "today"], cli.EXIT_USAGE, "usage"),
-    Case("search bad since", ["search", "--teleport-user", "u", "--since", "last tuesday"], 2, "cannot read time"),
+    Case(
+        "search bad since",
+        ["search", "--teleport-user", "u", "--since", "last tuesday"],
+        cli.EXIT_USAGE,
+        "cannot read time",
+    ),
     Case("search bad until", ["search", "--teleport-user", "u", "--until", "soon"], cli.EXIT_USAGE, "cannot read time"),
     Case(
         "search missing input",
