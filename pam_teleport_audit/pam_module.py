@@ -910,6 +910,7 @@ class TeleportAuditModule:
         identity = self.identity
         assert identity is not None
         rhost = pam_item(pamh, "rhost") or None
+        addr = ip_literal(rhost)
         tty = pam_item(pamh, "tty")
         child = self.child or CHILD_EXEC
         records = [
@@ -921,7 +922,7 @@ class TeleportAuditModule:
                         identity.login,
                         self.exe,
                         rhost,
-                        ip_literal(rhost),
+                        addr,
                         tty,
                         identity.user,
                         identity.roles,
