@@ -275,7 +275,7 @@ def test_the_generator_mostly_produces_installable_files() -> None:
     """Guards the property above against passing by refusing everything."""
     ok = 0
 
-    @settings(max_examples=300, database=None)
+    @settings(max_examples=300, database=None, derandomize=True)  # a fixed sample: the ratio must not depend on luck
     @given(pam_file())
     def count(data: bytes) -> None:
         nonlocal ok
