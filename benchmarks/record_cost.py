@@ -1,5 +1,5 @@
 """2. Per-record cost, in the distro Python: what the module does per PAM
-phase (build the record text, then write_record: open a NETLINK_AUDIT socket,
+phase (build the record text, then write_records: open a NETLINK_AUDIT socket,
 AUDIT_GET, send, wait for the ack, close), beside the raw cost of sending the
 same bytes on an open socket and reading the ack, and beside one AUDIT_GET on
 an open socket (the kernel answers it from a new kernel thread, the largest
@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import _socket
 import time
+from typing import TYPE_CHECKING
 
 from pam_teleport_audit.pam_module import (
     AUDIT_USER_START,
     NETLINK_AUDIT,
     OP_SESSION_OPEN,
     AuditSocket,
-    Fields,
     frame,
     record_text,
-    write_record,
+    write_records,
 )
 
 from . import common
+
+if TYPE_CHECKING:
+    from pam_teleport_audit.pam_module import Fields
 
 COUNT = 1000
 
@@ -38,7 +41,18 @@ def raw_send(sock: _socket.socket, packet: bytes) -> None:
 
 def run(count: int = COUNT) -> None:
     tpuser = common.unique("bench-record-")
-    fields = Fields(OP_SESSION_OPEN, "root", "/usr/local/bin/teleport", None, None, "ssh", tpuser, ("access", "editor"))
+    fields: Fields = {
+        "op": OP_SESSION_OPEN,
+        "acct": "root",
+        "exe": "/usr/local/bin/teleport",
+        "hostname": None,
+        "addr": None,
+        "terminal": "ssh",
+        "teleport_user": tpuser,
+        "roles": ("access", "editor"),
+        "child": "exec",
+        "success": True,
+    }
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
     packet = frame(AUDIT_USER_START, record_text(fields).encode("ascii") + b"\0", 1)
     status_socket = AuditSocket(1.0)
@@ -47,7 +61,7 @@ def run(count: int = COUNT) -> None:
         start = time.perf_counter_ns()
         text = record_text(fields)
         built = time.perf_counter_ns()
-        write_record(AUDIT_USER_START, text, 1.0)
+        write_records([(AUDIT_USER_START, text)], 1.0)
         done = time.perf_counter_ns()
         raw_send(sock, packet)
         sent = time.perf_counter_ns()
@@ -66,7 +80,7 @@ def run(count: int = COUNT) -> None:
             ("what", "µs per record (median)"),
             [
                 ("record_text() only", f"{med['build']:.1f}"),
-                ("record_text() + write_record() (socket, AUDIT_GET, send, ack, close)", f"{med['ours']:.1f}"),
+                ("record_text() + write_records() (socket, AUDIT_GET, send, ack, close)", f"{med['ours']:.1f}"),
                 ("raw send of the same bytes + ack, socket already open", f"{med['raw']:.1f}"),
                 ("AUDIT_GET alone, socket already open (the kernel replies from a new kthread)", f"{med['get']:.1f}"),
                 ("ours without its AUDIT_GET", f"{med['ours'] - med['get']:.1f}"),

@@ -14,28 +14,26 @@ Each record is written once its outcome is known (docs/records.md):
                    USER_END   teleport:session_close  res=success
     pam_end        USER_LOGIN teleport:login          res=failed  (refused before our open_session)
                    USER_START teleport:session_open   res=failed  (refused after it: no close)
-
-Teleport opens a session only after acct_mgmt (and pam_authenticate)
-succeeded, and closes only sessions that opened; after any failure it calls
-pam_end, where pam_python calls pam_sm_end.
-
-pam_python starts a fresh interpreter for every PAM handle, so every import
-is paid at every Teleport login: this file imports os (already loaded by the
-interpreter), _socket and _struct (built into the interpreter, not `socket`
-and `struct`, which wrap them at ~9 ms of imports), and time only to log.
-tests/unit/test_imports.py holds it to that.
 """
 
+# Every Teleport login pays for this file (docs/architecture.md: "What the
+# in-PAM code may cost"): pam_python starts a fresh interpreter for every PAM
+# handle. So it imports only os (already loaded) and _socket (built in; not
+# `socket`, which wraps it at ~9 ms of imports), and time only to log;
+# tests/unit/test_imports.py holds it to that. A class costs about 65,000
+# instructions to create, a function about 7,000: named data is therefore a
+# dict typed as a TypedDict (free at run time), and the only classes are the
+# error, the socket and the per-handle state.
 import _socket
-import _struct
 import os
+import sys
 
 # Annotations other than plain names are strings: evaluated ones (str | None,
 # tuple[str, ...]) would be built at every login. `typing` would cost an import.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, Protocol
+    from typing import Any, Protocol, TypedDict
 
     class PamEnv(Protocol):
         def get(self, key: str, default: None = None) -> "str | None": ...
@@ -49,6 +47,48 @@ if TYPE_CHECKING:
         service: "str | None"
         env: PamEnv
 
+    class Options(TypedDict):
+        fail_closed: bool
+        debug: bool
+        # Empty: the default rule (exe_is_teleport). Otherwise absolute paths and
+        # "memfd:NAME" entries, matched exactly.
+        teleport_exe: tuple[str, ...]
+        rhost_env: str | None  # PAM environment variable that carries the client address, if any
+        timeout_ms: int
+        log_socket: str  # where the syslog daemon listens (a chroot or a test may use another)
+        problems: tuple[str, ...]  # what was wrong with the arguments, to be logged
+
+    class Identity(TypedDict):
+        user: str  # Teleport user name
+        login: str  # Linux login (the PAM user)
+        roles: tuple[str, ...]
+
+    class Fields(TypedDict):
+        """What one of our records says, before encoding."""
+
+        op: str
+        acct: str
+        exe: str
+        hostname: str | None
+        addr: str | None
+        terminal: str | None
+        teleport_user: str
+        roles: tuple[str, ...]
+        child: str  # teleportChild=: exec, or networking for Teleport's forwarding child
+        success: bool
+
+    class AuditStatus(TypedDict):
+        """AUDIT_GET's answer (struct audit_status), the fields we read."""
+
+        enabled: int
+        failure: int
+        pid: int
+        rate_limit: int
+        backlog_limit: int
+        lost: int
+        backlog: int
+        backlog_wait_time: int | None  # None: a kernel older than 4.8
+
 
 # ---------------------------------------------------------------------------
 # Constants. Kernel and libpam ABI values never change; ours are named here once.
@@ -59,6 +99,7 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_REQUEST = 0x1
 NLM_F_ACK = 0x4
+NLMSGHDR_SIZE = 16  # struct nlmsghdr: u32 len, u16 type, u16 flags, u32 seq, u32 pid
 
 # <linux/audit.h>
 AUDIT_GET = 1000
@@ -68,6 +109,20 @@ AUDIT_USER_END = 1106
 AUDIT_USER_LOGIN = 1112
 # The kernel refuses user record text longer than this.
 AUDIT_MESSAGE_TEXT_MAX = 8560
+# struct audit_status: u32 fields in this order; older kernels send a prefix.
+AUDIT_STATUS_FIELDS = (
+    "mask",
+    "enabled",
+    "failure",
+    "pid",
+    "rate_limit",
+    "backlog_limit",
+    "lost",
+    "backlog",
+    "feature_bitmap",
+    "backlog_wait_time",
+    "backlog_wait_time_actual",
+)
 
 # <security/_pam_types.h>: the values themselves, so a return code never depends
 # on a handle that may be the thing failing.
@@ -94,6 +149,13 @@ OP_ACCOUNTING = "teleport:accounting"
 OP_SESSION_OPEN = "teleport:session_open"
 OP_SESSION_CLOSE = "teleport:session_close"
 OP_LOGIN = "teleport:login"
+# The message type of each of our records.
+RECORD_TYPE = {
+    OP_ACCOUNTING: AUDIT_USER_ACCT,
+    OP_SESSION_OPEN: AUDIT_USER_START,
+    OP_SESSION_CLOSE: AUDIT_USER_END,
+    OP_LOGIN: AUDIT_USER_LOGIN,
+}
 # teleportChild=: argv[1] of the Teleport child running PAM.
 CHILD_EXEC = "exec"
 CHILD_NETWORKING = "networking"  # port, agent and X11 forwarding
@@ -123,44 +185,6 @@ DELETED_SUFFIX = " (deleted)"
 MEMFD_PREFIX = "/memfd:"
 
 
-class Struct:
-    """A tiny immutable record type (dataclasses would import inspect at every handle).
-
-    Fields are named by __slots__, set positionally or by keyword.
-    """
-
-    __slots__: "tuple[str, ...]" = ()
-    _defaults: "dict[str, object]" = {}  # noqa: RUF012 - per subclass, never mutated
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        names = self.__slots__
-        if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes at most {len(names)} values")
-        values = {**self._defaults, **dict(zip(names, args, strict=False)), **kwargs}
-        for name in names:
-            if name not in values:
-                raise TypeError(f"{type(self).__name__} needs {name}")
-            object.__setattr__(self, name, values.pop(name))
-        if values:
-            raise TypeError(f"{type(self).__name__} has no field {next(iter(values))}")
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is read-only")
-
-    def _values(self) -> "tuple[object, ...]":
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({inner})"
-
-
 # ---------------------------------------------------------------------------
 # Options, from the pam.d line, parsed in this one place:
 #
@@ -174,29 +198,7 @@ DEFAULT_TIMEOUT_MS = 1000
 DEFAULT_LOG_SOCKET = "/dev/log"
 
 
-class Options(Struct):
-    __slots__ = ("fail_closed", "debug", "teleport_exe", "rhost_env", "timeout_ms", "log_socket", "problems")
-    _defaults = {  # noqa: RUF012
-        "fail_closed": False,
-        "debug": False,
-        "teleport_exe": (),
-        "rhost_env": None,
-        "timeout_ms": DEFAULT_TIMEOUT_MS,
-        "log_socket": DEFAULT_LOG_SOCKET,
-        "problems": (),
-    }
-    fail_closed: bool
-    debug: bool
-    # Empty: the default rule (exe_is_teleport). Otherwise absolute paths and
-    # "memfd:NAME" entries, matched exactly.
-    teleport_exe: "tuple[str, ...]"
-    rhost_env: "str | None"  # PAM environment variable that carries the client address, if any
-    timeout_ms: int
-    log_socket: str  # where the syslog daemon listens (a chroot or a test may use another)
-    problems: "tuple[str, ...]"  # what was wrong with the arguments, to be logged
-
-
-def parse_options(argv: "list[str] | tuple[str, ...]") -> Options:
+def parse_options(argv: "list[str] | tuple[str, ...]") -> "Options":
     """Parse module arguments (without pam_python's script path)."""
     fail_closed = debug = False
     exes: list[str] = []
@@ -232,7 +234,15 @@ def parse_options(argv: "list[str] | tuple[str, ...]") -> Options:
                 problems.append(f"log_socket={value!r} is not an absolute path; ignored")
         else:
             problems.append(f"unknown option {arg!r}; ignored")
-    return Options(fail_closed, debug, tuple(exes), rhost_env, timeout_ms, log_socket, tuple(problems))
+    return {
+        "fail_closed": fail_closed,
+        "debug": debug,
+        "teleport_exe": tuple(exes),
+        "rhost_env": rhost_env,
+        "timeout_ms": timeout_ms,
+        "log_socket": log_socket,
+        "problems": tuple(problems),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -244,25 +254,21 @@ def parse_options(argv: "list[str] | tuple[str, ...]") -> Options:
 # application itself is Teleport, running as root, in the account phase.
 
 
-class TeleportIdentity(Struct):
-    __slots__ = ("user", "login", "roles")
-    user: str  # Teleport user name
-    login: str  # Linux login (the PAM user)
-    roles: "tuple[str, ...]"
-
-
-def exe_is_teleport(exe: str, allowed: "tuple[str, ...]", exe_stat: "Callable[[], os.stat_result]") -> bool:
+def exe_is_teleport(
+    exe: str, allowed: "tuple[str, ...]", exe_stat: "Callable[[], os.stat_result] | None" = None
+) -> bool:
     """Whether /proc/self/exe names a Teleport binary.
 
-    A running binary that was replaced by an upgrade reads "PATH (deleted)"
-    and is still the binary that was trusted when it started; a binary run
-    from a memfd reads "/memfd:NAME (deleted)". With no teleport_exe= option,
-    a file named teleport owned by root and writable by nobody else, and the
-    memfd Teleport itself names teleport-sessionhelper, are trusted;
-    otherwise only the listed paths and memfd:NAME entries. exe_stat stats the
-    running binary (os.stat of /proc/self/exe reaches its inode even when
-    deleted); it is called only for the default rule's file check.
+    exe_stat (default: os.stat of /proc/self/exe, which reaches the running
+    binary's inode even when it was deleted) is called only for the default
+    rule's file check.
     """
+    # A running binary that was replaced by an upgrade reads "PATH (deleted)"
+    # and is still the binary that was trusted when it started; a binary run
+    # from a memfd reads "/memfd:NAME (deleted)". With no teleport_exe= option,
+    # a file named teleport owned by root and writable by nobody else, and the
+    # memfd Teleport itself names teleport-sessionhelper, are trusted;
+    # otherwise only the listed paths and memfd:NAME entries.
     exe = exe.removesuffix(DELETED_SUFFIX)
     if exe.startswith(MEMFD_PREFIX):
         # A memfd's owner and mode say nothing: whoever runs it as root made it.
@@ -271,18 +277,14 @@ def exe_is_teleport(exe: str, allowed: "tuple[str, ...]", exe_stat: "Callable[[]
         return False
     if allowed:
         return exe in allowed
-    if os.path.basename(exe) != DEFAULT_TELEPORT_NAME:
+    if exe.rpartition("/")[2] != DEFAULT_TELEPORT_NAME:
         return False
     try:
-        info = exe_stat()
+        info = exe_stat() if exe_stat else os.stat("/proc/self/exe")
     except OSError:
         return False
     # Anyone who could have rewritten the binary could be forging the environment.
     return info.st_uid == 0 and not info.st_mode & 0o022
-
-
-def _stat_self() -> "os.stat_result":
-    return os.stat("/proc/self/exe")
 
 
 def trusted_identity(
@@ -291,8 +293,8 @@ def trusted_identity(
     exe: str,
     euid: int,
     allowed_exes: "tuple[str, ...]",
-    exe_stat: "Callable[[], os.stat_result]" = _stat_self,
-) -> "tuple[TeleportIdentity | None, str]":
+    exe_stat: "Callable[[], os.stat_result] | None" = None,
+) -> "tuple[Identity | None, str]":
     """The identity to record, or None and the reason it is not believed."""
     user = getenv(ENV_TELEPORT_USERNAME)
     if not user:
@@ -307,8 +309,7 @@ def trusted_identity(
     login = getenv(ENV_TELEPORT_LOGIN)
     if login is not None and login != pam_user:
         return None, "TELEPORT_LOGIN differs from the PAM user"
-    roles = tuple((getenv(ENV_TELEPORT_ROLES) or "").split())
-    return TeleportIdentity(user, pam_user, roles), "trusted"
+    return {"user": user, "login": pam_user, "roles": tuple((getenv(ENV_TELEPORT_ROLES) or "").split())}, "trusted"
 
 
 def program_path() -> str:
@@ -343,60 +344,42 @@ def child_kind(cmdline: str = "/proc/self/cmdline") -> str:
 # tell the two apart (admin/auditlog.py: decode_value).
 
 UNKNOWN = "?"
-_HEX_DIGITS = frozenset("0123456789ABCDEF")
-# Bytes a bare value may hold: printable ASCII except the quote characters,
-# '=' and the backslash, which log readers treat specially.
-_BARE_BYTES = frozenset(range(0x21, 0x7F)) - frozenset(b"\"'=\\")
+# bytes.translate(None, these) deletes them: what is left is what a value may not hold.
+_HEX_DIGITS = b"0123456789ABCDEF"
+# libaudit's audit_value_needs_encoding(): any byte outside 0x21..0x7e, or '"'.
+_LIBAUDIT_PLAIN = bytes(range(0x21, 0x7F)).replace(b'"', b"")
+# A bare value: printable ASCII except the quote characters, '=' and the
+# backslash, which log readers treat specially.
+_BARE_PLAIN = _LIBAUDIT_PLAIN.translate(None, b"'=\\")
 
 
 def looks_like_hex(text: str) -> bool:
     """What libaudit's hex encoding produces: pairs of uppercase hex digits."""
-    return bool(text) and len(text) % 2 == 0 and _HEX_DIGITS.issuperset(text)
+    return bool(text) and len(text) % 2 == 0 and text.isascii() and not text.encode().translate(None, _HEX_DIGITS)
 
 
 def needs_encoding(value: bytes) -> bool:
     """libaudit's audit_value_needs_encoding()."""
-    return any(b == 0x22 or b < 0x21 or b > 0x7E for b in value)
-
-
-def hex_value(value: bytes) -> str:
-    return value.hex().upper()
+    return bool(value.translate(None, _LIBAUDIT_PLAIN))
 
 
 def libaudit_value(value: bytes) -> str:
     """acct=/exe= as libaudit writes them: quoted, or hex when unsafe."""
-    return hex_value(value) if needs_encoding(value) else '"' + value.decode("ascii") + '"'
+    return value.hex().upper() if needs_encoding(value) else '"' + value.decode("ascii") + '"'
 
 
 def bare_value(value: bytes) -> str:
     """A value written bare when plainly safe, as hex otherwise."""
-    if value and value != b"?" and all(b in _BARE_BYTES for b in value):
+    if value and value != b"?" and not value.translate(None, _BARE_PLAIN):
         text = value.decode("ascii")
         if not looks_like_hex(text):
             return text
-    return hex_value(value)
+    return value.hex().upper()
 
 
 def to_bytes(text: str) -> bytes:
     """PAM strings reach Python as str; get their original bytes back (see pam_item)."""
     return text.encode("utf-8", "surrogateescape")
-
-
-class Fields(Struct):
-    """What one of our records says, before encoding."""
-
-    __slots__ = ("op", "acct", "exe", "hostname", "addr", "terminal", "teleport_user", "roles", "child", "success")
-    _defaults = {"child": CHILD_EXEC, "success": True}  # noqa: RUF012
-    op: str
-    acct: str
-    exe: str
-    hostname: "str | None"
-    addr: "str | None"
-    terminal: "str | None"
-    teleport_user: str
-    roles: "tuple[str, ...]"
-    child: str  # teleportChild=: exec, or networking for Teleport's forwarding child
-    success: bool
 
 
 def _capped(value: "str | None", cap: int) -> str:
@@ -425,7 +408,7 @@ def _roles(roles: "tuple[str, ...]", budget: int) -> "tuple[str, int]":
     return encoded(low), len(roles) - low
 
 
-def record_text(fields: Fields) -> str:
+def record_text(fields: "Fields") -> str:
     """The message text, never longer than the kernel accepts (AUDIT_MESSAGE_TEXT_MAX).
 
     Every field but the roles has a cap that keeps it from crowding out the
@@ -434,20 +417,21 @@ def record_text(fields: Fields) -> str:
     and always whole.
     """
     head = (
-        f"op={fields.op}"
-        f" acct={libaudit_value(to_bytes(fields.acct)[:ACCT_MAX_BYTES])}"
-        f" exe={libaudit_value(to_bytes(fields.exe)[:EXE_MAX_BYTES])}"
-        f" hostname={_capped(fields.hostname, HOSTNAME_MAX_BYTES)}"
-        f" addr={_capped(fields.addr, ADDR_MAX_BYTES)}"
-        f" terminal={_capped(fields.terminal, TERMINAL_MAX_BYTES)}"
-        f" teleportUser={_capped(fields.teleport_user, TELEPORT_USER_MAX_BYTES)}"
+        f"op={fields['op']}"
+        f" acct={libaudit_value(to_bytes(fields['acct'])[:ACCT_MAX_BYTES])}"
+        f" exe={libaudit_value(to_bytes(fields['exe'])[:EXE_MAX_BYTES])}"
+        f" hostname={_capped(fields['hostname'], HOSTNAME_MAX_BYTES)}"
+        f" addr={_capped(fields['addr'], ADDR_MAX_BYTES)}"
+        f" terminal={_capped(fields['terminal'], TERMINAL_MAX_BYTES)}"
+        f" teleportUser={_capped(fields['teleport_user'], TELEPORT_USER_MAX_BYTES)}"
     )
-    tail = f" teleportChild={bare_value(fields.child.encode())} res={'success' if fields.success else 'failed'}"
-    omitted_room = len(f" teleportRolesOmitted={len(fields.roles)}")
+    result = "success" if fields["success"] else "failed"
+    tail = f" teleportChild={bare_value(fields['child'].encode())} res={result}"
+    all_roles = fields["roles"]
     budget = AUDIT_MESSAGE_TEXT_MAX - len(head) - len(" teleportRoles=") - len(tail)
-    roles, omitted = _roles(fields.roles, budget)
+    roles, omitted = _roles(all_roles, budget)
     if omitted:
-        roles, omitted = _roles(fields.roles, budget - omitted_room)
+        roles, omitted = _roles(all_roles, budget - len(f" teleportRolesOmitted={len(all_roles)}"))
         roles += f" teleportRolesOmitted={omitted}"
     return f"{head} teleportRoles={roles}{tail}"
 
@@ -466,28 +450,13 @@ def ip_literal(value: "str | None") -> "str | None":
 
 
 # ---------------------------------------------------------------------------
-# The kernel socket: NETLINK_AUDIT, with message layouts declared as data.
-# AuditSocket only frames, sends and reads acknowledgements; every failure is an
-# AuditError carrying the errno and the system's message.
+# The kernel socket: NETLINK_AUDIT. AuditSocket only frames, sends and reads
+# acknowledgements; every failure is an AuditError carrying the errno and the
+# system's message. Netlink fields are in host byte order.
 
-# struct nlmsghdr: len, type, flags, seq, pid
-NLMSGHDR = _struct.Struct("=IHHII")
-# struct nlmsgerr: error, then the request's nlmsghdr
-NLMSGERR = _struct.Struct("=i" + NLMSGHDR.format[1:])
-# struct audit_status, in order; older kernels send a prefix.
-AUDIT_STATUS_FIELDS = (
-    "mask",
-    "enabled",
-    "failure",
-    "pid",
-    "rate_limit",
-    "backlog_limit",
-    "lost",
-    "backlog",
-    "feature_bitmap",
-    "backlog_wait_time",
-    "backlog_wait_time_actual",
-)
+
+def _uint(data: bytes, offset: int, size: int = 4, signed: bool = False) -> int:
+    return int.from_bytes(data[offset : offset + size], sys.byteorder, signed=signed)
 
 
 class AuditError(Exception):
@@ -501,91 +470,77 @@ class AuditError(Exception):
     def __str__(self) -> str:
         return self.message if self.errno is None else f"[errno {self.errno}] {self.message}"
 
-    @classmethod
-    def from_errno(cls, code: int, context: str) -> "AuditError":
-        return cls(code, f"{context}: {os.strerror(code)}")
+
+def _os_error(code: int, context: str) -> AuditError:
+    return AuditError(code, f"{context}: {os.strerror(code)}")
 
 
-class AuditStatus(Struct):
-    """AUDIT_GET's answer, and what it means for a record sent now."""
+def audit_status(payload: bytes) -> "AuditStatus":
+    """AUDIT_GET's answer, read from struct audit_status."""
+    count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
+    if count < 8:
+        raise AuditError(EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
+    values = {name: _uint(payload, 4 * index) for index, name in enumerate(AUDIT_STATUS_FIELDS[:count])}
+    return {
+        "enabled": values["enabled"],
+        "failure": values["failure"],
+        "pid": values["pid"],
+        "rate_limit": values["rate_limit"],
+        "backlog_limit": values["backlog_limit"],
+        "lost": values["lost"],
+        "backlog": values["backlog"],
+        "backlog_wait_time": values.get("backlog_wait_time"),
+    }
 
-    __slots__ = ("enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog", "backlog_wait_time")
-    _defaults = {"backlog_wait_time": None}  # noqa: RUF012
-    enabled: int
-    failure: int
-    pid: int
-    rate_limit: int
-    backlog_limit: int
-    lost: int
-    backlog: int
-    backlog_wait_time: "int | None"
 
-    @classmethod
-    def unpack(cls, payload: bytes) -> "AuditStatus":
-        count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
-        if count < 8:
-            raise AuditError(EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
-        values = dict(zip(AUDIT_STATUS_FIELDS[:count], _struct.unpack_from(f"={count}I", payload), strict=True))
-        return cls(
-            values["enabled"],
-            values["failure"],
-            values["pid"],
-            values["rate_limit"],
-            values["backlog_limit"],
-            values["lost"],
-            values["backlog"],
-            values.get("backlog_wait_time"),
-        )
+def daemon_alive(status: "AuditStatus", proc: str = "/proc") -> bool:
+    """Whether the registered audit daemon still runs."""
+    # A killed auditd stays registered until the kernel next fails to deliver a
+    # record to it (then it resets pid to 0): the pid alone is not enough.
+    # /proc/PID/exe is gone once the process has exited, zombie included;
+    # reading the link costs about a sixth of reading /proc/PID/stat.
+    if not status["pid"]:
+        return False
+    try:
+        os.readlink(f"{proc}/{status['pid']}/exe")
+    except PermissionError:
+        return True  # it exists; only root may look (the module runs as root)
+    except OSError:
+        return False
+    return True
 
-    def daemon_alive(self, proc: str = "/proc") -> bool:
-        """Whether the registered audit daemon still runs.
 
-        A killed auditd stays registered until the kernel next fails to deliver
-        a record to it (then it resets pid to 0): the pid alone is not enough.
-        /proc/PID/exe is gone once the process has exited, zombie included;
-        reading the link costs about a sixth of reading /proc/PID/stat.
-        """
-        if not self.pid:
-            return False
-        try:
-            os.readlink(f"{proc}/{self.pid}/exe")
-        except PermissionError:
-            return True  # it exists; only root may look (the module runs as root)
-        except OSError:
-            return False
-        return True
-
-    def drops_records(self) -> "AuditError | None":
-        """Why a user record sent now will not reach the audit log, or None.
-
-        A full backlog is no reason: the kernel queues a user record whatever
-        the backlog, then holds the sender for up to backlog_wait_time
-        (docs/security.md).
-        """
-        if not self.enabled:
-            # The kernel acks records while disabled, and drops them.
-            return AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
-        if not self.daemon_alive():
-            # The kernel takes the record and, with no daemon to give it to, prints it to its own log.
-            return AuditError(None, "no audit daemon is running: records go to the kernel log only")
-        return None
+def drops_records(status: "AuditStatus") -> "AuditError | None":
+    """Why a user record sent now will not reach the audit log, or None."""
+    # A full backlog is no reason: the kernel queues a user record whatever the
+    # backlog, then holds the sender for up to backlog_wait_time (docs/security.md).
+    if not status["enabled"]:
+        # The kernel acks records while disabled, and drops them.
+        return AuditError(None, "audit is disabled in the kernel (auditctl -e 0)")
+    if not daemon_alive(status):
+        # The kernel takes the record and, with no daemon to give it to, prints it to its own log.
+        return AuditError(None, "no audit daemon is running: records go to the kernel log only")
+    return None
 
 
 def frame(msg_type: int, payload: bytes, seq: int, flags: int = NLM_F_REQUEST | NLM_F_ACK) -> bytes:
     """One netlink message, padded to 4 bytes as NLMSG_SPACE() does."""
-    length = NLMSGHDR.size + len(payload)
-    return NLMSGHDR.pack(length, msg_type, flags, seq, 0) + payload + b"\0" * (-length % 4)
+    length = NLMSGHDR_SIZE + len(payload)
+    order = sys.byteorder
+    header = length.to_bytes(4, order) + msg_type.to_bytes(2, order) + flags.to_bytes(2, order) + seq.to_bytes(4, order)
+    return header + bytes(4) + payload + bytes(-length % 4)  # pid 0: the kernel
 
 
 def parse(buffer: bytes) -> "list[tuple[int, int, bytes]]":
     """Split a datagram into (type, seq, payload) messages."""
     out = []
     offset = 0
-    while offset + NLMSGHDR.size <= len(buffer):
-        length, msg_type, _flags, seq, _pid = NLMSGHDR.unpack_from(buffer, offset)
-        if length < NLMSGHDR.size or offset + length > len(buffer):
+    while offset + NLMSGHDR_SIZE <= len(buffer):
+        length = _uint(buffer, offset)
+        if length < NLMSGHDR_SIZE or offset + length > len(buffer):
             raise AuditError(EPROTO, "malformed netlink reply")
-        out.append((msg_type, seq, buffer[offset + NLMSGHDR.size : offset + length]))
+        msg_type, seq = _uint(buffer, offset + 4, 2), _uint(buffer, offset + 8)
+        out.append((msg_type, seq, buffer[offset + NLMSGHDR_SIZE : offset + length]))
         offset += (length + 3) & ~3
     return out
 
@@ -597,7 +552,7 @@ class AuditSocket:
         try:
             self._sock = factory(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         except OSError as exc:
-            raise AuditError.from_errno(exc.errno or EIO, "cannot open NETLINK_AUDIT") from exc
+            raise _os_error(exc.errno or EIO, "cannot open NETLINK_AUDIT") from exc
         self._sock.settimeout(timeout)
         self._seq = 0
 
@@ -605,9 +560,6 @@ class AuditSocket:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def close(self) -> None:
         self._sock.close()
 
     def _request(self, msg_type: int, payload: bytes) -> "bytes | None":
@@ -619,22 +571,22 @@ class AuditSocket:
         try:
             self._sock.send(frame(msg_type, payload, seq))
         except OSError as exc:
-            raise AuditError.from_errno(exc.errno or EIO, f"sending {what}") from exc
+            raise _os_error(exc.errno or EIO, f"sending {what}") from exc
         reply = None
         while True:
             try:
                 data = self._sock.recv(65536)
             except TimeoutError as exc:
-                raise AuditError.from_errno(ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
+                raise _os_error(ETIMEDOUT, f"waiting for the kernel's ack of {what}") from exc
             except OSError as exc:
-                raise AuditError.from_errno(exc.errno or EIO, f"reading the ack of {what}") from exc
+                raise _os_error(exc.errno or EIO, f"reading the ack of {what}") from exc
             for got_type, got_seq, body in parse(data):
                 if got_seq != seq:
                     continue
                 if got_type == NLMSG_ERROR:
-                    code = -NLMSGERR.unpack_from(body)[0]
+                    code = -_uint(body, 0, signed=True)  # struct nlmsgerr: int error, then our header
                     if code:
-                        raise AuditError.from_errno(code, f"kernel refused {what}")
+                        raise _os_error(code, f"kernel refused {what}")
                     if msg_type != AUDIT_GET or reply is not None:
                         return reply
                 elif got_type == NLMSG_DONE:
@@ -644,28 +596,24 @@ class AuditSocket:
                     if msg_type == AUDIT_GET:
                         return reply
 
-    def status(self) -> AuditStatus:
+    def status(self) -> "AuditStatus":
         """What `auditctl -s` shows (AUDIT_GET)."""
         reply = self._request(AUDIT_GET, b"")
         if reply is None:
             raise AuditError(EPROTO, "no reply to AUDIT_GET")
-        return AuditStatus.unpack(reply)
+        return audit_status(reply)
 
     def send_user(self, msg_type: int, text: str) -> None:
-        """Write a user-space record; raise AuditError unless the kernel acked it.
-
-        The kernel overwrites the last byte with NUL, so the text carries its own.
-        """
+        """Write a user-space record; raise AuditError unless the kernel acked it."""
+        # The kernel overwrites the last byte with NUL, so the text carries its own.
         self._request(msg_type, text.encode("ascii") + b"\0")
 
 
 def kernel_status(audit: AuditSocket) -> "AuditStatus | None":
-    """AUDIT_GET's answer, or None when the kernel will not say.
-
-    It needs CAP_AUDIT_CONTROL and the initial pid namespace, a record only
-    CAP_AUDIT_WRITE: in a container or a unit without CAP_AUDIT_CONTROL the
-    question fails (EPERM) while the record would be kept.
-    """
+    """AUDIT_GET's answer, or None when the kernel will not say."""
+    # It needs CAP_AUDIT_CONTROL and the initial pid namespace, a record only
+    # CAP_AUDIT_WRITE: in a container or a unit without CAP_AUDIT_CONTROL the
+    # question fails (EPERM) while the record would be kept.
     try:
         return audit.status()
     except AuditError:
@@ -676,31 +624,24 @@ def check_usable(timeout: float) -> None:
     """AuditError when audit is known to be unusable: what fail_closed refuses a login on."""
     with AuditSocket(timeout) as audit:
         status = kernel_status(audit)
-    problem = status.drops_records() if status else None
+    problem = drops_records(status) if status else None
     if problem:
         raise problem
 
 
 def write_records(records: "list[tuple[int, str]]", timeout: float) -> None:
-    """Send user records on one socket; AuditError when one will not reach the audit log.
-
-    Every record is sent whenever the kernel would take it: an unanswered
-    AUDIT_GET does not stop the send (kernel_status), nor does a
-    dead daemon (the kernel log still gets them).
-    """
+    """Send user records on one socket; AuditError when one will not reach the audit log."""
+    # Every record is sent whenever the kernel would take it: an unanswered
+    # AUDIT_GET does not stop the send (kernel_status), nor does a dead daemon
+    # (the kernel log still gets them).
     with AuditSocket(timeout) as audit:
         status = kernel_status(audit)
-        problem = status.drops_records() if status else None
-        if status is None or status.enabled:
+        problem = drops_records(status) if status else None
+        if status is None or status["enabled"]:
             for msg_type, text in records:
                 audit.send_user(msg_type, text)
     if problem:
         raise problem
-
-
-def write_record(msg_type: int, text: str, timeout: float) -> None:
-    """One record on its own socket (benchmarks/record_cost.py times exactly this)."""
-    write_records([(msg_type, text)], timeout)
 
 
 # ---------------------------------------------------------------------------
@@ -720,12 +661,10 @@ def syslog_line(priority: int, ident: str, text: str, now: "float | None" = None
 
 
 def syslog(priority: int, ident: str, text: str, path: str) -> bool:
-    """Send one line; False when no log daemon listens (never raises).
-
-    As glibc's syslog(3): a datagram socket first; when that fails (EPROTOTYPE
-    from a stream socket such as syslog-ng's unix-stream, or anything else), a
-    stream socket, with the line NUL-terminated to mark where it ends.
-    """
+    """Send one line; False when no log daemon listens (never raises)."""
+    # As glibc's syslog(3): a datagram socket first; when that fails (EPROTOTYPE
+    # from a stream socket such as syslog-ng's unix-stream, or anything else), a
+    # stream socket, with the line NUL-terminated to mark where it ends.
     line = syslog_line(priority, ident, text)
     for kind, payload in ((_socket.SOCK_DGRAM, line), (_socket.SOCK_STREAM, line + b"\0")):
         try:
@@ -748,22 +687,11 @@ def syslog(priority: int, ident: str, text: str, path: str) -> bool:
 # The entry points: one TeleportAuditModule per PAM handle.
 
 
-# The message type of each of our records.
-RECORD_TYPE = {
-    OP_ACCOUNTING: AUDIT_USER_ACCT,
-    OP_SESSION_OPEN: AUDIT_USER_START,
-    OP_SESSION_CLOSE: AUDIT_USER_END,
-    OP_LOGIN: AUDIT_USER_LOGIN,
-}
-
-
 def _exact(read: "Callable[[], str | None]") -> "str | None":
-    """A PAM string, whatever its bytes.
-
-    pam_python decodes PAM strings as strict UTF-8 and raises on anything
-    else; the raw bytes ride on the exception, and surrogate escapes keep
-    them exact (to_bytes() turns them back into the same bytes).
-    """
+    """A PAM string, whatever its bytes."""
+    # pam_python decodes PAM strings as strict UTF-8 and raises on anything
+    # else; the raw bytes ride on the exception, and surrogate escapes keep
+    # them exact (to_bytes() turns them back into the same bytes).
     try:
         return read()
     except UnicodeDecodeError as exc:
@@ -780,22 +708,16 @@ def pam_env(pamh: "PamHandle", name: str) -> "str | None":
     return _exact(lambda: pamh.env.get(name))
 
 
-def describe(exc: Exception) -> str:
-    if isinstance(exc, AuditError):
-        return f"audit record not written: {exc}"
-    return f"internal error: {type(exc).__name__}: {exc}"
-
-
 class TeleportAuditModule:
     """One PAM handle's worth of state: the identity trusted at acct_mgmt, and how far the login got."""
 
     def __init__(self, exe: "str | None" = None) -> None:
-        self.identity: TeleportIdentity | None = None
+        self.identity: Identity | None = None
         # Read once (pam_entry.py already has it): a process's executable cannot
         # change while its interpreter lives.
         self.exe = exe or program_path()
         self.child: str | None = None  # read at the first trusted acct_mgmt
-        self.options = Options()  # the last line's: pam_sm_end gets no arguments
+        self.options = parse_options(())  # the last line's: pam_sm_end gets no arguments
         self._args: list[str] = []  # what self.options was parsed from
         self.opened = False  # our open_session ran for the identity
         self.closed = False  # our close_session ran: nothing is left to say at pam_end
@@ -832,13 +754,15 @@ class TeleportAuditModule:
             if args is not None and args[1:] != self._args:
                 self._args, self.options = args[1:], parse_options(args[1:])
             options = self.options
-            if options.problems:
-                self._log(pamh, options, phase, LOG_WARNING, "; ".join(options.problems))
+            if options["problems"]:
+                self._log(pamh, options, phase, LOG_WARNING, "; ".join(options["problems"]))
             try:
                 return action(pamh, options)
-            except Exception as exc:  # a module bug or a failed write must not lock anyone out
-                why = describe(exc)
-            if not options.fail_closed:
+            except AuditError as exc:
+                why = f"audit record not written: {exc}"
+            except Exception as exc:  # a module bug must not lock anyone out
+                why = f"internal error: {type(exc).__name__}: {exc}"
+            if not options["fail_closed"]:
                 refusal = None
             code = PAM_IGNORE if refusal is None else refusal
             if refusal is not None:
@@ -850,10 +774,10 @@ class TeleportAuditModule:
             pass
         return code
 
-    def _account(self, pamh: "PamHandle", options: Options) -> int:
-        user = pam_item(pamh, "user")
-        getenv = lambda name: pam_env(pamh, name)  # noqa: E731
-        self.identity, reason = trusted_identity(getenv, user, self.exe, os.geteuid(), options.teleport_exe)
+    def _account(self, pamh: "PamHandle", options: "Options") -> int:
+        self.identity, reason = trusted_identity(
+            lambda name: pam_env(pamh, name), pam_item(pamh, "user"), self.exe, os.geteuid(), options["teleport_exe"]
+        )
         self.opened = self.closed = False
         if self.identity is None:
             self._debug(pamh, options, "account", f"nothing recorded: {reason}")
@@ -861,14 +785,14 @@ class TeleportAuditModule:
         if self.child is None:
             self.child = child_kind()
         self._set_items(pamh, options)
-        if options.fail_closed:
-            check_usable(options.timeout_ms / 1000)
-        if options.debug:
-            user = self.identity.user
+        if options["fail_closed"]:
+            check_usable(options["timeout_ms"] / 1000)
+        if options["debug"]:
+            user = self.identity["user"]
             self._debug(pamh, options, "account", f"Teleport user {user!r}: recorded from open_session on")
         return PAM_IGNORE
 
-    def _open(self, pamh: "PamHandle", options: Options) -> int:
+    def _open(self, pamh: "PamHandle", options: "Options") -> int:
         if not self._still_trusted(pamh, options, "session"):
             return PAM_IGNORE
         # Teleport opens a session only once acct_mgmt succeeded: the account outcome is known.
@@ -876,7 +800,7 @@ class TeleportAuditModule:
         self._write(pamh, options, "session", [(OP_ACCOUNTING, True)])
         return PAM_SUCCESS
 
-    def _close(self, pamh: "PamHandle", options: Options) -> int:
+    def _close(self, pamh: "PamHandle", options: "Options") -> int:
         if not self.opened or self.closed or not self._still_trusted(pamh, options, "session"):
             return PAM_IGNORE
         # Teleport closes only sessions that opened: the session's outcome is known.
@@ -884,7 +808,7 @@ class TeleportAuditModule:
         self._write(pamh, options, "session", [(OP_SESSION_OPEN, True), (OP_SESSION_CLOSE, True)])
         return PAM_SUCCESS
 
-    def _end(self, pamh: "PamHandle", options: Options) -> int:
+    def _end(self, pamh: "PamHandle", options: "Options") -> int:
         if self.identity is None or self.closed:
             return PAM_SUCCESS
         self.closed = True
@@ -893,67 +817,57 @@ class TeleportAuditModule:
         self._write(pamh, options, "end", [(OP_SESSION_OPEN if self.opened else OP_LOGIN, False)])
         return PAM_SUCCESS
 
-    def _still_trusted(self, pamh: "PamHandle", options: Options, phase: str) -> bool:
+    def _still_trusted(self, pamh: "PamHandle", options: "Options", phase: str) -> bool:
         identity = self.identity
         if identity is None:
             return False
-        if pam_item(pamh, "user") != identity.login:
+        if pam_item(pamh, "user") != identity["login"]:
             self.identity = None  # whatever happens next is not the login we vouched for
             self._log(pamh, options, phase, LOG_WARNING, "PAM user changed since acct_mgmt; nothing recorded")
             return False
-        if options.debug and pam_env(pamh, ENV_TELEPORT_USERNAME) != identity.user:
+        if options["debug"] and pam_env(pamh, ENV_TELEPORT_USERNAME) != identity["user"]:
             self._debug(pamh, options, phase, "TELEPORT_USERNAME changed since acct_mgmt; recording the first value")
         return True
 
-    def _write(self, pamh: "PamHandle", options: Options, phase: str, outcomes: "list[tuple[str, bool]]") -> None:
+    def _write(self, pamh: "PamHandle", options: "Options", phase: str, outcomes: "list[tuple[str, bool]]") -> None:
         """One record per (op, success), on one socket."""
         identity = self.identity
         assert identity is not None
         rhost = pam_item(pamh, "rhost") or None
-        addr = ip_literal(rhost)
-        tty = pam_item(pamh, "tty")
-        child = self.child or CHILD_EXEC
-        records = [
-            (
-                RECORD_TYPE[op],
-                record_text(
-                    Fields(
-                        op,
-                        identity.login,
-                        self.exe,
-                        rhost,
-                        addr,
-                        tty,
-                        identity.user,
-                        identity.roles,
-                        child,
-                        success,
-                    )
-                ),
-            )
-            for op, success in outcomes
-        ]
-        write_records(records, options.timeout_ms / 1000)
-        if options.debug:
+        fields: Fields = {
+            "op": "",
+            "acct": identity["login"],
+            "exe": self.exe,
+            "hostname": rhost,
+            "addr": ip_literal(rhost),
+            "terminal": pam_item(pamh, "tty"),
+            "teleport_user": identity["user"],
+            "roles": identity["roles"],
+            "child": self.child or CHILD_EXEC,
+            "success": True,
+        }
+        records = [(RECORD_TYPE[op], record_text({**fields, "op": op, "success": ok})) for op, ok in outcomes]
+        write_records(records, options["timeout_ms"] / 1000)
+        if options["debug"]:
             ops = ", ".join(f"{op} res={'success' if ok else 'failed'}" for op, ok in outcomes)
-            self._debug(pamh, options, phase, f"recorded {ops} for Teleport user {identity.user!r}")
+            self._debug(pamh, options, phase, f"recorded {ops} for Teleport user {identity['user']!r}")
 
     @staticmethod
-    def _set_items(pamh: "PamHandle", options: Options) -> None:
+    def _set_items(pamh: "PamHandle", options: "Options") -> None:
         """Set the items sshd sets, so libpam's own records read like OpenSSH's."""
         if not pam_item(pamh, "tty"):
             pamh.tty = SSH_TTY_ITEM
-        if options.rhost_env and not pam_item(pamh, "rhost"):
-            address = ip_literal(pam_env(pamh, options.rhost_env))
+        if options["rhost_env"] and not pam_item(pamh, "rhost"):
+            address = ip_literal(pam_env(pamh, options["rhost_env"]))
             if address:
                 pamh.rhost = address
 
-    def _debug(self, pamh: "PamHandle", options: Options, phase: str, text: str) -> None:
-        if options.debug:
+    def _debug(self, pamh: "PamHandle", options: "Options", phase: str, text: str) -> None:
+        if options["debug"]:
             self._log(pamh, options, phase, LOG_INFO, text)
 
     def _log(
-        self, pamh: "PamHandle", options: Options, phase: str, priority: int, text: str, key: "str | None" = None
+        self, pamh: "PamHandle", options: "Options", phase: str, priority: int, text: str, key: "str | None" = None
     ) -> None:
         """One line to syslog, once per handle per key (default: the text); never raises."""
         try:
@@ -965,19 +879,17 @@ class TeleportAuditModule:
                 service = pamh.service
             except Exception:
                 service = "?"
-            ident = os.path.basename(self.exe.removesuffix(DELETED_SUFFIX)) or "pam"
-            syslog(priority, ident, f"pam_teleport_audit({service}:{phase}): {text}", options.log_socket)
+            ident = self.exe.removesuffix(DELETED_SUFFIX).rpartition("/")[2] or "pam"
+            syslog(priority, ident, f"pam_teleport_audit({service}:{phase}): {text}", options["log_socket"])
         except Exception:
             pass
 
 
 def entry_points(exe: "str | None" = None) -> "dict[str, Callable[..., int]]":
-    """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule.
-
-    pam_python execs pam_entry.py afresh for each handle, and the script puts
-    these in its globals in place of its own: two handles alive in one process
-    (and so one interpreter) never share an identity.
-    """
+    """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule."""
+    # pam_python execs pam_entry.py afresh for each handle, and the script puts
+    # these in its globals in place of its own: two handles alive in one process
+    # (and so one interpreter) never share an identity.
     module = TeleportAuditModule(exe)
     return {
         "pam_sm_acct_mgmt": module.acct_mgmt,

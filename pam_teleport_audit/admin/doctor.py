@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, AuditStatus
+from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
 from .auditlog import UNSET_ID, read_conf
 
 if TYPE_CHECKING:
+    from ..pam_module import AuditStatus
     from .pamedit import Status
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -62,7 +63,7 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
             "run as root on a kernel with CONFIG_AUDIT, in the initial namespaces",
         )
         return
-    if status.enabled == 0:
+    if status["enabled"] == 0:
         yield Check(
             "kernel audit",
             FAIL,
@@ -70,51 +71,51 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
             "run `auditctl -e 1` and check -e in /etc/audit/rules.d",
         )
     else:
-        locked = " and locked" if status.enabled == 2 else ""
+        locked = " and locked" if status["enabled"] == 2 else ""
         yield Check("kernel audit", PASS, f"enabled{locked}")
-    if status.daemon_alive(proc):
-        yield Check("auditd", PASS, f"running, pid {status.pid}")
+    if daemon_alive(status, proc):
+        yield Check("auditd", PASS, f"running, pid {status['pid']}")
     else:
         # A killed auditd stays registered until a delivery to it fails.
-        who = f"auditd pid {status.pid} is registered but gone" if status.pid else "no audit daemon is registered"
+        who = f"auditd pid {status['pid']} is registered but gone" if status["pid"] else "no audit daemon is registered"
         yield Check(
             "auditd",
             FAIL,
             f"{who}: records go to the kernel log or are lost",
             "start it: `systemctl start auditd` (or `auditd` where no init system runs)",
         )
-    if status.backlog_limit < RECOMMENDED_BACKLOG:
+    if status["backlog_limit"] < RECOMMENDED_BACKLOG:
         yield Check(
             "backlog",
             WARN,
-            f"backlog_limit {status.backlog_limit} is below {RECOMMENDED_BACKLOG}",
+            f"backlog_limit {status['backlog_limit']} is below {RECOMMENDED_BACKLOG}",
             f"add `-b {RECOMMENDED_BACKLOG}` to /etc/audit/rules.d/audit.rules and run augenrules --load",
         )
     else:
-        yield Check("backlog", PASS, f"backlog_limit {status.backlog_limit}")
-    if status.rate_limit and status.lost:
+        yield Check("backlog", PASS, f"backlog_limit {status['backlog_limit']}")
+    if status["rate_limit"] and status["lost"]:
         yield Check(
             "rate limit",
             FAIL,
-            f"rate_limit is {status.rate_limit} records/s and the kernel lost {status.lost} records since boot: "
+            f"rate_limit is {status['rate_limit']} records/s and the kernel lost {status['lost']} records since boot: "
             "over the rate it drops records it has already acked, ours included",
             "run `auditctl -r 0` and remove `-r` from /etc/audit/rules.d",
         )
-    elif status.rate_limit:
+    elif status["rate_limit"]:
         yield Check(
             "rate limit",
             WARN,
-            f"rate_limit is {status.rate_limit} records/s: a burst of logins over it loses records",
+            f"rate_limit is {status['rate_limit']} records/s: a burst of logins over it loses records",
             "run `auditctl -r 0` and remove `-r` from /etc/audit/rules.d",
         )
     else:
         yield Check("rate limit", PASS, "none")
-    if status.lost:
+    if status["lost"]:
         yield Check(
             "lost records",
             WARN,
-            f"the kernel lost {status.lost} records since boot (backlog over its limit, auditd behind"
-            + (", or the rate limit" if status.rate_limit else "")
+            f"the kernel lost {status['lost']} records since boot (backlog over its limit, auditd behind"
+            + (", or the rate limit" if status["rate_limit"] else "")
             + ")",
             "raise backlog_limit and check that auditd keeps up (auditctl -s)",
         )

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ..pam_module import (
     DEFAULT_TELEPORT_NAME,
@@ -36,7 +37,6 @@ from ..pam_module import (
     OP_SESSION_CLOSE,
     OP_SESSION_OPEN,
     SSH_TTY_ITEM,
-    AuditStatus,
     parse_options,
 )
 from .auditlog import AuditRecord, records_since
@@ -44,6 +44,9 @@ from .doctor import FAIL, PASS, WARN, Check, audit_checks, stanza_problem
 from .pamedit import ENTRY_SUFFIX, status
 from .pamfile import Line, parse
 from .pamstack import Resolver, folder_resolver
+
+if TYPE_CHECKING:
+    from ..pam_module import AuditStatus
 
 PAM_DIR = "/etc/pam.d"
 DEFAULT_LOGIN = "root"
@@ -84,7 +87,7 @@ def our_lines(data: bytes) -> list[Line]:
 
 def trusted_exes(lines: list[Line]) -> list[str]:
     """The teleport_exe= entries of the module lines (empty: any root-owned binary named teleport is trusted)."""
-    return sorted({exe for x in lines for exe in parse_options(x.args[1:]).teleport_exe})
+    return sorted({exe for x in lines for exe in parse_options(x.args[1:])["teleport_exe"]})
 
 
 def stand_in(exes: list[str], isfile: Callable[[str], bool] = os.path.isfile) -> str | None:

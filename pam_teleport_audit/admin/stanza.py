@@ -74,7 +74,7 @@ class Stanza:
             if option == "fail_closed":
                 found.append("--option 'fail_closed': use --fail-closed, which also makes the lines required")
                 continue
-            found += [f"--option {option!r}: {p}" for p in parse_options([option]).problems]
+            found += [f"--option {option!r}: {p}" for p in parse_options([option])["problems"]]
         return found
 
     def _module_args(self) -> str:

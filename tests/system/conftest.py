@@ -238,7 +238,7 @@ def syslog_catcher(tmp_path: Path) -> Iterator[SyslogCatcher]:
 def audit_switched_off() -> Iterator[None]:
     """Kernel audit switched off, then restored as it was."""
     with AuditSocket() as audit:
-        before = audit.status().enabled
+        before = audit.status()["enabled"]
     assert before == 1, f"audit enabled={before}: cannot toggle (2 means locked)"
     subprocess.run(["auditctl", "-e", "0"], check=True, capture_output=True)
     try:

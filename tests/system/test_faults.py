@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pam_teleport_audit.admin.stanza import entry_script
-from pam_teleport_audit.pam_module import AUDIT_USER_START, AuditSocket, AuditStatus, Fields, record_text, write_records
+from pam_teleport_audit.pam_module import AUDIT_USER_START, AuditSocket, daemon_alive, record_text, write_records
 
 from .conftest import (
     EXAMPLE_SSHD,
@@ -29,6 +30,9 @@ from .conftest import (
     unique,
     wait_for_records,
 )
+
+if TYPE_CHECKING:
+    from pam_teleport_audit.pam_module import AuditStatus
 
 AUDIT_USER = 1005  # a plain user message, for flooding the backlog
 
@@ -47,29 +51,29 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
 
 @contextmanager
 def auditd_stopped() -> Iterator[None]:
-    pid = status().pid
+    pid = status()["pid"]
     os.kill(pid, signal.SIGTERM)
-    wait_until(lambda: status().pid == 0, "auditd to stop")
+    wait_until(lambda: status()["pid"] == 0, "auditd to stop")
     try:
         yield
     finally:
         subprocess.run(["auditd"], check=True)
-        wait_until(lambda: status().pid != 0, "auditd to start")
+        wait_until(lambda: status()["pid"] != 0, "auditd to start")
 
 
 @contextmanager
 def auditd_killed() -> Iterator[None]:
     """auditd killed with SIGKILL: the kernel keeps its pid until a delivery fails."""
     before = status()
-    os.kill(before.pid, signal.SIGKILL)
-    wait_until(lambda: not before.daemon_alive(), "auditd to die")
+    os.kill(before["pid"], signal.SIGKILL)
+    wait_until(lambda: not daemon_alive(before), "auditd to die")
     try:
         # Nothing has sent a record since: the dead daemon is still registered.
-        assert status().pid == before.pid, "a record was sent before the login; the fault is gone"
+        assert status()["pid"] == before["pid"], "a record was sent before the login; the fault is gone"
         yield
     finally:
         subprocess.run(["auditd"], check=True)
-        wait_until(lambda: status().daemon_alive(), "auditd to start")
+        wait_until(lambda: daemon_alive(status()), "auditd to start")
 
 
 # The kernel's wait while the backlog is over its limit is counted in jiffies; this
@@ -90,22 +94,22 @@ def backlog_over_limit(hold_jiffies: int, limit: int = 8, over: int = 8) -> Iter
     """
     before = status()
     subprocess.run(["auditctl", "-b", str(limit), "--backlog_wait_time", "0"], check=True, capture_output=True)
-    os.kill(before.pid, signal.SIGSTOP)
+    os.kill(before["pid"], signal.SIGSTOP)
     try:
         with AuditSocket() as audit:
-            while audit.status().backlog < limit + over:
+            while audit.status()["backlog"] < limit + over:
                 for _ in range(50):
                     audit.send_user(AUDIT_USER, "op=pam-teleport-audit-test-flood res=success")
         subprocess.run(["auditctl", "--backlog_wait_time", str(hold_jiffies)], check=True, capture_output=True)
         yield status()
     finally:
-        os.kill(before.pid, signal.SIGCONT)
+        os.kill(before["pid"], signal.SIGCONT)
         subprocess.run(
-            ["auditctl", "-b", str(before.backlog_limit), "--backlog_wait_time", str(before.backlog_wait_time)],
+            ["auditctl", "-b", str(before["backlog_limit"]), "--backlog_wait_time", str(before["backlog_wait_time"])],
             check=True,
             capture_output=True,
         )
-        wait_until(lambda: status().backlog == 0, "the backlog to drain")
+        wait_until(lambda: status()["backlog"] == 0, "the backlog to drain")
 
 
 def package_copy(tmp: Path, broken: str, replace: tuple[str, str] | None) -> str:
@@ -196,7 +200,7 @@ def test_fail_closed_close_session_always_closes(driver, pam_service, syslog_cat
     )
     service = pam_service(stack.replace("optional   pam_python.so", "required   pam_python.so"))
     with AuditSocket() as audit:
-        assert audit.status().enabled == 1
+        assert audit.status()["enabled"] == 1
     try:
         proc = subprocess.run(
             driver_argv(driver, service, "root", user=unique("root-"), lines=["/usr/sbin/auditctl -e 0"]),
@@ -219,15 +223,26 @@ def test_over_the_backlog_limit_the_kernel_takes_our_record_and_holds_us() -> No
     is held the same way) and lose it."""
     tp_user = unique("backlog-")
     text = record_text(
-        Fields("teleport:session_open", "root", "/usr/local/bin/teleport", None, None, "ssh", tp_user, ())
+        {
+            "op": "teleport:session_open",
+            "acct": "root",
+            "exe": "/usr/local/bin/teleport",
+            "hostname": None,
+            "addr": None,
+            "terminal": "ssh",
+            "teleport_user": tp_user,
+            "roles": (),
+            "child": "exec",
+            "success": True,
+        }
     )
     started = time.time()
     with backlog_over_limit(hold_jiffies=10) as full:
-        assert full.backlog > full.backlog_limit
+        assert full["backlog"] > full["backlog_limit"]
         clock = time.monotonic()
         write_records([(AUDIT_USER_START, text)], 1.0)  # AUDIT_GET, then the record: each held
         held = time.monotonic() - clock
-        assert status().backlog > full.backlog_limit, "the backlog drained: not a test of it"
+        assert status()["backlog"] > full["backlog_limit"], "the backlog drained: not a test of it"
     assert 2 * 10 * JIFFY * 0.8 < held < 1.0, held
     records = wait_for_records(
         started, lambda rs: any(r.get("teleportUser") == tp_user for r in rs), "-m", "USER_START"
@@ -251,7 +266,7 @@ def test_a_teleport_login_over_the_backlog_limit_is_recorded(driver, pam_service
             check=False,
         )
         took = time.time() - started
-        assert status().backlog > full.backlog_limit, "the backlog drained during the login: not a test of it"
+        assert status()["backlog"] > full["backlog_limit"], "the backlog drained during the login: not a test of it"
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert took < 5, took
     records = wait_for_records(

@@ -6,7 +6,11 @@ import os
 
 import pytest
 
-from pam_teleport_audit.pam_module import TeleportIdentity, exe_is_teleport, trusted_identity
+from pam_teleport_audit.pam_module import exe_is_teleport, trusted_identity
+
+
+def identity(user: str, login: str, roles: tuple[str, ...]) -> dict[str, object]:
+    return {"user": user, "login": login, "roles": roles}
 
 
 def stat_of(mode: int = 0o100755, uid: int = 0) -> os.stat_result:
@@ -83,8 +87,8 @@ ENV = {"TELEPORT_USERNAME": "alice", "TELEPORT_LOGIN": "root", "TELEPORT_ROLES":
 @pytest.mark.parametrize(
     ("env", "pam_user", "exe", "euid", "expected", "reason"),
     [
-        (ENV, "root", TELEPORT, 0, TeleportIdentity("alice", "root", ("access", "editor")), "trusted"),
-        ({"TELEPORT_USERNAME": "alice"}, "root", TELEPORT, 0, TeleportIdentity("alice", "root", ()), "trusted"),
+        (ENV, "root", TELEPORT, 0, identity("alice", "root", ("access", "editor")), "trusted"),
+        ({"TELEPORT_USERNAME": "alice"}, "root", TELEPORT, 0, identity("alice", "root", ()), "trusted"),
         ({}, "root", TELEPORT, 0, None, "no TELEPORT_USERNAME"),
         ({**ENV, "TELEPORT_USERNAME": ""}, "root", TELEPORT, 0, None, "no TELEPORT_USERNAME"),
         (ENV, "root", "/usr/sbin/sshd", 0, None, "not a trusted Teleport binary"),
@@ -94,6 +98,6 @@ ENV = {"TELEPORT_USERNAME": "alice", "TELEPORT_LOGIN": "root", "TELEPORT_ROLES":
     ],
 )
 def test_trusted_identity(env, pam_user, exe, euid, expected, reason) -> None:
-    identity, why = trusted_identity(env.get, pam_user, exe, euid, (), stat_of)
-    assert identity == expected
+    found, why = trusted_identity(env.get, pam_user, exe, euid, (), stat_of)
+    assert found == expected
     assert reason in why

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from pam_teleport_audit.pam_module import DEFAULT_TIMEOUT_MS, Options, parse_options
+from pam_teleport_audit.pam_module import DEFAULT_LOG_SOCKET, DEFAULT_TIMEOUT_MS, parse_options
 
 
 def test_defaults() -> None:
-    assert parse_options([]) == Options()
-    assert parse_options([]).fail_closed is False
+    assert parse_options([]) == {
+        "fail_closed": False,
+        "debug": False,
+        "teleport_exe": (),
+        "rhost_env": None,
+        "timeout_ms": DEFAULT_TIMEOUT_MS,
+        "log_socket": DEFAULT_LOG_SOCKET,
+        "problems": (),
+    }
 
 
 def test_every_option() -> None:
@@ -24,12 +31,12 @@ def test_every_option() -> None:
             "log_socket=/run/log.sock",
         ]
     )
-    assert opts.fail_closed and opts.debug
-    assert opts.teleport_exe == ("/opt/t/teleport", "memfd:teleport-session")
-    assert opts.rhost_env == "TELEPORT_CLIENT_ADDR"
-    assert opts.timeout_ms == 250
-    assert opts.log_socket == "/run/log.sock"
-    assert opts.problems == ()
+    assert opts["fail_closed"] and opts["debug"]
+    assert opts["teleport_exe"] == ("/opt/t/teleport", "memfd:teleport-session")
+    assert opts["rhost_env"] == "TELEPORT_CLIENT_ADDR"
+    assert opts["timeout_ms"] == 250
+    assert opts["log_socket"] == "/run/log.sock"
+    assert opts["problems"] == ()
 
 
 @pytest.mark.parametrize(
@@ -50,6 +57,6 @@ def test_every_option() -> None:
 )
 def test_bad_options_are_reported_and_ignored(arg: str) -> None:
     opts = parse_options([arg, "fail_closed"])
-    assert len(opts.problems) == 1 and repr(arg.partition("=")[2] or arg)[1:-1] in opts.problems[0]
-    assert opts.fail_closed  # the good option still counts
-    assert opts.timeout_ms == DEFAULT_TIMEOUT_MS
+    assert len(opts["problems"]) == 1 and repr(arg.partition("=")[2] or arg)[1:-1] in opts["problems"][0]
+    assert opts["fail_closed"]  # the good option still counts
+    assert opts["timeout_ms"] == DEFAULT_TIMEOUT_MS

@@ -390,12 +390,10 @@ class FakeAudit:
 
 
 def status(**kw: int):
-    from pam_teleport_audit.pam_module import AuditStatus
-
     # This test process stands in for a running auditd.
     base = dict(enabled=1, failure=1, pid=os.getpid(), rate_limit=0, backlog_limit=8192, lost=0, backlog=0)
     base.update(kw)
-    return AuditStatus(**base)
+    return {**base, "backlog_wait_time": None}
 
 
 def dead_pid() -> int:
