@@ -365,16 +365,16 @@ def needs_encoding(value: bytes) -> bool:
 
 def libaudit_value(value: bytes) -> str:
     """acct=/exe= as libaudit writes them: quoted, or hex when unsafe."""
-    return value.hex().upper() if needs_encoding(value) else '"' + value.decode("ascii") + '"'
+    return value.hex().upper() if value.translate(None, _LIBAUDIT_PLAIN) else '"' + value.decode("ascii") + '"'
 
 
 def bare_value(value: bytes) -> str:
     """A value written bare when plainly safe, as hex otherwise."""
-    if value and value != b"?" and not value.translate(None, _BARE_PLAIN):
-        text = value.decode("ascii")
-        if not looks_like_hex(text):
-            return text
-    return value.hex().upper()
+    if not value or value == b"?" or value.translate(None, _BARE_PLAIN):  # empty, unset-looking, or unsafe
+        return value.hex().upper()
+    if len(value) % 2 == 0 and not value.translate(None, _HEX_DIGITS):  # would read back as hex
+        return value.hex().upper()
+    return value.decode("ascii")
 
 
 def to_bytes(text: str) -> bytes:
@@ -384,28 +384,27 @@ def to_bytes(text: str) -> bytes:
 
 def _capped(value: "str | None", cap: int) -> str:
     """bare_value() of at most cap bytes of value; "?" when unset."""
-    return bare_value(to_bytes(value)[:cap]) if value else UNKNOWN
+    return bare_value(value.encode("utf-8", "surrogateescape")[:cap]) if value else UNKNOWN
+
+
+def _joined(roles: "tuple[str, ...]") -> str:
+    return bare_value(",".join(roles).encode("utf-8", "surrogateescape")) if roles else UNKNOWN
 
 
 def _roles(roles: "tuple[str, ...]", budget: int) -> "tuple[str, int]":
-    """The encoded roles that fit in budget, cut only between roles, and how many were left out.
-
-    A role cut mid-name would read as another, valid-looking role.
-    """
-
-    def encoded(count: int) -> str:
-        return bare_value(to_bytes(",".join(roles[:count]))) if count else UNKNOWN
-
-    if len(encoded(len(roles))) <= budget:
-        return encoded(len(roles)), 0
-    low, high = 0, len(roles)  # encoded(low) fits ("?" always does), encoded(high) does not
+    """The encoded roles that fit in budget, cut only between roles, and how many were left out."""
+    text = _joined(roles)
+    if len(text) <= budget:
+        return text, 0
+    # A role cut mid-name would read as another, valid-looking role: cut between roles.
+    low, high = 0, len(roles)  # the first low roles fit ("?" always does), the first high do not
     while high - low > 1:
         middle = (low + high) // 2
-        if len(encoded(middle)) <= budget:
+        if len(_joined(roles[:middle])) <= budget:
             low = middle
         else:
             high = middle
-    return encoded(low), len(roles) - low
+    return _joined(roles[:low]), len(roles) - low
 
 
 def record_text(fields: "Fields") -> str:
@@ -418,8 +417,8 @@ def record_text(fields: "Fields") -> str:
     """
     head = (
         f"op={fields['op']}"
-        f" acct={libaudit_value(to_bytes(fields['acct'])[:ACCT_MAX_BYTES])}"
-        f" exe={libaudit_value(to_bytes(fields['exe'])[:EXE_MAX_BYTES])}"
+        f" acct={libaudit_value(fields['acct'].encode('utf-8', 'surrogateescape')[:ACCT_MAX_BYTES])}"
+        f" exe={libaudit_value(fields['exe'].encode('utf-8', 'surrogateescape')[:EXE_MAX_BYTES])}"
         f" hostname={_capped(fields['hostname'], HOSTNAME_MAX_BYTES)}"
         f" addr={_capped(fields['addr'], ADDR_MAX_BYTES)}"
         f" terminal={_capped(fields['terminal'], TERMINAL_MAX_BYTES)}"
@@ -455,10 +454,6 @@ def ip_literal(value: "str | None") -> "str | None":
 # system's message. Netlink fields are in host byte order.
 
 
-def _uint(data: bytes, offset: int, size: int = 4, signed: bool = False) -> int:
-    return int.from_bytes(data[offset : offset + size], sys.byteorder, signed=signed)
-
-
 class AuditError(Exception):
     """A record could not be written; errno is None when audit is disabled."""
 
@@ -480,7 +475,7 @@ def audit_status(payload: bytes) -> "AuditStatus":
     count = min(len(payload) // 4, len(AUDIT_STATUS_FIELDS))
     if count < 8:
         raise AuditError(EPROTO, f"short AUDIT_GET reply ({len(payload)} bytes)")
-    values = {name: _uint(payload, 4 * index) for index, name in enumerate(AUDIT_STATUS_FIELDS[:count])}
+    values = dict(zip(AUDIT_STATUS_FIELDS, memoryview(payload[: 4 * count]).cast("I"), strict=False))  # a prefix
     return {
         "enabled": values["enabled"],
         "failure": values["failure"],
@@ -536,11 +531,12 @@ def parse(buffer: bytes) -> "list[tuple[int, int, bytes]]":
     out = []
     offset = 0
     while offset + NLMSGHDR_SIZE <= len(buffer):
-        length = _uint(buffer, offset)
+        header = memoryview(buffer[offset : offset + NLMSGHDR_SIZE])
+        words = header.cast("I")  # len, type and flags, seq, pid
+        length, seq = words[0], words[2]
         if length < NLMSGHDR_SIZE or offset + length > len(buffer):
             raise AuditError(EPROTO, "malformed netlink reply")
-        msg_type, seq = _uint(buffer, offset + 4, 2), _uint(buffer, offset + 8)
-        out.append((msg_type, seq, buffer[offset + NLMSGHDR_SIZE : offset + length]))
+        out.append((header[4:6].cast("H")[0], seq, buffer[offset + NLMSGHDR_SIZE : offset + length]))
         offset += (length + 3) & ~3
     return out
 
@@ -584,7 +580,7 @@ class AuditSocket:
                 if got_seq != seq:
                     continue
                 if got_type == NLMSG_ERROR:
-                    code = -_uint(body, 0, signed=True)  # struct nlmsgerr: int error, then our header
+                    code = -memoryview(body[:4]).cast("i")[0]  # struct nlmsgerr: int error, then our header
                     if code:
                         raise _os_error(code, f"kernel refused {what}")
                     if msg_type != AUDIT_GET or reply is not None:
