@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 
-def load(exe: str, scope: "dict[str, object]") -> "Callable[..., int]":
+def load(scope: "dict[str, object]") -> "Callable[..., int]":
     """Put one PAM handle's pam_sm_* functions in pam_entry.py's globals; return its pam_sm_acct_mgmt.
 
     pam_python looks each pam_sm_* up by name at each call, so from then on the
@@ -28,7 +28,7 @@ def load(exe: str, scope: "dict[str, object]") -> "Callable[..., int]":
     try:
         from .pam_module import entry_points
 
-        scope.update(entry_points(exe))
+        scope.update(entry_points())
     except Exception as exc:  # a broken module must not break logins
         from .fallback import entry_points
 

@@ -1,16 +1,14 @@
-"""The script on the pam.d line, compiled from source at every PAM handle: docs/architecture.md."""
-
+# The script on the pam.d line, compiled from source at every PAM handle: docs/architecture.md.
 import os
 import sys
 
 
 def pam_sm_acct_mgmt(pamh, flags, args):
     try:
-        exe = os.readlink("/proc/self/exe")
-        path = exe.removesuffix(" (deleted)")
-        if path.endswith("/teleport") or path.startswith("/memfd:") or "teleport_exe=" + path in args:
+        exe = os.readlink("/proc/self/exe").removesuffix(" (deleted)")
+        if exe.endswith("/teleport") or exe.startswith("/memfd:") or "teleport_exe=" + exe in args:
             sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-            return __import__("pam_teleport_audit").load(exe, globals())(pamh, flags, args)
+            return __import__("pam_teleport_audit").load(globals())(pamh, flags, args)
     except Exception:
         pass
     return 25

@@ -42,6 +42,7 @@ def login(scope: dict, args: list[str]) -> list[int]:
 
 
 def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
+    sink.exe = os.readlink("/proc/self/exe")  # what pam_module reads, as the option names it
     first, second = exec_entry(SCRIPT), exec_entry(SCRIPT)
     assert "pam_sm_end" not in first  # pam_python calls it only if the module defines it
     args = [str(SCRIPT), THIS_EXE]
