@@ -353,9 +353,9 @@ _LIBAUDIT_PLAIN = bytes(range(0x21, 0x7F)).replace(b'"', b"")
 _BARE_PLAIN = _LIBAUDIT_PLAIN.translate(None, b"'=\\")
 
 
-def looks_like_hex(text: str) -> bool:
+def looks_like_hex(value: bytes) -> bool:
     """What libaudit's hex encoding produces: pairs of uppercase hex digits."""
-    return bool(text) and len(text) % 2 == 0 and text.isascii() and not text.encode().translate(None, _HEX_DIGITS)
+    return bool(value) and len(value) % 2 == 0 and not value.translate(None, _HEX_DIGITS)
 
 
 def needs_encoding(value: bytes) -> bool:
@@ -365,21 +365,15 @@ def needs_encoding(value: bytes) -> bool:
 
 def libaudit_value(value: bytes) -> str:
     """acct=/exe= as libaudit writes them: quoted, or hex when unsafe."""
-    return value.hex().upper() if value.translate(None, _LIBAUDIT_PLAIN) else '"' + value.decode("ascii") + '"'
+    return value.hex().upper() if needs_encoding(value) else '"' + value.decode("ascii") + '"'
 
 
 def bare_value(value: bytes) -> str:
     """A value written bare when plainly safe, as hex otherwise."""
-    if not value or value == b"?" or value.translate(None, _BARE_PLAIN):  # empty, unset-looking, or unsafe
-        return value.hex().upper()
-    if len(value) % 2 == 0 and not value.translate(None, _HEX_DIGITS):  # would read back as hex
+    # Unsafe bytes, nothing, or what would read back as unset ("?") or as hex.
+    if not value or value == b"?" or value.translate(None, _BARE_PLAIN) or looks_like_hex(value):
         return value.hex().upper()
     return value.decode("ascii")
-
-
-def to_bytes(text: str) -> bytes:
-    """PAM strings reach Python as str; get their original bytes back (see pam_item)."""
-    return text.encode("utf-8", "surrogateescape")
 
 
 def _capped(value: "str | None", cap: int) -> str:
@@ -687,7 +681,7 @@ def _exact(read: "Callable[[], str | None]") -> "str | None":
     """A PAM string, whatever its bytes."""
     # pam_python decodes PAM strings as strict UTF-8 and raises on anything
     # else; the raw bytes ride on the exception, and surrogate escapes keep
-    # them exact (to_bytes() turns them back into the same bytes).
+    # them exact (encoding with surrogateescape gives back the same bytes).
     try:
         return read()
     except UnicodeDecodeError as exc:

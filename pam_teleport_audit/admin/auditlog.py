@@ -22,7 +22,7 @@ def decode_value(field: str) -> bytes:
     """A value of one of our records as its bytes: the inverse of pam_module's bare and libaudit encodings."""
     if len(field) >= 2 and field[0] == field[-1] == '"':
         return field[1:-1].encode()
-    if looks_like_hex(field):
+    if looks_like_hex(field.encode()):
         return bytes.fromhex(field)
     return field.encode()
 
