@@ -701,11 +701,11 @@ def pam_env(pamh: "PamHandle", name: str) -> "str | None":
 class TeleportAuditModule:
     """One PAM handle's worth of state: the identity trusted at acct_mgmt, and how far the login got."""
 
-    def __init__(self, exe: "str | None" = None) -> None:
+    def __init__(self) -> None:
         self.identity: Identity | None = None
-        # Read once (pam_entry.py already has it): a process's executable cannot
-        # change while its interpreter lives.
-        self.exe = exe or program_path()
+        # Read once, as the kernel says it (" (deleted)" after an upgrade): a
+        # process's executable cannot change while its interpreter lives.
+        self.exe = program_path()
         self.child: str | None = None  # read at the first trusted acct_mgmt
         self.options = parse_options(())  # the last line's: pam_sm_end gets no arguments
         self._args: list[str] = []  # what self.options was parsed from
@@ -875,12 +875,12 @@ class TeleportAuditModule:
             pass
 
 
-def entry_points(exe: "str | None" = None) -> "dict[str, Callable[..., int]]":
+def entry_points() -> "dict[str, Callable[..., int]]":
     """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule."""
     # pam_python execs pam_entry.py afresh for each handle, and the script puts
     # these in its globals in place of its own: two handles alive in one process
     # (and so one interpreter) never share an identity.
-    module = TeleportAuditModule(exe)
+    module = TeleportAuditModule()
     return {
         "pam_sm_acct_mgmt": module.acct_mgmt,
         "pam_sm_open_session": module.open_session,
