@@ -55,23 +55,22 @@ def run(count: int = COUNT) -> None:
     }
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, NETLINK_AUDIT)
     packet = frame(AUDIT_USER_START, record_text(fields).encode("ascii") + b"\0", 1)
-    status_socket = AuditSocket(1.0)
-    build, ours, raw, get = [], [], [], []
-    for _ in range(count):
-        start = time.perf_counter_ns()
-        text = record_text(fields)
-        built = time.perf_counter_ns()
-        write_records([(AUDIT_USER_START, text)], 1.0)
-        done = time.perf_counter_ns()
-        raw_send(sock, packet)
-        sent = time.perf_counter_ns()
-        status_socket.status()
-        get.append(time.perf_counter_ns() - sent)
-        raw.append(sent - done)
-        build.append(built - start)
-        ours.append(done - start)
+    with AuditSocket(1.0) as status_socket:
+        build, ours, raw, get = [], [], [], []
+        for _ in range(count):
+            start = time.perf_counter_ns()
+            text = record_text(fields)
+            built = time.perf_counter_ns()
+            write_records([(AUDIT_USER_START, text)], 1.0)
+            done = time.perf_counter_ns()
+            raw_send(sock, packet)
+            sent = time.perf_counter_ns()
+            status_socket.status()
+            get.append(time.perf_counter_ns() - sent)
+            raw.append(sent - done)
+            build.append(built - start)
+            ours.append(done - start)
     sock.close()
-    status_socket.close()
     measured = (("build", build), ("ours", ours), ("raw", raw), ("get", get))
     med = {name: common.median(values) / 1000 for name, values in measured}
     print(f"## 2. Per-record cost: {count} records, interleaved with raw sends\n")
