@@ -16,9 +16,9 @@ Each record is written once its outcome is known (docs/records.md):
                    USER_START teleport:session_open   res=failed  (refused after it: no close)
 """
 
-# Every Teleport login pays for this file (docs/architecture.md: "What the
-# in-PAM code may cost"): pam_python starts a fresh interpreter for every PAM
-# handle. So it imports only os (already loaded) and _socket (built in; not
+# Every Teleport login pays for this file (docs/architecture.md: "What a line
+# costs"): pam_python starts a fresh interpreter for every PAM handle. So it
+# imports only os and sys (already loaded) and _socket (built in; not
 # `socket`, which wraps it at ~9 ms of imports), and time only to log;
 # tests/unit/test_imports.py holds it to that. A class costs about 65,000
 # instructions to create, a function about 7,000: named data is therefore a
@@ -824,7 +824,7 @@ class TeleportAuditModule:
         identity = self.identity
         assert identity is not None
         rhost = pam_item(pamh, "rhost") or None
-        fields: Fields = {
+        fields: Fields = {  # op and success are each record's, below
             "op": "",
             "acct": identity["login"],
             "exe": self.exe,
