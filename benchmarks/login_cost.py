@@ -40,8 +40,8 @@ WALL_TARGETS = {("debian-sshd", "teleport"): 1.05}
 # What pam_python does in a fresh interpreter for a PAM handle: it imports
 # traceback for its error reports, execs the script (compiled from source),
 # and pam_sm_acct_mgmt, called with the line's arguments (args[0] is the
-# script), loads pam_module for Teleport only, whose pam_sm_* then stand in the
-# script's globals. Then the pam_teleport_audit modules loaded.
+# script), loads pam_loader and pam_module for Teleport only, whose pam_sm_*
+# then stand in the script's globals. Then our modules loaded.
 IN_PAM_PATH = """\
 import traceback, sys, os, time
 path, teleport = {entry!r}, {teleport!r}
@@ -56,7 +56,7 @@ class Pamh:  # no user and no environment: the module, once loaded, records noth
 script["pam_sm_acct_mgmt"](Pamh(), 0, args)
 handle = [name for name in script if name.startswith("pam_sm_")]
 took = time.perf_counter_ns() - start
-loaded = sorted(name for name in sys.modules if name.startswith("pam_teleport_audit"))
+loaded = sorted(name for name in sys.modules if name.startswith(("pam_teleport_audit", "pam_loader", "pam_module")))
 sys.stderr.write(f"--end-- {{took}} {{sorted(handle)}} {{loaded}}\\n")
 """
 

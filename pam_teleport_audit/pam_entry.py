@@ -7,8 +7,8 @@ def pam_sm_acct_mgmt(pamh, flags, args):
     try:
         exe = os.readlink("/proc/self/exe").removesuffix(" (deleted)")
         if exe.endswith("/teleport") or exe.startswith("/memfd:") or "teleport_exe=" + exe in args:
-            sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
-            return __import__("pam_teleport_audit").load(globals())(pamh, flags, args)  # the module's, from now on
+            sys.path.insert(0, os.path.dirname(__file__))
+            return __import__("pam_loader").load(globals())(pamh, flags, args)  # the module's, from now on
     except Exception:
         pass
     return 25

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit import pam_module
+
 from .test_pam_module import FakePamh, sink  # noqa: F401 - sink is a fixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,7 @@ def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
     assert "pam_sm_end" not in second
     assert first["pam_sm_open_session"](FakePamh(), 0, args) == 0
     assert len(sink.records) == 1
+    assert str(SCRIPT.parent) not in sys.path  # put there for the import only
 
 
 @pytest.mark.parametrize(
@@ -94,27 +97,34 @@ def test_no_proc_means_no_record_and_no_exception(monkeypatch, sink) -> None:  #
     assert login(scope, [str(SCRIPT), THIS_EXE]) == [25, 25, 25]
 
 
-@pytest.fixture
-def own_imports() -> Iterator[None]:
-    """The package unloaded for the test (so a copy gets imported) and reloaded after it."""
+# What the script and pam_loader.py import, as top-level modules from the script's folder.
+IN_PAM = ("pam_loader", "pam_module", "pam_fallback")
 
-    def ours() -> list[str]:
-        return [name for name in sys.modules if name == "pam_teleport_audit" or name.startswith("pam_teleport_audit.")]
 
-    saved = {name: sys.modules.pop(name) for name in ours()}
+@pytest.fixture(autouse=True)
+def top_level_modules() -> Iterator[None]:
+    """The script's `pam_module` is this interpreter's pam_teleport_audit.pam_module, which the sink patches.
+
+    (Under pam_python nothing is imported yet and pam_loader imports the file
+    beside the script; here the test must see the same module object it
+    patched.) Whatever the test imported under the top-level names goes after it.
+    """
+    saved = {name: sys.modules.pop(name) for name in IN_PAM if name in sys.modules}
+    sys.modules["pam_module"] = pam_module
     try:
         yield
     finally:
-        for name in ours():
-            del sys.modules[name]
+        for name in IN_PAM:
+            sys.modules.pop(name, None)
         sys.modules.update(saved)
 
 
 @pytest.mark.parametrize(("fail_closed", "code"), [(False, 25), (True, 4)])
-def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_closed: bool, code: int) -> None:
+def test_a_broken_module_gives_the_fallback(tmp_path: Path, fail_closed: bool, code: int) -> None:
     copy = tmp_path / "pam_teleport_audit"
     shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "pam_module.py").write_text("this is not python (\n")
+    del sys.modules["pam_module"]  # the copy's, broken, is what the script must meet
     log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     log.bind(str(tmp_path / "log"))
     log.settimeout(0.01)
@@ -131,5 +141,6 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, own_imports, fail_cl
     log.close()
     verdict = "login refused (fail_closed)" if fail_closed else "login goes on"
     assert len(lines) == 1 and "cannot load: SyntaxError" in lines[0] and verdict in lines[0], lines
-    assert str(tmp_path) not in sys.path
-    assert sys.modules["pam_teleport_audit"].__file__ == str(copy / "__init__.py")  # the copy beside the script
+    assert str(copy) not in sys.path  # the folder went once the import was done
+    assert sys.modules["pam_loader"].__file__ == str(copy / "pam_loader.py")  # the copy beside the script
+    assert sys.modules["pam_fallback"].__file__ == str(copy / "pam_fallback.py")

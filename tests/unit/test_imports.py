@@ -2,8 +2,9 @@
 
 pam_python starts an interpreter per PAM handle, imports traceback, then execs
 pam_entry.py: every module imported after that is paid at every login. A
-login that is not Teleport's must import nothing; a Teleport login only the
-package, pam_module.py and the built-in modules on ALLOWED. A heavy import
+login that is not Teleport's must import nothing; a Teleport login only
+pam_loader.py and pam_module.py (as top-level modules: not the package) and
+the built-in modules on ALLOWED. A heavy import
 (socket, struct, typing, dataclasses, json …) added anywhere on the path makes
 this fail, naming it.
 """
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAM_PYTHON = "/usr/bin/python3"
 ALLOWED = frozenset(
     {
-        "pam_teleport_audit",
-        "pam_teleport_audit.pam_module",
+        "pam_loader",
+        "pam_module",
         "_socket",  # built into the interpreter: the netlink and syslog sockets
         "time",  # built in: only when a line is logged (syslog_line)
     }
@@ -51,7 +52,7 @@ scope = {"__file__": path, "__name__": "pam_entry"}
 exec(compile(open(path).read(), path, "exec"), scope)
 args = [path, "debug"] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
 codes = [scope["pam_sm_acct_mgmt"](Pamh(), 0, args)]
-module = sys.modules.get("pam_teleport_audit.pam_module")
+module = sys.modules.get("pam_module")
 if module is not None:
     module.write_records = lambda records, timeout: None
     module.syslog(6, "test", "the logging path", "/nonexistent")
@@ -83,7 +84,7 @@ def test_a_teleport_login_imports_only_the_allowlist() -> None:
     got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=True)
     assert got["loaded"] and got["codes"] == [25, 0, 0, 0]  # the module ran every phase
     assert set(got["new"]) <= ALLOWED, f"in-PAM path imports more than allowed: {set(got['new']) - ALLOWED}"
-    assert "pam_teleport_audit.pam_module" in got["new"]
+    assert "pam_module" in got["new"]
 
 
 @pytest.mark.parametrize("heavy", ["socket", "struct", "_struct", "typing", "dataclasses"])

@@ -1,8 +1,8 @@
-"""What pam_entry.py uses when pam_module.py cannot be loaded.
+"""What pam_loader.py gives a PAM handle when pam_module.py cannot be imported.
 
 Only fail_closed and log_socket= are understood and nothing is recorded; one
-line per PAM handle says why. It imports nothing of the package, which may be
-what is broken, and writes its line with _socket alone.
+line per PAM handle says why. It imports nothing of ours, which may be what is
+broken, and writes its line with _socket alone.
 """
 
 PAM_SYSTEM_ERR = 4  # pam_module.py's values, which may be the broken file

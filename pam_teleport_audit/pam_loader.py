@@ -1,0 +1,37 @@
+"""What pam_entry.py imports at a login that may be Teleport's: one handle's pam_sm_*.
+
+pam_entry.py puts this file's folder first on sys.path and imports it, and
+then pam_module.py, as top-level modules: importing them through the package
+would make the import system list the package's parent folder too
+(dist-packages, hundreds of entries on a busy host) and load __init__.py, at
+every Teleport login (docs/benchmarks.md). The admin side and the tests import
+the same files as pam_teleport_audit.pam_module.
+"""
+
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+def load(scope: "dict[str, object]") -> "Callable[..., int]":
+    """Put one PAM handle's pam_sm_* functions in pam_entry.py's globals; return its pam_sm_acct_mgmt.
+
+    pam_python looks each pam_sm_* up by name at each call, so from then on the
+    handle runs pam_module.py's (pam_fallback.py's when pam_module.py cannot be
+    imported). The folder leaves sys.path once the import is done: the host
+    application's interpreter is not ours to change.
+    """
+    try:
+        import pam_module
+
+        scope.update(pam_module.entry_points())
+    except Exception as exc:  # a broken module must not break logins, nor go unnoticed
+        import pam_fallback
+
+        scope.update(pam_fallback.entry_points(repr(exc)))
+    finally:
+        if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
+            del sys.path[0]
+    return scope["pam_sm_acct_mgmt"]  # type: ignore[return-value]
