@@ -58,12 +58,17 @@ def _cleanup() -> None:
 atexit.register(_cleanup)
 
 
-def compile_c(source: Path, name: str) -> Path:
-    """Compile a C program into the scratch folder (the driver must be named teleport)."""
-    folder = _scratch / "bin"
+def scratch_folder(name: str) -> Path:
+    """A folder in the scratch area that any PAM application (and user) can read; removed on exit."""
+    folder = _scratch / name
     folder.mkdir(mode=0o755, exist_ok=True)
     _scratch.chmod(0o755)
-    binary = folder / name
+    return folder
+
+
+def compile_c(source: Path, name: str) -> Path:
+    """Compile a C program into the scratch folder (the driver must be named teleport)."""
+    binary = scratch_folder("bin") / name
     subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", str(binary), str(source), "-lpam", "-lutil"], check=True)
     return binary
 

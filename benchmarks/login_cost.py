@@ -13,12 +13,15 @@ Each login is a fresh C process, timed from fork to exit by login_timer.c,
 with every stack, variant and driver interleaved in the same rounds, on a
 minimal stack and on Debian's stock sshd stack. Also reports the
 instructions each login executes (callgrind, repeatable where wall time is
-not), checks in the audit log which logins wrote records, and shows
-`python -X importtime` of the in-PAM path.
+not), beside (f), the floor: the same script loading floor_module.py, which
+sends the three records as fixed text and does nothing else. Then it checks
+in the audit log which logins wrote records, and shows `python -X importtime`
+of the in-PAM path.
 """
 
 from __future__ import annotations
 
+import compileall
 import os
 import re
 import shutil
@@ -72,6 +75,17 @@ def drivers() -> dict[str, Path]:
         if paths[login] != teleport:
             shutil.copy2(teleport, paths[login])
     return paths
+
+
+def floor_entry() -> Path:
+    """pam_entry.py as it is, beside floor_module.py, which it loads in place of pam_loader.py."""
+    folder = common.scratch_folder("floor")
+    script = common.ENTRY.read_text()
+    assert script.count('"pam_loader"') == 1, "pam_entry.py no longer loads pam_loader by that name"
+    (folder / "pam_entry.py").write_text(script.replace('"pam_loader"', '"floor_module"'))
+    shutil.copy2(Path(__file__).with_name("floor_module.py"), folder / "floor_module.py")
+    compileall.compile_file(str(folder / "floor_module.py"), quiet=1)
+    return folder / "pam_entry.py"
 
 
 def timed_logins(rounds: int, login: str, tpuser: str, items: list[str]) -> dict[str, list[float]]:
@@ -182,15 +196,25 @@ def run(rounds: int = ROUNDS) -> None:
     )
 
     if shutil.which("valgrind"):
+        floor = floor_entry()
         rows = []
-        for stack in STACKS:
+        for stack, make in STACKS.items():
+            floor_service = common.service(make(floor))
             for kind in LOGINS:
                 count = {v: instructions(paths[kind], login, tpuser, services[stack, v]) for v in VARIANTS}
+                # The floor differs from (c) only for a Teleport login (otherwise the same script returns early).
+                f = instructions(paths[kind], login, tpuser, floor_service) if kind == "teleport" else None
                 ratio = count["c"] / count["b"]
                 extra = (f"{ratio:.4f}", target(INSTRUCTION_TARGETS[kind]), f"{(count['c'] - count['b']) / 1e6:.2f}")
-                rows.append((stack, kind, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra))
-        print(common.table(("stack", "login", "a Minstr", "b Minstr", "c Minstr", "c/b", "target", "c-b Minstr"), rows))
-        print("\nuser-space instructions of one login (valgrind callgrind; repeatable, kernel time not counted)\n")
+                floor_cols = (f"{f / count['b']:.4f}", f"{(count['c'] - f) / 1e6:.2f}") if f else ("-", "-")
+                rows.append((stack, kind, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra, *floor_cols))
+        minstr = ("a Minstr", "b Minstr", "c Minstr", "c/b", "target", "c-b Minstr", "f/b", "c-f Minstr")
+        head = ("stack", "login", *minstr)
+        print(common.table(head, rows))
+        print(
+            "\nuser-space instructions of one login (valgrind callgrind; repeatable, kernel time not counted);"
+            " f = the floor: pam_entry.py loading floor_module.py, three fixed records and nothing else\n"
+        )
 
     # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END:
     # the timed rounds, login_timer's warm-up round and the callgrind logins, on each stack.
