@@ -3,8 +3,9 @@
 Like a Linux-PAM module (pam_loginuid.c, pam_tty_audit.c) it reads top to
 bottom: constants, options, trust, record text, the kernel socket, the system
 log, then the entry points. pam_entry.py, the script on the pam.d line, loads
-it only for a PAM application that may be Teleport; the helper command and
-the tests import this same file.
+it (through pam_loader.py, as the top-level module pam_module) only for a PAM
+application that may be Teleport; the helper command and the tests import this
+same file as pam_teleport_audit.pam_module.
 
 Each record is written once its outcome is known (docs/records.md):
 
@@ -877,8 +878,8 @@ class TeleportAuditModule:
 
 def entry_points() -> "dict[str, Callable[..., int]]":
     """The pam_sm_* functions of one PAM handle, bound to a new TeleportAuditModule."""
-    # pam_python execs pam_entry.py afresh for each handle, and the script puts
-    # these in its globals in place of its own: two handles alive in one process
+    # pam_python execs pam_entry.py afresh for each handle, and pam_loader puts
+    # these in the script's globals in place of its own: two handles alive in one process
     # (and so one interpreter) never share an identity.
     module = TeleportAuditModule()
     return {
