@@ -10,6 +10,9 @@ the same files as pam_teleport_audit.pam_module.
 
 import sys
 
+# This folder's modules that PAM imports by these top-level names.
+IN_PAM_MODULES = ("pam_loader", "pam_module", "pam_fallback")
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,9 +23,12 @@ def load(scope: "dict[str, object]") -> "Callable[..., int]":
 
     pam_python looks each pam_sm_* up by name at each call, so from then on the
     handle runs pam_module.py's (pam_fallback.py's when pam_module.py cannot be
-    imported). The folder leaves sys.path once the import is done: the host
-    application's interpreter is not ours to change.
+    imported). Once the import is done the folder leaves sys.path, and our
+    top-level names leave sys.modules: the interpreter is shared with any other
+    pam_python module of the same PAM handle, whose own `pam_module` ours must
+    not shadow. The functions keep their module's globals without the entry.
     """
+    folder = __file__.rpartition("/")[0]
     try:
         import pam_module
 
@@ -32,6 +38,9 @@ def load(scope: "dict[str, object]") -> "Callable[..., int]":
 
         scope.update(pam_fallback.entry_points(repr(exc)))
     finally:
-        if sys.path and sys.path[0] == __file__.rpartition("/")[0]:
+        if sys.path and sys.path[0] == folder:
             del sys.path[0]
+        for name in IN_PAM_MODULES:
+            if getattr(sys.modules.get(name), "__file__", "").rpartition("/")[0] == folder:
+                del sys.modules[name]
     return scope["pam_sm_acct_mgmt"]  # type: ignore[return-value]

@@ -56,6 +56,7 @@ def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
     assert first["pam_sm_open_session"](FakePamh(), 0, args) == 0
     assert len(sink.records) == 1
     assert str(SCRIPT.parent) not in sys.path  # put there for the import only
+    assert not [name for name in IN_PAM if name in sys.modules]  # generic names, never left to shadow another module's
 
 
 @pytest.mark.parametrize(
@@ -142,5 +143,5 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, fail_closed: bool, c
     verdict = "login refused (fail_closed)" if fail_closed else "login goes on"
     assert len(lines) == 1 and "cannot load: SyntaxError" in lines[0] and verdict in lines[0], lines
     assert str(copy) not in sys.path  # the folder went once the import was done
-    assert sys.modules["pam_loader"].__file__ == str(copy / "pam_loader.py")  # the copy beside the script
-    assert sys.modules["pam_fallback"].__file__ == str(copy / "pam_fallback.py")
+    assert scope["pam_sm_acct_mgmt"].__code__.co_filename == str(copy / "pam_fallback.py")  # the copy's
+    assert not [name for name in IN_PAM if name in sys.modules]  # they went too

@@ -31,11 +31,13 @@ ALLOWED = frozenset(
 )
 # Run in the fresh interpreter: pam_python's own start, then one whole login
 # through the script (acct_mgmt, open_session, close_session, pam_end), with
-# debug on so that the logging path runs too. The kernel and syslog are stood
-# in for after the load (they are sockets; what matters here is what loads).
+# debug on so that the logging path runs too. An audit hook sees every import.
+# The kernel and syslog are stood in for after the load (they are sockets; what
+# matters here is what loads).
 CHILD = """
 import json, os, sys, traceback
-before = set(sys.modules)
+imported = set()  # every import from here on, even of a module that later leaves sys.modules
+sys.addaudithook(lambda event, args: imported.add(args[0]) if event == "import" else None)
 path, teleport = sys.argv[1], sys.argv[2] == "teleport"
 
 
@@ -52,15 +54,17 @@ scope = {"__file__": path, "__name__": "pam_entry"}
 exec(compile(open(path).read(), path, "exec"), scope)
 args = [path, "debug"] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
 codes = [scope["pam_sm_acct_mgmt"](Pamh(), 0, args)]
-module = sys.modules.get("pam_module")
-if module is not None:
-    module.write_records = lambda records, timeout: None
-    module.syslog(6, "test", "the logging path", "/nonexistent")
-    module.syslog = lambda *a: True
+loaded = "pam_sm_end" in scope
+if loaded:
+    module = scope["pam_sm_open_session"].__func__.__globals__  # pam_module's, bound to this handle
+    module["write_records"] = lambda records, timeout: None
+    module["syslog"](6, "test", "the logging path", "/nonexistent")
+    module["syslog"] = lambda *a: True
 codes += [scope[name](Pamh(), 0, args) for name in ("pam_sm_open_session", "pam_sm_close_session")]
 if "pam_sm_end" in scope:
     codes.append(scope["pam_sm_end"](Pamh()))
-print(json.dumps({"new": sorted(set(sys.modules) - before), "codes": codes, "loaded": module is not None}))
+ours = [name for name in ("pam_loader", "pam_module", "pam_fallback") if name in sys.modules]
+print(json.dumps({"new": sorted(imported), "codes": codes, "loaded": loaded, "left": ours}))
 """
 
 
@@ -77,14 +81,15 @@ def in_pam_imports(entry: Path, teleport: bool) -> dict:
 
 def test_a_login_that_is_not_teleport_imports_nothing() -> None:
     got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=False)
-    assert got == {"new": [], "codes": [25, 25, 25], "loaded": False}
+    assert got == {"new": [], "codes": [25, 25, 25], "loaded": False, "left": []}
 
 
 def test_a_teleport_login_imports_only_the_allowlist() -> None:
     got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=True)
     assert got["loaded"] and got["codes"] == [25, 0, 0, 0]  # the module ran every phase
     assert set(got["new"]) <= ALLOWED, f"in-PAM path imports more than allowed: {set(got['new']) - ALLOWED}"
-    assert "pam_module" in got["new"]
+    assert {"pam_loader", "pam_module"} <= set(got["new"])
+    assert got["left"] == []  # generic top-level names must not shadow another pam_python module's
 
 
 @pytest.mark.parametrize("heavy", ["socket", "struct", "_struct", "typing", "dataclasses"])
