@@ -11,7 +11,7 @@ LOG_AUTHPRIV_ERR = (10 << 3) | 3
 
 
 def entry_points(reason: str) -> "dict[str, object]":
-    reported = []  # per PAM handle: the script calls this once per handle
+    reported = []  # per PAM handle: pam_loader calls this once per handle
 
     def unavailable(pamh: object, flags: int, args: list[str]) -> int:
         refuse = "fail_closed" in args[1:]
