@@ -44,9 +44,11 @@ WALL_TARGETS = {("debian-sshd", "teleport"): 1.05}
 # traceback for its error reports, execs the script (compiled from source),
 # and pam_sm_acct_mgmt, called with the line's arguments (args[0] is the
 # script), loads pam_loader and pam_module for Teleport only, whose pam_sm_*
-# then stand in the script's globals. Then our modules loaded.
+# then stand in the script's globals. Then what it imported.
 IN_PAM_PATH = """\
 import traceback, sys, os, time
+imported = set()  # our modules leave sys.modules once loaded: an audit hook sees every import
+sys.addaudithook(lambda event, args: imported.add(args[0]) if event == "import" else None)
 path, teleport = {entry!r}, {teleport!r}
 args = [path] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
 sys.stderr.write("--entry--\\n")
@@ -59,7 +61,7 @@ class Pamh:  # no user and no environment: the module, once loaded, records noth
 script["pam_sm_acct_mgmt"](Pamh(), 0, args)
 handle = [name for name in script if name.startswith("pam_sm_")]
 took = time.perf_counter_ns() - start
-loaded = sorted(name for name in sys.modules if name.startswith(("pam_teleport_audit", "pam_loader", "pam_module")))
+loaded = sorted(name for name in imported if name.startswith(("pam_", "_socket")))
 sys.stderr.write(f"--end-- {{took}} {{sorted(handle)}} {{loaded}}\\n")
 """
 

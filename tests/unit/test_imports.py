@@ -4,9 +4,8 @@ pam_python starts an interpreter per PAM handle, imports traceback, then execs
 pam_entry.py: every module imported after that is paid at every login. A
 login that is not Teleport's must import nothing; a Teleport login only
 pam_loader.py and pam_module.py (as top-level modules: not the package) and
-the built-in modules on ALLOWED. A heavy import
-(socket, struct, typing, dataclasses, json …) added anywhere on the path makes
-this fail, naming it.
+the built-in modules on ALLOWED. A heavy import (socket, struct, typing,
+dataclasses, json …) added anywhere on the path makes this fail, naming it.
 """
 
 from __future__ import annotations
