@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pam_teleport_audit.admin.auditlog import AuditRecord, decode_value, records_since
 
-from .conftest import UNSET_SES, debian_stack, pid_records, run_driver, unique, wait_for_records
+from .conftest import OUR_OPS, UNSET_SES, debian_stack, pid_records, run_driver, unique, wait_for_records
 
 
 def by_op(records: list[AuditRecord], op: str) -> AuditRecord:
@@ -236,3 +236,37 @@ def test_fail_closed_with_audit_working_lets_teleport_and_others_in(driver, pam_
     assert proc.returncode == 0, proc.stderr
     wait = wait_for_records(session.started, lambda rs: len(rs) >= 3, "-m", "USER_START,USER_END,USER_ACCT")
     assert len([r for r in wait if r.get("teleportUser") == tp_user]) == 3
+
+
+# A pam_python script of another product, with a helper module of the same generic name as ours.
+OTHER_SCRIPT = """\
+import sys
+
+
+def pam_sm_open_session(pamh, flags, args):
+    sys.path.insert(0, args[0].rpartition("/")[0])
+    import pam_module
+    return pamh.PAM_SUCCESS if getattr(pam_module, "WHOSE", None) == "other" else pamh.PAM_SESSION_ERR
+
+
+def pam_sm_close_session(pamh, flags, args):
+    return pamh.PAM_SUCCESS
+"""
+
+
+def test_another_pam_python_script_gets_its_own_pam_module(driver, pam_service, linux_user, tmp_path):
+    """Every pam_python script of a handle shares one interpreter: once ours is loaded, a later
+    script's `import pam_module` must find its own file, not ours (pam_loader leaves no names)."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "pam_module.py").write_text('WHOSE = "other"\n')
+    (other / "other_entry.py").write_text(OTHER_SCRIPT)
+    # After ours in the session stack: our module was loaded at acct_mgmt, before it runs.
+    stack = debian_stack() + f"session    required   pam_python.so {other / 'other_entry.py'}\n"
+    login = linux_user()
+    tp_user = unique("shared-")
+    session = run_driver(driver, pam_service(stack), login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    assert session.steps == {"acct_mgmt": 0, "open_session": 0, "close_session": 0}
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
