@@ -97,24 +97,24 @@ def service(text: str) -> str:
     return name
 
 
-def minimal_stack(script: Path | None) -> str:
-    """MINIMAL_STACK, with account and session pam_python lines for script, or none."""
-    line = f"pam_python.so {script}" if script else ""
+def minimal_stack(script: Path | None, args: str = "") -> str:
+    """MINIMAL_STACK, with account and session pam_python lines for script (and its args), or none."""
+    line = f"pam_python.so {script} {args}".rstrip() if script else ""
     return MINIMAL_STACK.format(
         account=f"account    optional   {line}" if script else "",
         session=f"session    optional   {line}" if script else "",
     )
 
 
-def debian_stack(script: Path | None) -> str:
-    """Debian 12's stock sshd stack with our stanza, for script; without pam_python lines when None.
+def debian_stack(script: Path | None, args: str = "") -> str:
+    """Debian 12's stock sshd stack with our stanza, for script (and its args); without pam_python lines when None.
 
     pam_tty_audit stays in all three variants: they differ only by the pam_python lines.
     """
     text = EXAMPLE_SSHD.read_text()
     if script is None:
         return "".join(line for line in text.splitlines(keepends=True) if "pam_python.so" not in line)
-    return text.replace(INSTALLED_ENTRY, str(script))
+    return text.replace(INSTALLED_ENTRY, f"{script} {args}".rstrip())
 
 
 def linux_user() -> str:

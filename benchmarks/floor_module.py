@@ -1,16 +1,19 @@
-"""The floor of the login benchmark: what writing three records costs a login, and nothing else.
+"""The floor of the login benchmark: what a module costs a login before it does anything of ours.
 
 pam_entry.py, unchanged but for the module name, loads this file in place of
-pam_loader.py (login_cost.floor_entry). It imports what pam_module imports,
-and at open_session and close_session sends the three records as fixed text
-on a NETLINK_AUDIT socket, reading each ack. No options, trust, encoding,
-AUDIT_GET, per-handle state, logging or fallback: c - f is what pam_module's
-behaviour costs above the floor, f - b what any pam_python module that writes
-these records must pay (docs/benchmarks.md).
+pam_loader.py (login_cost.floor_entry). Its `floor=` argument on the pam.d
+line says how far it goes, each step adding one thing to the one before
+(docs/benchmarks.md):
+
+  floor=import   being imported: a small module, nothing else
+  floor=socket   and importing _socket, as pam_module does
+  floor=records  and, at open_session and close_session, sending the three
+                 records as fixed text on a NETLINK_AUDIT socket, reading each ack
+
+No options, trust, encoding, AUDIT_GET, per-handle state, logging or fallback:
+c - f (floor=records) is what pam_module's behaviour costs above the floor.
 """
 
-import _socket
-import os  # noqa: F401 - imported as pam_module imports it (already loaded: costs nothing)
 import sys
 
 TEXT = (
@@ -20,6 +23,8 @@ TEXT = (
 
 
 def send(records: list[tuple[int, str]]) -> int:
+    import _socket  # already imported at acct_mgmt: a lookup in sys.modules
+
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, 9)  # NETLINK_AUDIT
     sock.settimeout(1.0)
     for seq, (kind, op) in enumerate(records, 1):
@@ -35,7 +40,17 @@ def send(records: list[tuple[int, str]]) -> int:
 
 def load(scope: dict) -> object:
     del sys.path[0]
-    scope["pam_sm_open_session"] = lambda pamh, flags, args: send([(1101, "accounting")])
-    scope["pam_sm_close_session"] = lambda pamh, flags, args: send([(1105, "session_open"), (1106, "session_close")])
-    scope["pam_sm_acct_mgmt"] = lambda pamh, flags, args: 25
-    return scope["pam_sm_acct_mgmt"]
+
+    def acct_mgmt(pamh: object, flags: int, args: list[str]) -> int:
+        step = next((arg for arg in args if arg.startswith("floor=")), "floor=import")
+        if step != "floor=import":
+            import _socket  # noqa: F401 - what the step adds
+        if step == "floor=records":
+            scope["pam_sm_open_session"] = lambda pamh, flags, args: send([(1101, "accounting")])
+            scope["pam_sm_close_session"] = lambda pamh, flags, args: send(
+                [(1105, "session_open"), (1106, "session_close")]
+            )
+        return 25
+
+    scope["pam_sm_acct_mgmt"] = acct_mgmt
+    return acct_mgmt

@@ -14,9 +14,10 @@ with every stack, variant and driver interleaved in the same rounds, on a
 minimal stack and on Debian's stock sshd stack. Also reports the
 instructions each login executes (callgrind, repeatable where wall time is
 not), beside (f), the floor: the same script loading floor_module.py, which
-sends the three records as fixed text and does nothing else. Then it checks
-in the audit log which logins wrote records, and shows `python -X importtime`
-of the in-PAM path.
+sends the three records as fixed text and does nothing else, and the floor's
+steps below it (i: the module is imported, s: and imports _socket). Then it
+checks in the audit log which logins wrote records, and shows `python -X
+importtime` of the in-PAM path.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ loaded = sorted(name for name in imported if name.startswith(("pam_", "_socket")
 sys.stderr.write(f"--end-- {{took}} {{sorted(handle)}} {{loaded}}\\n")
 """
 
+# The floor step by step: floor_module.py's argument, and what the step adds to the one before.
+FLOOR_STEPS = {
+    "i": ("floor=import", "i: pam_entry.py loads a small module that does nothing"),
+    "s": ("floor=socket", "s: i, and the module imports _socket"),
+    "f": ("floor=records", "f: s, and it sends the three records as fixed text (the floor)"),
+}
+
 Row = tuple[object, ...]
 
 
@@ -88,6 +96,34 @@ def floor_entry() -> Path:
     shutil.copy2(Path(__file__).with_name("floor_module.py"), folder / "floor_module.py")
     compileall.compile_file(str(folder / "floor_module.py"), quiet=1)
     return folder / "pam_entry.py"
+
+
+def ladder_rows(stack: str, base: int, counts: dict[str, int]) -> list[Row]:
+    """One row per step of the floor, then (c), each against (b) and against the step before."""
+    rows: list[Row] = []
+    budget = base * INSTRUCTION_TARGETS["teleport"]
+    before = base
+    for step, count in counts.items():
+        what = FLOOR_STEPS[step][1] if step in FLOOR_STEPS else "c: pam_module (pam_loader, then pam_module)"
+        cells = (
+            f"{count / 1e6:.2f}",
+            f"{count / base:.4f}",
+            f"{(count - base) / 1e6:.2f}",
+            f"{(count - before) / 1e6:.2f}",
+        )
+        rows.append((stack, what, *cells))
+        before = count
+    rows.append(
+        (
+            stack,
+            "budget: the target times b",
+            f"{budget / 1e6:.2f}",
+            f"{INSTRUCTION_TARGETS['teleport']:.4f}",
+            f"{(budget - base) / 1e6:.2f}",
+            "-",
+        )
+    )
+    return rows
 
 
 def timed_logins(rounds: int, login: str, tpuser: str, items: list[str]) -> dict[str, list[float]]:
@@ -199,16 +235,21 @@ def run(rounds: int = ROUNDS) -> None:
 
     if shutil.which("valgrind"):
         floor = floor_entry()
-        rows = []
+        rows, ladder = [], []
         for stack, make in STACKS.items():
-            floor_service = common.service(make(floor))
             for kind in LOGINS:
                 count = {v: instructions(paths[kind], login, tpuser, services[stack, v]) for v in VARIANTS}
-                # The floor differs from (c) only for a Teleport login (otherwise the same script returns early).
-                f = instructions(paths[kind], login, tpuser, floor_service) if kind == "teleport" else None
                 ratio = count["c"] / count["b"]
                 extra = (f"{ratio:.4f}", target(INSTRUCTION_TARGETS[kind]), f"{(count['c'] - count['b']) / 1e6:.2f}")
-                floor_cols = (f"{f / count['b']:.4f}", f"{(count['c'] - f) / 1e6:.2f}") if f else ("-", "-")
+                floor_cols: tuple[str, ...] = ("-", "-")
+                # The floor's steps differ from (c) only for a Teleport login (otherwise the script returns early).
+                if kind == "teleport":
+                    steps = {
+                        step: instructions(paths[kind], login, tpuser, common.service(make(floor, arg)))
+                        for step, (arg, _) in FLOOR_STEPS.items()
+                    }
+                    floor_cols = (f"{steps['f'] / count['b']:.4f}", f"{(count['c'] - steps['f']) / 1e6:.2f}")
+                    ladder += ladder_rows(stack, count["b"], {**steps, "c": count["c"]})
                 rows.append((stack, kind, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra, *floor_cols))
         minstr = ("a Minstr", "b Minstr", "c Minstr", "c/b", "target", "c-b Minstr", "f/b", "c-f Minstr")
         head = ("stack", "login", *minstr)
@@ -216,6 +257,15 @@ def run(rounds: int = ROUNDS) -> None:
         print(
             "\nuser-space instructions of one login (valgrind callgrind; repeatable, kernel time not counted);"
             " f = the floor: pam_entry.py loading floor_module.py, three fixed records and nothing else\n"
+        )
+        print(
+            common.table(
+                ("stack", "Teleport-like login through", "Minstr", "/b", "-b Minstr", "step adds Minstr"), ladder
+            )
+        )
+        print(
+            "\nthe floor step by step (benchmarks/floor_module.py's floor= argument), then pam_module;"
+            f" the target c/b <= {INSTRUCTION_TARGETS['teleport']} is the budget line\n"
         )
 
     # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END:
