@@ -60,7 +60,7 @@ if loaded:
     module["syslog"](6, "test", "the logging path", "/nonexistent")
     module["syslog"] = lambda *a: True
 codes += [scope[name](Pamh(), 0, args) for name in ("pam_sm_open_session", "pam_sm_close_session")]
-if "pam_sm_end" in scope:
+if loaded:
     codes.append(scope["pam_sm_end"](Pamh()))
 ours = [name for name in ("pam_loader", "pam_module", "pam_fallback") if name in sys.modules]
 print(json.dumps({"new": sorted(imported), "codes": codes, "loaded": loaded, "left": ours}))
