@@ -6,6 +6,7 @@ sentence. Checks read the system and change nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -285,7 +286,8 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
         return
     parent = os.path.dirname(os.path.dirname(entry))
     code = f"import sys; sys.path.insert(0, {parent!r}); import pam_teleport_audit.pam_module"
-    proc = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, check=False)
+    # -B: as pam_python (dont_write_bytecode); the check must not write the bytecode it checks.
+    proc = subprocess.run([python, "-I", "-B", "-c", code], capture_output=True, text=True, check=False)
     if not os.path.isfile(entry):
         yield Check(
             "module import",
@@ -303,6 +305,32 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
         )
     else:
         yield Check("module import", PASS, f"{entry} imports under {python}")
+        yield bytecode_check(python, os.path.dirname(entry))
+
+
+def bytecode_check(python: str, folder: str) -> Check:
+    """Whether python, the one pam_python embeds, loads the per-login modules from cached bytecode."""
+    from . import bytecode
+
+    proc = subprocess.run([python, "-I", "-B", bytecode.__file__, folder], capture_output=True, text=True, check=False)
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        why = f"{python} cannot check the bytecode in {folder}: {last}"
+        return Check("bytecode", WARN, why, "reinstall the package")
+    files = " and ".join(bytecode.PER_LOGIN_FILES)
+    if not report["stale"]:
+        return Check("bytecode", PASS, f"{files} load from cached bytecode under Python {report['python']}")
+    why = "; ".join(f"{file}: {reason}" for file, reason in report["stale"].items())
+    cost = " (pam_module.py: about a third more work per login)" if "pam_module.py" in report["stale"] else ""
+    return Check(
+        "bytecode",
+        WARN,
+        f"{why}. pam_python never writes bytecode, so every Teleport login compiles"
+        f" {' and '.join(report['stale'])} from source{cost}",
+        f"{python} -m compileall -q {folder}",
+    )
 
 
 def teleport_processes(
