@@ -98,6 +98,14 @@ def floor_entry() -> Path:
     return folder / "pam_entry.py"
 
 
+def source_only_entry() -> Path:
+    """pam_entry.py and the modules it loads, copied without bytecode: what doctor's bytecode check warns of."""
+    folder = common.scratch_folder("no-bytecode")
+    for name in ("pam_entry.py", "pam_loader.py", "pam_module.py", "pam_fallback.py"):
+        shutil.copy2(common.PACKAGE / name, folder / name)
+    return folder / "pam_entry.py"
+
+
 def ladder_rows(stack: str, base: int, counts: dict[str, int]) -> list[Row]:
     """One row per step of the floor, then (c), each against (b) and against the step before."""
     rows: list[Row] = []
@@ -234,8 +242,8 @@ def run(rounds: int = ROUNDS) -> None:
     )
 
     if shutil.which("valgrind"):
-        floor = floor_entry()
-        rows, ladder = [], []
+        floor, source_only = floor_entry(), source_only_entry()
+        rows, ladder, no_bytecode = [], [], []
         for stack, make in STACKS.items():
             for kind in LOGINS:
                 count = {v: instructions(paths[kind], login, tpuser, services[stack, v]) for v in VARIANTS}
@@ -250,6 +258,17 @@ def run(rounds: int = ROUNDS) -> None:
                     }
                     floor_cols = (f"{steps['f'] / count['b']:.4f}", f"{(count['c'] - steps['f']) / 1e6:.2f}")
                     ladder += ladder_rows(stack, count["b"], {**steps, "c": count["c"]})
+                    source = instructions(paths[kind], login, tpuser, common.service(make(source_only)))
+                    no_bytecode.append(
+                        (
+                            stack,
+                            f"{count['c'] / 1e6:.1f}",
+                            f"{source / 1e6:.1f}",
+                            f"{count['c'] / count['b']:.4f}",
+                            f"{source / count['b']:.4f}",
+                            f"{(source - count['c']) / 1e6:.1f}",
+                        )
+                    )
                 rows.append((stack, kind, *(f"{count[v] / 1e6:.1f}" for v in VARIANTS), *extra, *floor_cols))
         minstr = ("a Minstr", "b Minstr", "c Minstr", "c/b", "target", "c-b Minstr", "f/b", "c-f Minstr")
         head = ("stack", "login", *minstr)
@@ -267,10 +286,16 @@ def run(rounds: int = ROUNDS) -> None:
             "\nthe floor step by step (benchmarks/floor_module.py's floor= argument), then pam_module;"
             f" the target c/b <= {INSTRUCTION_TARGETS['teleport']} is the budget line\n"
         )
+        head = ("stack", "c Minstr", "c, no bytecode Minstr", "c/b", "no bytecode /b", "compiling adds Minstr")
+        print(common.table(head, no_bytecode))
+        print(
+            "\na Teleport-like login through (c) as installed, and through a copy of the same files without"
+            " __pycache__ (pam_python never writes bytecode: doctor's `bytecode` check)\n"
+        )
 
-    # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END:
-    # the timed rounds, login_timer's warm-up round and the callgrind logins, on each stack.
-    logins = (rounds + 1 + (CALLGRIND_RUNS if shutil.which("valgrind") else 0)) * len(STACKS)
+    # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END: the timed
+    # rounds, login_timer's warm-up round, and the callgrind logins with and without bytecode, on each stack.
+    logins = (rounds + 1 + (2 * CALLGRIND_RUNS if shutil.which("valgrind") else 0)) * len(STACKS)
     written = records_by_driver(started, tpuser, paths)
     print(
         f"records with teleportUser={tpuser} in the audit log since the first login:"
