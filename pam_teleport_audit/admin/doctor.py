@@ -323,7 +323,9 @@ def bytecode_check(python: str, folder: str) -> Check:
     if not report["stale"]:
         return Check("bytecode", PASS, f"{files} load from cached bytecode under Python {report['python']}")
     why = "; ".join(f"{file}: {reason}" for file, reason in report["stale"].items())
-    cost = " (pam_module.py: about a third more work per login)" if "pam_module.py" in report["stale"] else ""
+    cost = ""
+    if "pam_module.py" in report["stale"]:  # docs/benchmarks.md: (c) without bytecode
+        cost = " (pam_module.py: a Teleport login then costs about 1.5 times as much)"
     return Check(
         "bytecode",
         WARN,
