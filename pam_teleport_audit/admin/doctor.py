@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
+from . import bytecode
 from .auditlog import UNSET_ID, read_conf
 
 if TYPE_CHECKING:
@@ -310,8 +312,6 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
 
 def bytecode_check(python: str, folder: str) -> Check:
     """Whether python, the one pam_python embeds, loads the per-login modules from cached bytecode."""
-    from . import bytecode
-
     proc = subprocess.run([python, "-I", "-B", bytecode.__file__, folder], capture_output=True, text=True, check=False)
     try:
         report = json.loads(proc.stdout)
@@ -331,7 +331,7 @@ def bytecode_check(python: str, folder: str) -> Check:
         WARN,
         f"{why}. pam_python never writes bytecode, so every Teleport login compiles"
         f" {' and '.join(report['stale'])} from source{cost}",
-        f"{python} -m compileall -q {folder}",
+        f"{shlex.quote(python)} -m compileall -q {shlex.quote(folder)}",
     )
 
 
