@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit.admin import doctor
+
 from . import debbuild
 from .conftest import PAM_DIR, ROOT, assert_recorded_session
 
@@ -128,7 +130,9 @@ def test_install_use_remove_purge(built: debbuild.Built, host, driver, pam_servi
     helper = Path("/usr/bin/pam-teleport-audit").read_text()
     assert helper.startswith("#!/usr/bin/python3 -I\n")
     assert 'sys.path.insert(0, "/usr/lib/python3/dist-packages")' in helper
-    assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "dh_python3's postinst byte-compiles"
+    # dh_python3's postinst byte-compiles, for the Python pam_python embeds (which never writes bytecode).
+    python = doctor.embedded_python(doctor.find_pam_python() or "")
+    assert python and doctor.bytecode_check(python, str(Path(ENTRY).parent)).status == doctor.PASS
     assert Path("/usr/share/man/man8/pam-teleport-audit.8.gz").is_file()
 
     # A Teleport-like session through the packaged example stack.
@@ -175,4 +179,5 @@ def test_autopkgtest(built: debbuild.Built, host) -> None:
     assert proc.returncode == 0, out
     assert re.search(r"^teleport-login\s+PASS$", out, re.M), out
     assert "PASS: teleport:accounting, teleport:session_open, teleport:session_close" in out, out
+    assert "pass: pam_loader.py and pam_module.py load from cached bytecode" in out, out
     assert pam_files() == before, "the autopkgtest removes its scratch PAM service"
