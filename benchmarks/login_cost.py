@@ -30,6 +30,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from pam_teleport_audit.pam_loader import IN_PAM_MODULES
+
 from . import common
 
 ROUNDS = 100  # 12 logins a round (2 stacks x a b c x 2 drivers): ~0.5 s
@@ -101,8 +103,8 @@ def floor_entry() -> Path:
 def source_only_entry() -> Path:
     """pam_entry.py and the modules it loads, copied without bytecode: what doctor's bytecode check warns of."""
     folder = common.scratch_folder("no-bytecode")
-    for name in ("pam_entry.py", "pam_loader.py", "pam_module.py", "pam_fallback.py"):
-        shutil.copy2(common.PACKAGE / name, folder / name)
+    for name in ("pam_entry", *IN_PAM_MODULES):
+        shutil.copy2(common.PACKAGE / f"{name}.py", folder / f"{name}.py")
     return folder / "pam_entry.py"
 
 

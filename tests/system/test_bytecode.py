@@ -15,11 +15,13 @@ import pytest
 
 from pam_teleport_audit.admin import doctor
 from pam_teleport_audit.admin.stanza import entry_script
+from pam_teleport_audit.pam_loader import IN_PAM_MODULES
 
 from .conftest import OUR_OPS, debian_stack, driver_argv, pid_records, unique
 
 PACKAGE = Path(entry_script()).parent
-IN_PAM_FILES = ("__init__.py", "pam_entry.py", "pam_loader.py", "pam_module.py", "pam_fallback.py")
+# The package's __init__ too: doctor's import check imports the copy as pam_teleport_audit.
+COPIED = ("__init__", "pam_entry", *IN_PAM_MODULES)
 
 pytestmark = pytest.mark.system
 
@@ -30,8 +32,8 @@ def package(tmp_path: Path) -> Path:
     tmp_path.chmod(0o755)
     folder = tmp_path / "pam_teleport_audit"
     folder.mkdir(mode=0o755)
-    for file in IN_PAM_FILES:
-        shutil.copy2(PACKAGE / file, folder / file)
+    for name in COPIED:
+        shutil.copy2(PACKAGE / f"{name}.py", folder / f"{name}.py")
     return folder
 
 
