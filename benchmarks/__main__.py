@@ -40,8 +40,21 @@ def machine() -> None:
     print(f"- commit {out('git', '-C', str(common.ROOT), 'rev-parse', '--short', 'HEAD')}\n")
 
 
+def require_audit() -> None:
+    """Kernel audit on and auditd running, as doctor checks them, before minutes of logins.
+
+    Without them the logins still run and are counted, but write no record: a
+    run would end, after all its measurements, in the record check's failure.
+    """
+    checks = {check.name: check for check in doctor.audit_checks()}
+    failed = [checks[name].line() for name in ("kernel audit", "auditd") if checks[name].status != doctor.PASS]
+    if failed:
+        raise SystemExit("\n".join([*failed, "(scripts/host-setup starts auditd and enables kernel audit)"]))
+
+
 def main(argv: list[str]) -> None:
     common.require_root()
+    require_audit()
     chosen = argv or list(BENCHMARKS)
     unknown = [name for name in chosen if name not in BENCHMARKS]
     if unknown:
