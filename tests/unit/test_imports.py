@@ -34,7 +34,7 @@ ALLOWED = frozenset(
 # The kernel and syslog are stood in for after the load (they are sockets; what
 # matters here is what loads).
 CHILD = """
-import json, os, sys, traceback
+import os, sys, traceback  # what pam_python has loaded; json only once the imports are counted
 imported = set()  # every import from here on, even of a module that later leaves sys.modules
 sys.addaudithook(lambda event, args: imported.add(args[0]) if event == "import" else None)
 path, teleport = sys.argv[1], sys.argv[2] == "teleport"
@@ -63,7 +63,10 @@ codes += [scope[name](Pamh(), 0, args) for name in ("pam_sm_open_session", "pam_
 if loaded:
     codes.append(scope["pam_sm_end"](Pamh()))
 ours = [name for name in ("pam_loader", "pam_module", "pam_fallback") if name in sys.modules]
-print(json.dumps({"new": sorted(imported), "codes": codes, "loaded": loaded, "left": ours}))
+new = sorted(imported)
+import json
+
+print(json.dumps({"new": new, "codes": codes, "loaded": loaded, "left": ours}))
 """
 
 
@@ -91,7 +94,7 @@ def test_a_teleport_login_imports_only_the_allowlist() -> None:
     assert got["left"] == []  # generic top-level names must not shadow another pam_python module's
 
 
-@pytest.mark.parametrize("heavy", ["socket", "struct", "_struct", "typing", "dataclasses"])
+@pytest.mark.parametrize("heavy", ["socket", "struct", "_struct", "typing", "dataclasses", "json"])
 def test_the_allowlist_catches_a_heavy_import(tmp_path: Path, heavy: str) -> None:
     copy = tmp_path / "pam_teleport_audit"
     shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__", "admin"))
