@@ -10,7 +10,8 @@ from pathlib import Path
 
 from pam_teleport_audit.admin import doctor
 
-from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, ROOT, assert_recorded_session
+from .conftest import EXAMPLE_SSHD, INSTALLED_ENTRY, assert_recorded_session
+from .debbuild import checkout_files, clean_copy
 
 
 def pam_python_interpreter() -> str:
@@ -21,6 +22,9 @@ def pam_python_interpreter() -> str:
 
 
 def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, linux_user) -> None:
+    # From a clean copy, as an administrator's checkout would be: pip builds in
+    # the source tree (build/, *.egg-info), and a stale build/ would be installed.
+    source = clean_copy(tmp_path / "src")
     target = tmp_path / "site"
     python = pam_python_interpreter()
     subprocess.run(
@@ -35,13 +39,14 @@ def test_pip_installed_copy_runs_in_pam(tmp_path: Path, driver, pam_service, lin
             "--root-user-action=ignore",
             "--target",
             str(target),
-            str(ROOT),
+            str(source),
         ],
         check=True,
         capture_output=True,
     )
     entry = target / "pam_teleport_audit" / "pam_entry.py"
-    assert entry.is_file()
+    installed = {str(path.relative_to(target)) for path in (target / "pam_teleport_audit").rglob("*.py")}
+    assert installed == {name for name in checkout_files() if name.startswith("pam_teleport_audit/")}
     stanza = subprocess.run(
         [
             python,
