@@ -76,9 +76,10 @@ def auditd_killed() -> Iterator[None]:
         wait_until(lambda: daemon_alive(status()), "auditd to start")
 
 
-# The kernel's wait while the backlog is over its limit is counted in jiffies; this
-# machine's kernel runs at HZ=250 (25 jiffies were measured as 0.10 s).
-JIFFY = 1 / 250
+# The kernel's wait while the backlog is over its limit is counted in jiffies, whose
+# length is the kernel's CONFIG_HZ: 1/250 s on Debian's kernels, 1/1000 s on Ubuntu's
+# and RHEL's, 1/100 s on some. A bound that holds for any of them:
+SHORTEST_JIFFY, LONGEST_JIFFY = 1 / 1000, 1 / 100
 
 
 @contextmanager
@@ -181,6 +182,7 @@ def test_fault(fault, fail_closed, tmp_path, driver, pam_service, linux_user, sy
     lines = syslog_catcher.lines()
     assert len(lines) == 1, (proc.stdout, lines)
     assert says in lines[0], lines[0]
+    # Not a speed target: whether the fault made the login wait past the module's 1 s timeout.
     assert took < 5, f"the login waited {took:.1f} s"
     if fail_closed:
         step, status = REFUSED[refused_at]
@@ -243,7 +245,8 @@ def test_over_the_backlog_limit_the_kernel_takes_our_record_and_holds_us() -> No
         write_records([(AUDIT_USER_START, text)], 1.0)  # AUDIT_GET, then the record: each held
         held = time.monotonic() - clock
         assert status()["backlog"] > full["backlog_limit"], "the backlog drained: not a test of it"
-    assert 2 * 10 * JIFFY * 0.8 < held < 1.0, held
+    # Held twice (AUDIT_GET, then the record) for 10 jiffies; unheld, the two take microseconds.
+    assert 2 * 10 * SHORTEST_JIFFY * 0.8 < held < 2 * 10 * LONGEST_JIFFY + 0.5, held
     records = wait_for_records(
         started, lambda rs: any(r.get("teleportUser") == tp_user for r in rs), "-m", "USER_START"
     )
@@ -268,7 +271,7 @@ def test_a_teleport_login_over_the_backlog_limit_is_recorded(driver, pam_service
         took = time.time() - started
         assert status()["backlog"] > full["backlog_limit"], "the backlog drained during the login: not a test of it"
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert took < 5, took
+    assert took < 5, took  # each message held a jiffy, not the login for good (not a speed target)
     records = wait_for_records(
         started, lambda rs: len([r for r in rs if r.get("teleportUser") == tp_user]) >= 3, "-x", str(driver)
     )

@@ -348,7 +348,8 @@ def test_sender_round_trip_is_measured_to_the_collector() -> None:
         (line,) = [x for x in out.splitlines() if "sender round trip" in x]
         match = re.search(r"([0-9.]+) ms to the collector: at most ~([0-9,]+) records/s", line)
         assert match, out
-        assert 0 <= float(match[1]) < 100 and line.startswith("PASS"), line
+        rtt_ms = float(match[1])
+        assert rtt_ms >= 0 and line.startswith("PASS" if rtt_ms <= fleetcheck.MAX_ROUND_TRIP * 1000 else "WARN"), line
         assert fleet.accepted("host-a") >= 1  # its audisp-remote reached the same collector
     finally:
         fleet.close()
