@@ -49,31 +49,67 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         time.sleep(0.05)
 
 
+# On a machine systemd runs (a VM), auditd is its service: a daemon started by
+# hand would leave the unit inactive with an unmanaged auditd running, and
+# after a SIGKILL systemd would restart it (Restart=on-failure) under the test.
+# In a container or a CI machine nothing runs it, and the tests start it by hand.
+NO_RESTART = Path("/run/systemd/system/auditd.service.d/zz-pam-teleport-audit-test.conf")
+
+
+def systemd_runs_auditd() -> bool:
+    if not os.path.isdir("/run/systemd/system"):
+        return False
+    return subprocess.run(["systemctl", "is-active", "--quiet", "auditd"], check=False).returncode == 0
+
+
+def systemctl(*args: str) -> None:
+    subprocess.run(["systemctl", *args], check=True, capture_output=True)
+
+
+def start_auditd(managed: bool) -> None:
+    if managed:
+        systemctl("reset-failed", "auditd")
+        systemctl("start", "auditd")  # auditd.service refuses a manual stop, not a start
+    else:
+        subprocess.run(["auditd"], check=True)
+
+
 @contextmanager
 def auditd_stopped() -> Iterator[None]:
+    managed = systemd_runs_auditd()
     pid = status()["pid"]
-    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)  # auditd exits cleanly: its unit goes inactive, not restarted
     wait_until(lambda: status()["pid"] == 0, "auditd to stop")
     try:
         yield
     finally:
-        subprocess.run(["auditd"], check=True)
+        start_auditd(managed)
         wait_until(lambda: status()["pid"] != 0, "auditd to start")
 
 
 @contextmanager
 def auditd_killed() -> Iterator[None]:
     """auditd killed with SIGKILL: the kernel keeps its pid until a delivery fails."""
-    before = status()
-    os.kill(before["pid"], signal.SIGKILL)
-    wait_until(lambda: not daemon_alive(before), "auditd to die")
+    managed = systemd_runs_auditd()
+    if managed:
+        NO_RESTART.parent.mkdir(parents=True, exist_ok=True)
+        NO_RESTART.write_text("[Service]\nRestart=no\n")
+        systemctl("daemon-reload")
     try:
-        # Nothing has sent a record since: the dead daemon is still registered.
-        assert status()["pid"] == before["pid"], "a record was sent before the login; the fault is gone"
-        yield
+        before = status()
+        os.kill(before["pid"], signal.SIGKILL)
+        try:
+            wait_until(lambda: not daemon_alive(before), "auditd to die")
+            # Nothing has sent a record since: the dead daemon is still registered.
+            assert status()["pid"] == before["pid"], "a record was sent before the login; the fault is gone"
+            yield
+        finally:
+            start_auditd(managed)
+            wait_until(lambda: daemon_alive(status()), "auditd to start")
     finally:
-        subprocess.run(["auditd"], check=True)
-        wait_until(lambda: daemon_alive(status()), "auditd to start")
+        if managed:
+            NO_RESTART.unlink(missing_ok=True)
+            systemctl("daemon-reload")
 
 
 # The kernel's wait while the backlog is over its limit is counted in jiffies, whose
