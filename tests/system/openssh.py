@@ -167,7 +167,7 @@ class OpenSSHServer:
         of /etc/pam.d/<service> that /etc/pam.d/sshd lacks: the scratch stack ran, not sshd's.
 
         Without a kernel audit and a live auditd (a fault test switched them off) there is no record to
-        read; those logins are checked by the same server class in the other tests."""
+        read: such a test proves its stack ran by a line of its own (test_parity: a marker file)."""
         checks = {c.name: c.status for c in doctor.audit_checks()}
         if checks.get("kernel audit") != "pass" or checks.get("auditd") != "pass":
             return

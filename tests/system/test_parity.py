@@ -122,10 +122,14 @@ def test_the_documented_recipes_work_verbatim(driver, pam_service, linux_user) -
 @pytest.mark.parametrize("fault", ["audit disabled", "auditd stopped", "module file corrupt"])
 def test_openssh_logins_survive_faults(fault, tmp_path, pam_service, linux_user, openssh) -> None:
     entry = package_copy(tmp_path, "pam_module.py", None) if fault == "module file corrupt" else entry_script()
-    stack = debian_stack().replace(entry_script(), entry)
+    # With the fault there may be no record to tell which stack sshd ran: a last session line
+    # leaves a file, so the login is proven to have gone through this stack, past our line.
+    marker = tmp_path / "session-stack-ran"
+    stack = debian_stack().replace(entry_script(), entry) + f"session optional pam_exec.so /usr/bin/touch {marker}\n"
     server = openssh(pam_service(stack))
     user = linux_user()
     context = {"audit disabled": audit_switched_off, "auditd stopped": auditd_stopped}.get(fault, nullcontext)
     with context():
         proc = server.login(user, ["echo still-works"])
     assert proc.returncode == 0 and "still-works" in proc.stdout, (proc.stderr, server.server_log())
+    assert marker.exists(), f"sshd did not run /etc/pam.d/{server.service}: {server.server_log()}"
