@@ -23,6 +23,7 @@ from .conftest import PAM_DIR, ROOT
 from .fleet import PORT, Fleet
 
 PACKAGE = "pam-teleport-audit"
+APT_ARCHIVES = Path("/var/cache/apt/archives")
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
 PLAYBOOK = """- hosts: localhost
   connection: local
@@ -43,6 +44,8 @@ def play(tmp_path: Path):
     assert ansible.exists(), "ansible-core is a dependency of the tox system env"
     assert not package_installed(), f"{PACKAGE} is installed on this machine already; the test would remove it"
     deb = str(debbuild.build(tmp_path).deb)
+    cached = APT_ARCHIVES / Path(deb).name  # where the role puts the .deb for apt
+    was_cached = cached.exists()
     book = tmp_path / "play.yml"
     book.write_text(PLAYBOOK)
     env = {
@@ -71,6 +74,8 @@ def play(tmp_path: Path):
     yield run
     if package_installed():
         subprocess.run(["dpkg", "--purge", "--force-all", PACKAGE], capture_output=True, check=False)
+    if not was_cached:
+        cached.unlink(missing_ok=True)
 
 
 SELFTEST_TASK = "TASK [pam_teleport_audit : Self-test the PAM stack"
