@@ -6,6 +6,7 @@ sentence. Checks read the system and change nothing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -34,6 +35,11 @@ MODULE_DIRS = (
     "/lib/aarch64-linux-gnu/security",
 )
 RECOMMENDED_BACKLOG = 8192
+# <linux/capability.h>. The kernel takes a user record (ours, libpam's) from a process with
+# CAP_AUDIT_WRITE; AUDIT_GET also needs CAP_AUDIT_CONTROL and the host's pid namespace; and
+# it takes no audit message at all from outside the initial user namespace (audit_netlink_ok).
+CAP_AUDIT_WRITE = 29
+INITIAL_UID_MAP = ["0", "0", "4294967295"]  # /proc/PID/uid_map in the initial user namespace
 _PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TELEPORT_CONFIG = "/etc/teleport.yaml"
 
@@ -59,12 +65,7 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
         else:
             status = status_reader()
     except AuditError as exc:
-        yield Check(
-            "kernel audit",
-            FAIL,
-            f"cannot query kernel audit (AUDIT_GET): {exc}",
-            "run as root on a kernel with CONFIG_AUDIT, in the initial namespaces",
-        )
+        yield unanswered_status(exc, proc)
         return
     if status["enabled"] == 0:
         yield Check(
@@ -124,6 +125,79 @@ def audit_checks(status_reader: Callable[[], AuditStatus] | None = None, proc: s
         )
     else:
         yield Check("lost records", PASS, "none lost since boot")
+
+
+def unanswered_status(exc: AuditError, proc: str = "/proc") -> Check:
+    """What a refused AUDIT_GET says about whether records can be written from here."""
+    if exc.errno == errno.ECONNREFUSED:
+        return Check(
+            "kernel audit",
+            FAIL,
+            f"the kernel refuses every audit message from this user namespace ({exc}): "
+            "no record can be written from here (a rootless container?)",
+            "run Teleport and its PAM stack in the host's user namespace",
+        )
+    if exc.errno == errno.EPERM and os.geteuid() == 0:
+        effective = capability_set(read_text(f"{proc}/self/status"), "CapEff")
+        if effective is not None and effective >> CAP_AUDIT_WRITE & 1:
+            # A container: records go through, but the kernel's state is the host's to see.
+            return Check(
+                "kernel audit",
+                WARN,
+                "the kernel will not say whether audit is enabled or auditd runs (AUDIT_GET: EPERM): "
+                "that takes CAP_AUDIT_CONTROL and the host's pid namespace, and a container has neither. "
+                "Records need only CAP_AUDIT_WRITE, which this process has: they can be written from here",
+                "run `auditctl -s` (or this doctor) on the host",
+            )
+        return Check(
+            "kernel audit",
+            FAIL,
+            f"cannot query kernel audit ({exc}), and this process lacks CAP_AUDIT_WRITE: "
+            "the kernel refuses every record from it",
+            "give the process CAP_AUDIT_WRITE (systemd: CapabilityBoundingSet; docker: --cap-add AUDIT_WRITE)",
+        )
+    return Check(
+        "kernel audit",
+        FAIL,
+        f"cannot query kernel audit (AUDIT_GET): {exc}",
+        "run as root on a kernel with CONFIG_AUDIT, in the initial namespaces",
+    )
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def capability_set(proc_status: str, name: str) -> int | None:
+    """A capability set (CapEff, CapBnd …) from the text of /proc/PID/status."""
+    for line in proc_status.splitlines():
+        field, _, value = line.partition(":")
+        if field == name:
+            return int(value.strip(), 16)
+    return None
+
+
+def audit_write_problem(proc: str, pid: int) -> tuple[str, str] | None:
+    """Why the kernel refuses records from this process and the children it runs as root, with the fix."""
+    uid_map = read_text(f"{proc}/{pid}/uid_map").split()
+    if uid_map and uid_map != INITIAL_UID_MAP:
+        return (
+            "it runs in a user namespace: the kernel refuses every audit record from it and its sessions",
+            "run Teleport in the host's user namespace",
+        )
+    bounding = capability_set(read_text(f"{proc}/{pid}/status"), "CapBnd")
+    if bounding is not None and not bounding >> CAP_AUDIT_WRITE & 1:
+        # What its `teleport exec` children get as root: the bounding set caps them.
+        return (
+            "CAP_AUDIT_WRITE is not in its capability bounding set: the kernel refuses (EPERM) every record "
+            "of its sessions, libpam's and ours",
+            "give Teleport CAP_AUDIT_WRITE (systemd: CapabilityBoundingSet=; docker: --cap-add AUDIT_WRITE)",
+        )
+    return None
 
 
 # Our record types (linux/audit.h), and the user-message names `auditctl -l` prints.
@@ -370,15 +444,19 @@ def process_checks(proc: str = "/proc") -> Iterator[Check]:
             yield Check(
                 name, FAIL, f"{exe} runs as uid {uid}: it cannot run PAM or write audit records", "run Teleport as root"
             )
-        elif loginuid != UNSET_ID:
-            yield Check(
-                name,
-                FAIL,
-                f"its loginuid is {loginuid}, so pam_loginuid cannot give sessions a correct ses",
-                "start Teleport from systemd (or another daemon manager), not from a login shell",
+            continue
+        problems = [audit_write_problem(proc, pid)]  # each one its own line: each needs its own fix
+        if loginuid != UNSET_ID:
+            problems.append(
+                (
+                    f"its loginuid is {loginuid}, so pam_loginuid cannot give sessions a correct ses",
+                    "start Teleport from systemd (or another daemon manager), not from a login shell",
+                )
             )
-        else:
-            yield Check(name, PASS, f"{exe} runs as root with loginuid unset")
+        for message, fix in filter(None, problems):
+            yield Check(name, FAIL, message, fix)
+        if not any(problems):
+            yield Check(name, PASS, f"{exe} runs as root with loginuid unset, and may write audit records")
 
 
 def teleport_config_checks(path: str) -> Iterator[Check]:
@@ -569,11 +647,7 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
 
 
 def _comm(proc: str, pid: str) -> str:
-    try:
-        with open(f"{proc}/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return read_text(f"{proc}/{pid}/comm").strip()
 
 
 def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 0) -> list[Check]:

@@ -12,16 +12,17 @@ import pytest
 
 from pam_teleport_audit.admin.stanza import entry_script
 
-from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique
+from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique, wait_for_records
 from .fleet import audisp_remote
 from .test_faults import auditd_stopped
 
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
 
 
-def doctor(pam_file: Path, config: Path) -> tuple[int, dict[str, list[dict]]]:
+def doctor(pam_file: Path, config: Path, prefix: tuple[str, ...] = ()) -> tuple[int, dict[str, list[dict]]]:
     proc = subprocess.run(
         [
+            *prefix,
             sys.executable,
             "-m",
             "pam_teleport_audit",
@@ -220,3 +221,57 @@ def test_a_rule_that_drops_our_records_is_named(host) -> None:
     assert "`-a never,user -F msgtype=USER_START` drops our USER_START records" in checks["audit rules"][0]["message"]
     code, checks = doctor(*host)
     assert status(checks, "audit rules") == "pass"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "verdict", "says"),
+    [
+        # A container's pid namespace: AUDIT_GET is refused, user records are not (test_namespaces).
+        (("unshare", "--pid", "--fork", "--mount-proc"), "warn", "they can be written from here"),
+        (("capsh", "--drop=cap_audit_control", "--", "-c", '"$0" "$@"'), "warn", "they can be written from here"),
+        (
+            ("capsh", "--drop=cap_audit_control,cap_audit_write", "--", "-c", '"$0" "$@"'),
+            "fail",
+            "lacks CAP_AUDIT_WRITE",
+        ),
+        # A rootless container's user namespace: every audit message is refused.
+        (("unshare", "--user", "--map-root-user"), "fail", "refuses every audit message from this user namespace"),
+    ],
+    ids=["pid-namespace", "no-audit-control", "no-audit-write", "user-namespace"],
+)
+def test_where_the_kernel_will_not_answer(host, prefix: tuple[str, ...], verdict: str, says: str) -> None:
+    code, checks = doctor(*host, prefix=prefix)
+    assert status(checks, "kernel audit") == verdict and says in checks["kernel audit"][0]["message"], checks
+    assert "auditd" not in checks  # unknown from here: neither passed nor failed
+    if verdict == "fail":
+        assert code == 1
+
+
+def test_a_teleport_process_without_cap_audit_write(host, driver, linux_user, syslog_catcher) -> None:
+    """The C stand-in, named teleport, runs a session without CAP_AUDIT_WRITE in its bounding set:
+    doctor names it, and indeed nothing of the session reaches the log."""
+    pam_file, config = host
+    pam_file.write_text(
+        pam_file.read_text().replace(entry_script(), f"{entry_script()} log_socket={syslog_catcher.path}")
+    )
+    tp_user = unique("nocap-")
+    argv = driver_argv(driver, pam_file.name, linux_user(), user=tp_user, lines=["sleep 3"])
+    started = time.time()
+    proc = subprocess.Popen(
+        ["capsh", "--drop=cap_audit_write", "--", "-c", 'exec "$0" "$@"', *argv], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(1.0)
+        code, checks = doctor(pam_file, config)
+    finally:
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out  # fail-open: the login went on
+    ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
+    # In its session its loginuid is set too (pam_loginuid): a line for each problem.
+    assert ours and all(c["status"] == "fail" for c in ours), checks
+    assert any("CAP_AUDIT_WRITE is not in its capability bounding set" in c["message"] for c in ours), ours
+    assert code == 1
+    assert any("audit record not written: [errno 1]" in line for line in syslog_catcher.lines())
+    # The kernel refused them at the send (the line above): a second's wait for them is enough.
+    records = wait_for_records(started, lambda rs: False, "-m", "USER_ACCT,USER_START,USER_END", timeout=1.0)
+    assert [r for r in records if r.get("teleportUser") == tp_user] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,11 +110,44 @@ def test_unreachable_kernel_audit() -> None:
     assert check.status == "fail" and "Protocol not supported" in check.message
 
 
-def fake_proc(root: Path, pid: int, exe: str, loginuid: int) -> None:
+# /proc/PID/status capability lines: all of a root process's, and the same without CAP_AUDIT_WRITE (bit 29).
+ALL_CAPS = "000001ffffffffff"
+NO_AUDIT_WRITE = f"{int(ALL_CAPS, 16) & ~(1 << 29):016x}"
+
+
+@pytest.mark.parametrize(
+    ("errno", "cap_eff", "verdict", "says"),
+    [
+        (111, ALL_CAPS, "fail", "refuses every audit message from this user namespace"),
+        (1, ALL_CAPS, "warn", "they can be written from here"),
+        (1, NO_AUDIT_WRITE, "fail", "lacks CAP_AUDIT_WRITE"),
+        (93, ALL_CAPS, "fail", "Protocol not supported"),
+    ],
+    ids=["user-namespace", "container", "no-audit-write", "no-netlink-audit"],
+)
+def test_unanswered_audit_status(
+    tmp_path: Path, monkeypatch, errno: int, cap_eff: str, verdict: str, says: str
+) -> None:
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "status").write_text(f"Name:\tpython3\nCapEff:\t{cap_eff}\nCapBnd:\t{ALL_CAPS}\n")
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+
+    def refused() -> AuditStatus:
+        raise AuditError(errno, f"kernel refused AUDIT_GET: {os.strerror(errno)}")
+
+    (check,) = doctor.audit_checks(refused, str(tmp_path))
+    assert (check.name, check.status) == ("kernel audit", verdict) and says in check.message, check
+
+
+def fake_proc(
+    root: Path, pid: int, exe: str, loginuid: int, cap_bnd: str = ALL_CAPS, uid_map: str = "0 0 4294967295"
+) -> None:
     folder = root / str(pid)
     folder.mkdir()
     (folder / "exe").symlink_to(exe)
     (folder / "loginuid").write_text(f"{loginuid}\n")
+    (folder / "status").write_text(f"Name:\tteleport\nCapEff:\t{cap_bnd}\nCapBnd:\t{cap_bnd}\n")
+    (folder / "uid_map").write_text(f"         {uid_map.replace(' ', '          ')}\n")
 
 
 def test_teleport_processes(tmp_path: Path) -> None:
@@ -127,6 +161,20 @@ def test_teleport_processes(tmp_path: Path) -> None:
     assert by_pid["teleport pid 11"].status == "fail" and "loginuid is 1000" in by_pid["teleport pid 11"].message
     # /proc entries are owned by the process's uid; here the test's own files are root's.
     assert by_pid["teleport pid 10"].status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("cap_bnd", "uid_map", "says"),
+    [
+        (NO_AUDIT_WRITE, "0 0 4294967295", "CAP_AUDIT_WRITE is not in its capability bounding set"),
+        (ALL_CAPS, "0 1000 1", "runs in a user namespace"),
+    ],
+    ids=["no-audit-write", "user-namespace"],
+)
+def test_a_teleport_process_the_kernel_takes_no_record_from(tmp_path: Path, cap_bnd: str, uid_map: str, says: str):
+    fake_proc(tmp_path, 10, "/usr/local/bin/teleport", 4294967295, cap_bnd, uid_map)
+    (check,) = doctor.process_checks(str(tmp_path))
+    assert check.status == "fail" and says in check.message, check
 
 
 @pytest.mark.parametrize(
