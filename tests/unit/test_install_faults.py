@@ -74,6 +74,13 @@ def test_concurrent_installs_give_one_correct_block(tmp_path: Path) -> None:
     assert target.read_bytes() == DEBIAN
 
 
+def holds_open(pid: int, folder: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(folder) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # an fd closed between listing and reading
+        return False
+
+
 def test_a_run_waits_for_the_lock(tmp_path: Path) -> None:
     target = tmp_path / "sshd"
     target.write_bytes(DEBIAN)
@@ -82,8 +89,14 @@ def test_a_run_waits_for_the_lock(tmp_path: Path) -> None:
     try:
         cmd = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(1.5)
-        assert proc.poll() is None  # still waiting
+        # It opens the folder to lock it (atomicwrite.folder_lock), then tries every 50 ms: once the
+        # folder is among its open files it has reached the lock. A while later it is still there.
+        deadline = time.monotonic() + 30
+        while not holds_open(proc.pid, tmp_path):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never reached the lock"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None and holds_open(proc.pid, tmp_path)  # still waiting
         assert target.read_bytes() == DEBIAN
     finally:
         os.close(fd)
