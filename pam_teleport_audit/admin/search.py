@@ -194,12 +194,18 @@ def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/audit
 
 
 def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
-    """(start, end) of every line holding a match."""
+    """(start, end) of every line holding a match. A NUL also ends a line: a crash leaves runs of
+    them in a log that auditd then appends to, and auparse would stop at the first one."""
     spans = []
     for match in pattern.finditer(data):
+        # The NUL searches are bounded by the line's newlines: a scan to the end of a file without
+        # NULs for every match would make the grep quadratic.
         start = data.rfind(b"\n", 0, match.start()) + 1
+        start = data.rfind(b"\0", start, match.start()) + 1 or start
         end = data.find(b"\n", match.end())
-        spans.append((start, len(data) if end < 0 else end + 1))
+        end = len(data) if end < 0 else end + 1
+        nul = data.find(b"\0", match.end(), end)
+        spans.append((start, end if nul < 0 else nul))
     return spans
 
 
