@@ -175,22 +175,42 @@ def _text(raw: str) -> str:
     return decode_value(raw).decode("utf-8", "backslashreplace") if raw not in ("", "?") else raw
 
 
+# The time and serial of a record: audit(SECONDS.MILLIS:SERIAL).
+_STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
+
+
+def first_stamp(path: str) -> tuple[int, int, int]:
+    """(seconds, milliseconds, serial) of the first record in a file; (0, 0, 0) without any."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return (0, 0, 0)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            found = _STAMP.search(data)
+            return (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
+
+
 def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
-    """The files to read, oldest first: the given ones, or auditd's log with its rotated files."""
+    """The files to read, oldest first: the given ones, or auditd's log with its rotated files.
+
+    Sessions are followed record by record, so the order matters: read in a shell glob's order
+    (audit.log audit.log.1 ..., or .1 .10 .2) a session's input and end would come before its
+    start. So whatever order they come in, the files are read by the time of their first record
+    (a stable sort: files without records keep their place before the others).
+    """
     files = list(inputs or [])
-    if files:
-        return files
-    try:
-        log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
-    except OSError:
-        log = DEFAULT_LOG
-    folder, base = os.path.split(log)
-    rotated = []
-    for name in os.listdir(folder or "."):
-        suffix = name[len(base) + 1 :]
-        if name.startswith(base + ".") and suffix.isdigit():
-            rotated.append((int(suffix), os.path.join(folder, name)))
-    return [path for _, path in sorted(rotated, reverse=True)] + [log]
+    if not files:
+        try:
+            log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
+        except OSError:
+            log = DEFAULT_LOG
+        folder, base = os.path.split(log)
+        rotated = []
+        for name in os.listdir(folder or "."):
+            suffix = name[len(base) + 1 :]
+            if name.startswith(base + ".") and suffix.isdigit():
+                rotated.append((int(suffix), os.path.join(folder, name)))
+        files = [path for _, path in sorted(rotated, reverse=True)] + [log]
+    return sorted(files, key=first_stamp)
 
 
 def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:

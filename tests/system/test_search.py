@@ -164,7 +164,9 @@ def test_log_files_are_the_rotated_ones_oldest_first(tmp_path) -> None:
     assert search.log_files(None, str(conf)) == [
         str(tmp_path / n) for n in ("audit.log.10", "audit.log.2", "audit.log.1", "audit.log")
     ]
-    assert search.log_files(["/x"], str(conf)) == ["/x"]
+    given = tmp_path / "given.log"
+    given.write_text("")
+    assert search.log_files([str(given)], str(conf)) == [str(given)]
 
 
 def test_aggregated_logs_key_sessions_by_node(tmp_path) -> None:

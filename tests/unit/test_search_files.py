@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pam_teleport_audit.admin.search import _grep
+from pam_teleport_audit.admin.search import _grep, log_files
 
 A = "type=USER_ACCT msg=audit(1795900000.000:1): pid=5 uid=0 auid=1 ses=7 msg='op=x teleportUser=alice res=success'"
 B = 'type=TTY msg=audit(1795900001.000:2): tty pid=6 uid=1 auid=1 ses=7 major=136 minor=0 comm="sh" data=6C730A'
@@ -25,3 +25,40 @@ def test_nul_runs_end_lines_and_never_reach_auparse(tmp_path: Path) -> None:
     # A match in the cut record gives that piece alone, not the records glued to it by the zeros.
     assert _grep([str(log)], re.compile(rb"comm=")).splitlines() == [B]
     assert _grep([str(log)], re.compile(rb"msg=audit\(1795900001")).splitlines() == [B[:40], B]
+
+
+def stamped(path: Path, *seconds: int) -> str:
+    path.write_text("".join(f"type=TTY msg=audit({s}.250:{s % 1000}): tty pid=1 ses=7 data=0A\n" for s in seconds))
+    return str(path)
+
+
+def test_given_files_are_read_oldest_first_whatever_their_order(tmp_path: Path) -> None:
+    """A shell glob gives audit.log (newest) first, and .1 .10 .2 past nine rotated files."""
+    names = ["audit.log", "audit.log.1", "audit.log.10", "audit.log.2"]
+    ages = {"audit.log": 4000, "audit.log.1": 3000, "audit.log.2": 2000, "audit.log.10": 1000}
+    files = {n: stamped(tmp_path / n, 1795900000 + ages[n], 1795900000 + ages[n] + 500) for n in names}
+    oldest_first = [files[n] for n in ("audit.log.10", "audit.log.2", "audit.log.1", "audit.log")]
+    assert log_files([files[n] for n in names]) == oldest_first
+    assert log_files(list(reversed(oldest_first))) == oldest_first
+
+
+def test_a_file_is_placed_by_its_first_record_even_after_a_cut_line(tmp_path: Path) -> None:
+    late, early = tmp_path / "b", tmp_path / "a"
+    stamped(late, 1795900900)
+    stamped(early, 1795900100)
+    early.write_bytes(b"\0\0 half a line\n" + early.read_bytes())
+    # Milliseconds and serial break ties within a second.
+    same = tmp_path / "c"
+    same.write_text("type=TTY msg=audit(1795900100.249:9): tty pid=1 ses=7 data=0A\n")
+    assert log_files([str(late), str(early), str(same)]) == [str(same), str(early), str(late)]
+
+
+def test_the_default_discovery_is_ordered_by_time_too(tmp_path: Path) -> None:
+    """A rotated file whose number says older than its content (renamed by hand): time wins."""
+    log = stamped(tmp_path / "audit.log", 1795903000)
+    one = stamped(tmp_path / "audit.log.1", 1795901000)
+    two = stamped(tmp_path / "audit.log.2", 1795902000)
+    (tmp_path / "audit.log.bak").write_text("")
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+    assert log_files(None, str(conf)) == [one, two, log]
