@@ -204,12 +204,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _error("search", f"cannot read the audit log: {exc} (apt-get install python3-audit)", EXIT_IO)
     except OSError as exc:
         return _error("search", f"cannot read the audit log: {exc}", EXIT_IO)
-    lookback = None if since is None else since - search.ACCOUNT_LOOKBACK
-    sessions = search.find_sessions(
-        search.iter_records(parser, lookback), args.teleport_user, since=since, until=until, node=args.node
-    )
-    # Records from this machine's own logs carry no node=: name them after this host.
+    # Records from this machine's own logs carry no node=: name them after this host, in the
+    # output and for --node alike.
     host = None if args.input else os.uname().nodename
+    lookback = None if since is None else since - search.ACCOUNT_LOOKBACK
+    records = search.iter_records(parser, lookback)
+    sessions = search.find_sessions(records, args.teleport_user, since=since, until=until, node=args.node, local=host)
     render = search.render_json if args.format == "json" else search.render_text
     sys.stdout.write(render(sessions, host))
     return EXIT_OK

@@ -58,6 +58,7 @@ DEFAULT_LOG = "/var/log/audit/audit.log"
 ACCOUNT_LOOKBACK = 60.0
 # Fields shown as auparse interprets them: keystrokes, as aureport --tty shows them.
 _INTERPRETED = frozenset({"data"})
+_INPUT = ("TTY", "USER_TTY")  # typed input: joined by ses only, never by pid
 OUR_OPS = frozenset({OP_ACCOUNTING, OP_SESSION_OPEN, OP_SESSION_CLOSE, OP_LOGIN})
 
 # Teleport's own records, sent by the `teleport exec` process that then runs PAM
@@ -116,7 +117,7 @@ class Session:
     """A session of a Teleport user, or an attempt that was refused (refused says why)."""
 
     node: str | None
-    ses: int | None  # None: refused before pam_loginuid gave it one
+    ses: int | None  # None: pam_loginuid gave it none (refused before it ran, or not in the stack)
     teleport_user: str
     login: str
     auid: int
@@ -136,6 +137,8 @@ class Session:
     child: str | None = None  # teleportChild: exec, or networking (port/agent/X11 forwarding)
     roles_omitted: int | None = None  # teleportRolesOmitted: roles cut to fit the record
     teleport_addr: str | None = None  # the client's ip:port, from Teleport's own USER_LOGIN
+    start_in_log: bool = True  # False: the start rotated out; start is the first record left
+    input_joined: bool = True  # False: pam_loginuid gave it no ses, so no typed input can be joined
 
     def to_json(self) -> dict[str, object]:
         """A stable object for SIEM ingestion: times in ISO 8601 UTC."""
@@ -357,12 +360,25 @@ def find_sessions(
     since: float | None = None,
     until: float | None = None,
     node: str | None = None,
+    local: str | None = None,
 ) -> list[Session]:
-    """Sessions and refused attempts of one Teleport user, in the order they started."""
+    """Sessions and refused attempts of one Teleport user, in the order they started.
+
+    local names the host of records without node= (this host, when reading its own logs): --node
+    selects them by that name, as the output labels them.
+    """
     wanted = teleport_user.encode("utf-8", "surrogateescape")
     found: list[Session] = []
-    open_by_key: dict[tuple[str | None, int], Session] = {}  # (node, ses) → its session
-    opened_at_account: set[int] = set()  # id() of sessions started by today's USER_ACCT
+    # (node, ses) → the logins that ses holds, by the pid of their Teleport process, latest last; None
+    # for another user's (a ses is shared when pam_loginuid finds the loginuid already right).
+    open_by_key: dict[tuple[str | None, int], dict[int, Session | None]] = {}
+    # (node, ses) → its records while no login of ours holds it: a session whose start rotated out
+    # gets them when a later record of ours shows up.
+    before: dict[tuple[str | None, int], list[AuditRecord]] = {}
+    # (node, pid) → a session pam_loginuid gave no ses, and when our close came: its Teleport process
+    # lives until then, so its pid is not reused meanwhile.
+    no_ses: dict[tuple[str | None, int], tuple[Session, float | None]] = {}
+    opened_at_account: set[int] = set()  # id() of sessions whose outcome is our session_open's
     processes: dict[tuple[str | None, int], _Process] = {}  # (node, pid) → before its session
     swept = 0.0
 
@@ -381,13 +397,40 @@ def find_sessions(
         _join(attempt, proc)
         found.append(attempt)
 
+    def start(rec: AuditRecord, rec_node: str | None, ses: int | None, proc: _Process | None) -> Session:
+        session = _new_session(rec, rec_node, ses)
+        if proc is not None:
+            _join(session, processes.pop((rec_node, rec.int("pid"))))
+        found.append(session)
+        return session
+
+    def take(session: Session, rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> None:
+        """One more record of the session: input, or an event that may say how the login went."""
+        if rec.type in _INPUT:
+            session.input.append(_keystrokes(rec))
+            return
+        session.events.append(_event(rec, teleport))
+        if rec.int("pid") != session.pid:
+            return  # su, sudo, sshd inside the session: their outcome is not this login's
+        op = rec.fields.get("op")
+        if ours and rec.type == "USER_START" and id(session) in opened_at_account:
+            session.result = rec.fields.get("res", "?")  # today's sequence: the open's outcome, at close or pam_end
+        if teleport is not None and teleport.get("user") == teleport_user and session.teleport_addr is None:
+            session.teleport_addr = teleport["addr"]
+        if session.refused is None:
+            session.refused = _refusal([rec])
+        if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
+            session.end, session.end_result = rec.time, rec.fields.get("res")
+
     for rec in records:
         rec_node = rec.fields.get("node")
-        if node is not None and rec_node != node:
+        if node is not None and (rec_node or local) != node:
             continue
         op = rec.fields.get("op")
         ses = rec.int("ses")
-        key = (rec_node, rec.int("pid"))
+        has_ses = ses not in (UNSET_ID, -1)
+        pid = rec.int("pid")
+        key = (rec_node, pid)
         ours = op in OUR_OPS and "teleportUser" in rec.fields and decode_value(rec.fields["teleportUser"]) == wanted
         teleport = teleport_fields(rec) if rec.type in TELEPORT_OPS else None
         named = teleport if teleport is not None and teleport.get("user") == teleport_user else None
@@ -395,6 +438,26 @@ def find_sessions(
             for old in [k for k, p in processes.items() if rec.time - p.start > ACCOUNT_LOOKBACK]:
                 finish(old)
             swept = rec.time
+
+        held = no_ses.get(key) if rec.type not in _INPUT else None
+        # A new transaction of this pid (so the process is gone), or anything of ours or past our
+        # wait after our close, ends a session without ses.
+        if held is not None and (
+            rec.type in ("LOGIN", "USER_ACCT")
+            or (teleport is not None and rec.type == "USER_LOGIN")
+            or (held[1] is not None and (ours or rec.time - held[1] > ACCOUNT_LOOKBACK))
+        ):
+            del no_ses[key]
+            held = None
+        if held is not None and not has_ses:
+            session = held[0]
+            take(session, rec, ours, teleport)
+            if teleport is not None and rec.type in ("USER_END", "USER_ERR"):
+                del no_ses[key]  # Teleport sends nothing after its own close
+            elif ours and (op == OP_SESSION_CLOSE or rec.fields.get("res") == "failed"):
+                no_ses[key] = (session, rec.time)  # pam_end follows: libpam's and Teleport's close
+            continue
+
         proc = processes.get(key)
         # A transaction of this pid that is too old, or a new one of the same pid (Teleport's USER_LOGIN
         # before PAM, a second accounting record: one handle runs acct_mgmt once), ends the last one.
@@ -407,59 +470,99 @@ def find_sessions(
         ):
             finish(key)
             proc = None
-        if rec.type == "LOGIN":
-            open_by_key.pop((rec_node, ses), None)  # this id now names another session
-        session = open_by_key.get((rec_node, ses)) if ses not in (UNSET_ID, -1) else None
-
-        starts = None
-        if ours and session is None and ses not in (UNSET_ID, -1):
-            if rec.type == "USER_ACCT" and op == OP_ACCOUNTING:
-                starts = "account"  # today's sequence: written at pam_open_session
-            elif rec.type == "USER_START" and op == OP_SESSION_OPEN and proc is not None and proc.ses == ses:
-                starts = "open"  # the earlier sequence; its LOGIN came just before
-        if starts is not None:
-            session = _new_session(rec, rec_node, ses)
-            if proc is not None:
-                _join(session, processes.pop(key))
-            if starts == "account":
+        if not has_ses:
+            if ours and rec.fields.get("res") == "success" and _opens_without_ses(rec, proc):
+                session = start(rec, rec_node, None, proc)
+                session.input_joined = False
                 opened_at_account.add(id(session))
-            found.append(session)
-            open_by_key[(rec_node, ses)] = session
-        elif session is None:
-            if proc is None and (ses == UNSET_ID or rec.type == "LOGIN") and rec.type not in ("TTY", "USER_TTY"):
+                no_ses[key] = (session, None)
+                take(session, rec, ours, teleport)
+                continue
+            if proc is None and rec.type not in _INPUT:
                 proc = processes[key] = _Process(rec.time)
-            if proc is not None and (ses in (UNSET_ID, proc.ses) or rec.type == "LOGIN"):
+            if proc is not None:
                 proc.add(rec, ours, named)
             continue
 
-        if rec.type in ("TTY", "USER_TTY"):
-            data = rec.fields.get("data", rec.fields.get("msg", ""))
-            session.input.append(
-                Keystrokes(
-                    rec.time,
-                    rec.serial,
-                    rec.int("pid"),
-                    _text(rec.fields.get("comm", "?")),
-                    rec.interpreted.get("data", data),
-                    _text(data),
-                )
-            )
+        ses_key = (rec_node, ses)
+        if rec.type == "LOGIN":
+            open_by_key.pop(ses_key, None)  # this id now names another session
+            before.pop(ses_key, None)
+        group = open_by_key.get(ses_key)
+        logins = group or {}
+        # A record of a login's own process goes to it; the rest (input) to the latest login.
+        session = logins[pid] if pid in logins else next(reversed(logins.values()), None)
+        accounting = rec.type == "USER_ACCT" and op == OP_ACCOUNTING and "teleportUser" in rec.fields
+        starts = None
+        if pid not in logins:
+            if accounting:
+                starts = "account"  # today's sequence: written at pam_open_session
+            elif rec.type == "USER_START" and op == OP_SESSION_OPEN and proc is not None and proc.ses == ses:
+                starts = "open"  # the earlier sequence; its LOGIN came just before
+            elif op in (OP_SESSION_OPEN, OP_SESSION_CLOSE) and (proc is None or proc.ses != ses):
+                starts = "orphan"  # a session whose start is not in the log
+        if starts is not None and not ours:
+            if accounting:  # another user's login on a shared ses: what follows is not ours
+                open_by_key.setdefault(ses_key, {})[pid] = None
+                before.pop(ses_key, None)
+            starts = None
+        if starts is not None:
+            earlier = before.pop(ses_key, [])
+            session = start(rec, rec_node, ses, proc if starts != "orphan" else None)
+            if starts != "open":
+                opened_at_account.add(id(session))
+            if starts == "orphan":
+                session.start_in_log = False
+                session.start = min([rec.time] + [r.time for r in earlier])
+            else:  # what its own process wrote with this ses before (a shared ses has no LOGIN)
+                earlier = [r for r in earlier if r.int("pid") == pid]
+            for old in earlier:
+                take(session, old, False, teleport_fields(old) if old.type in TELEPORT_OPS else None)
+            session.events.sort(key=lambda e: (e.time, e.serial))
+            open_by_key.setdefault(ses_key, {})[pid] = session
+        elif (
+            session is not None
+            and pid not in logins
+            and session.end is not None
+            and (rec.type == "USER_ACCT" or (teleport is not None and rec.type == "USER_LOGIN"))
+        ):
+            # After the latest login on this ses ended, another process's accounting (or Teleport's
+            # record before PAM) is the next login's, on a shared ses: kept for it. What the ended
+            # session's own processes write later (they may outlive it) still goes to it.
+            before.setdefault(ses_key, []).append(rec)
             continue
-        session.events.append(_event(rec, teleport))
-        if rec.int("pid") != session.pid:
-            continue  # su, sudo, sshd inside the session: their outcome is not this login's
-        if ours and rec.type == "USER_START" and id(session) in opened_at_account:
-            session.result = rec.fields.get("res", "?")  # today's sequence: the open's outcome, at close or pam_end
-        if named is not None and session.teleport_addr is None:
-            session.teleport_addr = named["addr"]
-        if session.refused is None:
-            session.refused = _refusal([rec])
-        if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
-            session.end, session.end_result = rec.time, rec.fields.get("res")
+        elif session is None:
+            if proc is not None and (ses == proc.ses or rec.type == "LOGIN"):
+                proc.add(rec, ours, named)
+            elif proc is None and rec.type == "LOGIN":
+                processes[key] = _Process(rec.time)
+                processes[key].add(rec, ours, named)
+            elif group is None and rec.type != "LOGIN":  # kept for a session whose start rotated out
+                before.setdefault(ses_key, []).append(rec)
+            continue
+        take(session, rec, ours, teleport)
     for key in list(processes):
         finish(key)
     found.sort(key=lambda s: s.start)
     return [s for s in found if (since is None or s.start >= since) and (until is None or s.start <= until)]
+
+
+def _opens_without_ses(rec: AuditRecord, proc: _Process | None) -> bool:
+    """Whether a record of ours opens a session pam_loginuid gave no ses: today's accounting (written
+    at pam_open_session, after libpam's PAM:accounting of the process), or the earlier sequence's
+    session_open after its accounting."""
+    if proc is None:
+        return False
+    op = rec.fields.get("op")
+    if rec.type == "USER_ACCT" and op == OP_ACCOUNTING:
+        return any(r.type == "USER_ACCT" and r.get("op") == "PAM:accounting" for r in proc.records)
+    return rec.type == "USER_START" and op == OP_SESSION_OPEN and proc.ours is not None
+
+
+def _keystrokes(rec: AuditRecord) -> Keystrokes:
+    data = rec.fields.get("data", rec.fields.get("msg", ""))
+    comm = _text(rec.fields.get("comm", "?"))
+    return Keystrokes(rec.time, rec.serial, rec.int("pid"), comm, rec.interpreted.get("data", data), _text(data))
 
 
 def _refusal(records: list[AuditRecord]) -> str | None:
@@ -548,11 +651,14 @@ def render_text(sessions: list[Session], host: str | None) -> str:
             )
         else:
             ended = f"ended {local_time(s.end)} ({s.end_result})" if s.end is not None else "not ended in the log"
+            began = "started" if s.start_in_log else "start not in the log, first record"
             out.append(
-                f"session {s.ses} on {where}: Teleport user {s.teleport_user} as {s.login} (auid {s.auid}),"
-                f" roles {roles}\n"
-                f"  started {local_time(s.start)} ({s.result}), {ended}\n"
+                f"session {s.ses if s.ses is not None else '(no id)'} on {where}: Teleport user {s.teleport_user}"
+                f" as {s.login} (auid {s.auid}), roles {roles}\n"
+                f"  {began} {local_time(s.start)} ({s.result}), {ended}\n"
             )
+            if not s.input_joined:
+                out.append("  no session id (pam_loginuid gave none): its typed input cannot be joined to it\n")
         out.append(f"  terminal {s.terminal}, client {client}, program {s.exe}, pid {s.pid}{child}\n")
         timeline = [(e.time, e.serial, f"{e.type:<10} {e.op + ' ' if e.op else ''}res={e.res}") for e in s.events]
         timeline += [(k.time, k.serial, f"{'input':<10} {k.comm}[{k.pid}]: {k.keys}") for k in s.input]

@@ -4,12 +4,14 @@ on fixture logs (rotated, RAW and ENRICHED) and on sessions made right now."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
 import pytest
 
 from pam_teleport_audit.admin import search
+from pam_teleport_audit.admin.auditlog import ausearch_raw, since_args
 
 from .conftest import ROOT, debian_stack, driver_argv, unique, wait_for_records
 
@@ -390,3 +392,87 @@ def test_random_logs_through_auparse_narrowed_and_full(tmp_path, seed: int) -> N
         assert [s.to_json() for s in narrowed] == full_parse([str(path)], user), (seed, user)
         got = [(s.ses, s.refused, [k.text for k in s.input], s.teleport_addr) for s in narrowed]
         assert got == wanted, (seed, user)
+
+
+def real_login_lines(driver, service: str, login: str, name: str, typed: list[str]) -> tuple[list[str], list[dict]]:
+    """The log lines of one real login (its process's and its ses's, in log order), once search sees
+    it ended with all its input; and what search finds in them."""
+    started = time.time()
+    run = subprocess.run(driver_argv(driver, service, login, user=name, lines=typed), capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    pid = next(x for x in run.stdout.splitlines() if x.startswith("pid=")).partition("=")[2]
+    want = [line + "\n" for line in typed] + ["exit\n"]
+    (live,) = wait_for_search(
+        "--teleport-user",
+        name,
+        "--since",
+        f"@{int(started)}",
+        until=lambda f: len(f) == 1 and f[0]["end"] and [k["text"] for k in f[0]["input"]] == want,
+    )
+    assert [k["text"] for k in live["input"]] == want, live
+    since = since_args(started)
+    text = ausearch_raw(*since, "-p", pid) + ausearch_raw(*since, "--session", str(live["ses"]))
+    lines = sorted(set(text.splitlines()) - {""}, key=lambda line: [int(n) for n in re.findall(r"\d+", line)[:3]])
+    return lines, live
+
+
+def write_lines(path, lines: list[str], after: bytes = b"") -> str:
+    path.write_bytes("".join(line + "\n" for line in lines).encode() + after)
+    return str(path)
+
+
+def test_real_login_read_through_nuls_in_any_file_order_and_after_its_start_rotated_out(
+    driver, pam_service, linux_user, tmp_path
+) -> None:
+    """One real login, its input more than auparse's 2 s event window apart, rearranged as a crash
+    (NULs), a shell glob (newest file first) and rotation (its start gone) leave it."""
+    name = unique("rot-")
+    typed = ["echo before-the-cut", "sleep 3", "echo after-the-cut"]
+    lines, live = real_login_lines(driver, pam_service(debian_stack()), linux_user(), name, typed)
+    (reference,) = json_sessions("--teleport-user", name, "--input", write_lines(tmp_path / "all.log", lines))
+    assert reference["ses"] == live["ses"] and reference["start_in_log"] and reference["end_result"] == "success"
+    # Cut after the input typed before the sleep: what follows is more than 2 s later.
+    cut = next(i for i, line in enumerate(lines) if "type=TTY" in line and b"sleep 3".hex().upper() in line)
+    older, newer = lines[: cut + 1], lines[cut + 1 :]
+    assert any("teleport:session_close" in line for line in newer)
+    assert not any("type=LOGIN" in line or "teleport:accounting" in line for line in newer)
+
+    # A crash: a record cut short, then zeros, then the rest on the same "line".
+    crashed = tmp_path / "crashed.log"
+    cut_short = b"type=SYSCALL msg=audit(1.000:1): arch=c000003e sysc" + b"\0" * 4096
+    write_lines(crashed, older, cut_short + "\n".join(newer).encode() + b"\n")
+    assert json_sessions("--teleport-user", name, "--input", str(crashed)) == [reference]
+
+    # Rotated: given newest first, as audit.log* expands.
+    rotated = tmp_path / "rotated"
+    rotated.mkdir()
+    first, last = write_lines(rotated / "audit.log.1", older), write_lines(rotated / "audit.log", newer)
+    assert json_sessions("--teleport-user", name, "--input", last, first) == [reference]
+
+    # Its start rotated out: listed, marked, with the input and the end that are left.
+    (partial,) = json_sessions("--teleport-user", name, "--input", last)
+    assert (partial["ses"], partial["pid"], partial["start_in_log"]) == (reference["ses"], reference["pid"], False)
+    assert [k["text"] for k in partial["input"]] == ["echo after-the-cut\n", "exit\n"]
+    assert (partial["end"], partial["end_result"], partial["result"]) == (reference["end"], "success", "success")
+    assert partial["start"] == partial["input"][0]["time"]
+    out = run_search("--teleport-user", name, "--input", last).stdout
+    assert f"session {reference['ses']} on ?:" in out and "start not in the log, first record" in out
+
+
+def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_service, linux_user) -> None:
+    """pam_loginuid missing from the stack: every record has ses unset; search lists the login, joined
+    by the Teleport process's pid, and says its input cannot be joined."""
+    name = unique("noses-")
+    started = time.time()
+    service = pam_service(stack_with(drop="pam_loginuid"))
+    run = subprocess.run(driver_argv(driver, service, linux_user(), user=name, lines=["echo x"]), capture_output=True)
+    assert run.returncode == 0, run
+    args = ("--teleport-user", name, "--since", f"@{int(started)}")
+    (session,) = wait_for_search(*args, until=lambda f: len(f) == 1 and f[0]["end"])
+    assert (session["ses"], session["refused"], session["input_joined"]) == (None, None, False)
+    assert session["result"] == session["end_result"] == "success" and session["input"] == []
+    ops = [e["op"] for e in session["events"]]
+    assert ops[:2] == ["PAM:accounting", "teleport:accounting"] and "teleport:session_close" in ops
+    assert {e["pid"] for e in session["events"]} == {session["pid"]}
+    out = run_search(*args).stdout
+    assert out.startswith("session (no id) on ") and "its typed input cannot be joined to it" in out

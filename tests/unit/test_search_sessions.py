@@ -21,8 +21,9 @@ _FIELD = re.compile(r"([\w-]+)=('[^']*'|\S+)")
 
 def parse(line: str) -> AuditRecord:
     """One log line as auparse splits it (first occurrence wins, msg='…' opened): enough for these lines."""
-    kind, sec, milli, serial, body = _HEADER.fullmatch(line).groups()  # type: ignore[union-attr]
-    fields: dict[str, str] = {}
+    node, _, rest = line.partition(" ") if line.startswith("node=") else ("", "", line)
+    kind, sec, milli, serial, body = _HEADER.fullmatch(rest).groups()  # type: ignore[union-attr]
+    fields: dict[str, str] = {"node": node[5:]} if node else {}
     for name, value in _FIELD.findall(body):
         inner = _FIELD.findall(value[1:-1]) if name == "msg" and value.startswith("'") else [(name, value)]
         for key, val in inner:
@@ -353,3 +354,135 @@ def test_text_shows_refusals_forwarding_cut_roles_and_teleports_address() -> Non
         (None, "refused by the account stack", None, None, "node-1"),
         (79, None, "networking", 2, "node-1"),
     ]
+
+
+def test_a_session_whose_start_rotated_out_is_listed_with_what_is_left() -> None:
+    """Only its later input and our close records remain: listed, marked, and given that input."""
+    log = Log()
+    new_session(log, 0, 600, 101, "alice", 603, ["id\n", "cat /etc/shadow\n"])
+    log.lines = log.lines[5:]  # libpam's and our accounting, the LOGIN, the open and "id" rotated out
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.ses, session.pid, session.start_in_log, session.refused) == (101, 600, False, None)
+    assert session.start == log.start + 0.2  # the first record left: the input
+    assert [k.text for k in session.input] == ["cat /etc/shadow\n"]
+    assert (session.result, session.end_result, session.end) == ("success", "success", log.start + 1)
+    assert [e.op for e in session.events] == ["teleport:session_open", "teleport:session_close", "PAM:session_close"]
+    from pam_teleport_audit.admin.search import render_text
+
+    text = render_text([session], "vm").splitlines()
+    assert text[0].startswith("session 101 on vm: Teleport user alice as tpdemo")
+    assert text[1].startswith("  start not in the log, first record ") and "(success), ended" in text[1]
+    # A complete session is not marked.
+    full = Log()
+    new_session(full, 0, 600, 101, "alice", 603, ["id\n"])
+    assert [s.start_in_log for s in find_sessions(full.records(), "alice")] == [True]
+
+
+def test_a_login_reassigning_the_ses_ends_what_a_rotated_session_is_given() -> None:
+    log = Log()
+    log.tty(0, 50, 101, "the previous boot\n")
+    log.login(1, 700, 101)  # another login got ses 101: what came before is not the session's
+    log.tty(2, 703, 101, "after\n")
+    log.add("USER_START", 3, 800, 101, ours("session_open", "alice", "success"))
+    log.add("USER_END", 3, 800, 101, ours("session_close", "alice", "success"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert [k.text for k in session.input] == ["after\n"] and not session.start_in_log
+    assert session.start == log.start + 2
+
+
+def test_a_login_without_ses_is_a_session_kept_open_until_our_close() -> None:
+    """pam_loginuid missing or failed: every record has ses unset; the session is joined by pid, past
+    ACCOUNT_LOOKBACK (other logins' records in between make the sweeps run), until our close."""
+    log = Log()
+    log.add("USER_LOGIN", 0, 600, U, teleport("login", "alice", "203.0.113.7:1"))
+    log.add("USER_ACCT", 0.01, 600, U, pam("accounting", "success"))
+    log.add("USER_ACCT", 0.02, 600, U, ours("accounting", "alice", "success"))
+    log.add("USER_START", 0.03, 600, U, pam("session_open", "success"))
+    log.tty(1, 603, U, "id\n")  # no ses: nothing joins it to the session
+    new_refusal(log, 90, 700, "alice")
+    new_session(log, 150, 800, 5, "bob", 801, ["echo bob\n"])
+    log.add("USER_START", 300, 600, U, ours("session_open", "alice", "success"))
+    log.add("USER_END", 300, 600, U, ours("session_close", "alice", "success"))
+    log.add("USER_END", 300.001, 600, U, pam("session_close", "success"))
+    log.add("USER_END", 300.01, 600, U, teleport("session_close", "alice", "203.0.113.7:1"))
+    new_refusal(log, 330, 600, "alice")  # pid 600 again: another process, refused
+    session, refused, again = find_sessions(log.records(), "alice")
+    assert (session.ses, session.refused, session.pid, session.input_joined) == (None, None, 600, False)
+    assert (session.result, session.end, session.end_result) == ("success", log.start + 300, "success")
+    assert session.teleport_addr == "203.0.113.7:1" and session.input == []
+    assert [e.op for e in session.events] == [
+        "login",
+        "PAM:accounting",
+        "teleport:accounting",
+        "PAM:session_open",
+        "teleport:session_open",
+        "teleport:session_close",
+        "PAM:session_close",
+        "session_close",
+    ]
+    assert (refused.pid, refused.refused) == (700, "refused by the account stack")
+    assert (again.pid, again.refused, [e.res for e in again.events]) == (
+        600,
+        "refused by the account stack",
+        ["failed", "failed"],
+    )
+    assert again.input_joined  # only sessions without ses are marked
+    from pam_teleport_audit.admin.search import render_json, render_text
+
+    text = render_text([session], None).splitlines()
+    assert text[0].startswith("session (no id) on ?: Teleport user alice")
+    assert text[2] == "  no session id (pam_loginuid gave none): its typed input cannot be joined to it"
+    obj = __import__("json").loads(render_json([session], None))
+    assert (obj["ses"], obj["input_joined"], obj["start_in_log"]) == (None, False, True)
+
+
+def test_a_login_without_ses_refused_by_a_session_module() -> None:
+    log = Log()
+    log.add("USER_ACCT", 0, 600, U, pam("accounting", "success"))
+    log.add("USER_ACCT", 0.01, 600, U, ours("accounting", "alice", "success"))
+    log.add("USER_START", 0.02, 600, U, pam("session_open", "failed"))
+    log.add("USER_START", 0.03, 600, U, ours("session_open", "alice", "failed"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.ses, session.refused, session.result) == (None, "refused by a session module", "failed")
+
+
+def test_logins_sharing_a_ses_are_separate_sessions() -> None:
+    """pam_loginuid writes no LOGIN when the loginuid is already right: two logins keep ses 7."""
+    log = Log()
+    for at, pid, typed in ((0, 5000, "first\n"), (30, 5100, "second\n")):
+        log.add("USER_ACCT", at, pid, 7, pam("accounting", "success"))
+        log.add("USER_ACCT", at + 0.01, pid, 7, ours("accounting", "alice", "success"))
+        log.tty(at + 1, pid + 3, 7, typed)
+        log.add("USER_START", at + 5, pid, 7, ours("session_open", "alice", "success"))
+        log.add("USER_END", at + 5, pid, 7, ours("session_close", "alice", "success"))
+    first, second = find_sessions(log.records(), "alice")
+    assert [(s.ses, s.pid, s.end) for s in (first, second)] == [(7, 5000, log.start + 5), (7, 5100, log.start + 35)]
+    assert [k.text for k in first.input] == ["first\n"] and [k.text for k in second.input] == ["second\n"]
+    for session in (first, second):
+        assert {e.pid for e in session.events} == {session.pid}
+        assert [e.op for e in session.events][:2] == ["PAM:accounting", "teleport:accounting"]
+
+
+def test_another_users_login_on_a_shared_ses_takes_what_follows() -> None:
+    log = Log()
+    log.add("USER_ACCT", 0, 5000, 7, ours("accounting", "alice", "success"))
+    log.tty(1, 5003, 7, "alice's\n")
+    log.add("USER_ACCT", 2, 5100, 7, ours("accounting", "bob", "success"))
+    log.tty(3, 5103, 7, "bob's\n")
+    log.add("USER_END", 4, 5000, 7, ours("session_close", "alice", "success"))  # alice's own close still joins
+    (alice,) = find_sessions(log.records(), "alice")
+    assert [k.text for k in alice.input] == ["alice's\n"] and alice.end == log.start + 4
+    assert [k.text for k in find_sessions(log.records(), "bob")[0].input] == ["bob's\n"]
+
+
+def test_node_selects_records_without_node_by_the_name_the_output_gives_them() -> None:
+    log = Log()
+    new_session(log, 0, 600, 71, "alice", 603, ["id\n"])
+    collected = Log(start=log.start + 10)
+    new_session(collected, 0, 600, 71, "alice", 603, ["ls\n"])
+    records = log.records() + [parse("node=db1 " + line) for line in collected.lines]
+    assert [(s.node, s.input[0].text) for s in find_sessions(records, "alice", node="vm", local="vm")] == [
+        (None, "id\n")
+    ]
+    assert [s.node for s in find_sessions(records, "alice", node="db1", local="vm")] == ["db1"]
+    assert find_sessions(records, "alice", node="vm") == []  # files from elsewhere: no name for them
