@@ -335,7 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
     find.add_argument("--since", metavar="TIME", help="sessions started at or after TIME")
     find.add_argument("--until", metavar="TIME", help="sessions started at or before TIME")
-    find.add_argument("--node", metavar="NAME", help="only records with node=NAME (aggregated logs)")
+    find.add_argument(
+        "--node",
+        metavar="NAME",
+        help="only records with node=NAME (aggregated logs); in this host's own logs, no node= is this host",
+    )
     find.add_argument(
         "--input",
         nargs="+",
