@@ -199,7 +199,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error("search", str(exc), EXIT_USAGE)
     try:
-        parser = search.candidate_parser(search.log_files(args.input), args.teleport_user)
+        files = search.log_files(args.input)
+        for path in search.without_records(files):  # a file mistaken for a log must not read as "no sessions"
+            print(f"search: {path} holds no audit record (not an audit log?)", file=sys.stderr)
+        parser = search.candidate_parser(files, args.teleport_user)
     except ImportError as exc:  # the log is read with auparse: without it, it cannot be read
         return _error("search", f"cannot read the audit log: {exc} (apt-get install python3-audit)", EXIT_IO)
     except OSError as exc:

@@ -25,15 +25,21 @@ ses go to the session first.
 
 from __future__ import annotations
 
+import bz2
 import calendar
+import contextlib
+import gzip
 import json
+import lzma
 import mmap
 import os
 import re
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from ..pam_module import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, bare_value
 from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record
@@ -180,26 +186,55 @@ def _text(raw: str) -> str:
 
 # The time and serial of a record: audit(SECONDS.MILLIS:SERIAL).
 _STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
+# Rotated logs as auditd names them (audit.log.1), and as logrotate does (dateext: audit.log-20261129;
+# compress: .gz), which some sites use instead (max_log_file_action = ignore).
+_ROTATED = r"(?:\.(?P<number>\d+)|-(?P<date>\d{8,10}))(?:\.gz|\.bz2|\.xz)?"
+_DECOMPRESS: dict[str, Callable[[str], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+Log = bytes | mmap.mmap
 
 
-def first_stamp(path: str) -> tuple[int, int, int]:
-    """(seconds, milliseconds, serial) of the first record in a file; (0, 0, 0) without any."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return (0, 0, 0)
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            found = _STAMP.search(data)
-            return (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
+def open_log(path: str, stack: contextlib.ExitStack) -> Log:
+    """A log file's contents, open until the stack closes; compressed files decompressed."""
+    decompress = _DECOMPRESS.get(os.path.splitext(path)[1])
+    if decompress is None:
+        f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - the stack closes it
+    else:
+        # Into an unnamed temporary file, not memory: a compressed log is ten times smaller.
+        f = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
+        with decompress(path) as source:
+            shutil.copyfileobj(source, f)
+        f.flush()  # mmap and fstat see the file, not its buffer
+    if os.fstat(f.fileno()).st_size == 0:
+        return b""
+    return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
-def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
-    """The files to read, oldest first: the given ones, or auditd's log with its rotated files.
+def first_stamp(data: Log) -> tuple[int, int, int] | None:
+    """(seconds, milliseconds, serial) of the first record; None when there is none."""
+    found = _STAMP.search(data)
+    return (int(found[1]), int(found[2]), int(found[3])) if found else None
+
+
+def by_time(data: Log) -> tuple[int, int, int]:
+    return first_stamp(data) or (0, 0, 0)
+
+
+@contextlib.contextmanager
+def opened_logs(files: list[str]) -> Iterator[list[Log]]:
+    """The files' contents, oldest first, each file opened once: auditd may rotate (rename) them
+    while a search reads them, and an open file keeps its contents.
 
     Sessions are followed record by record, so the order matters: read in a shell glob's order
     (audit.log audit.log.1 ..., or .1 .10 .2) a session's input and end would come before its
     start. So whatever order they come in, the files are read by the time of their first record
     (a stable sort: files without records keep their place before the others).
     """
+    with contextlib.ExitStack() as stack:
+        yield sorted((open_log(path, stack) for path in files), key=by_time)
+
+
+def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
+    """The files to read, oldest first: the given ones, or auditd's log with its rotated files."""
     files = list(inputs or [])
     if not files:
         try:
@@ -207,13 +242,25 @@ def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/audit
         except OSError:
             log = DEFAULT_LOG
         folder, base = os.path.split(log)
-        rotated = []
-        for name in os.listdir(folder or "."):
-            suffix = name[len(base) + 1 :]
-            if name.startswith(base + ".") and suffix.isdigit():
-                rotated.append((int(suffix), os.path.join(folder, name)))
-        files = [path for _, path in sorted(rotated, reverse=True)] + [log]
-    return sorted(files, key=first_stamp)
+        pattern = re.compile(re.escape(base) + _ROTATED)
+        rotated = [
+            (found, os.path.join(folder, name))
+            for name in os.listdir(folder or ".")
+            if (found := pattern.fullmatch(name))
+        ]
+        # By name first, for files without a record to place them: auditd's higher numbers are
+        # older, logrotate's earlier dates.
+        rotated.sort(key=lambda x: (-int(x[0]["number"]), "") if x[0]["number"] else (0, x[0]["date"]))
+        files = [path for _, path in rotated] + [log]
+    with contextlib.ExitStack() as stack:
+        stamps = {path: by_time(open_log(path, stack)) for path in files}
+    return sorted(files, key=stamps.__getitem__)
+
+
+def without_records(files: list[str]) -> list[str]:
+    """The files that are not empty and hold no audit record: not audit logs."""
+    with contextlib.ExitStack() as stack:
+        return [path for path in files if (data := open_log(path, stack)) and first_stamp(data) is None]
 
 
 def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
@@ -232,17 +279,13 @@ def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[t
     return spans
 
 
-def _grep(files: list[str], *patterns: re.Pattern[bytes]) -> str:
-    """The lines of the files that match any pattern, in file order, as one buffer for auparse."""
+def _grep(logs: list[Log], *patterns: re.Pattern[bytes]) -> str:
+    """The lines of the logs that match any pattern, in log order, as one buffer for auparse."""
     out = []
-    for path in files:
-        with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                continue
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-                spans = {span for pattern in patterns for span in _lines_around(data, pattern)}
-                for start, end in sorted(spans):
-                    out.append(data[start:end] if data[end - 1 : end] == b"\n" else data[start:end] + b"\n")
+    for data in logs:
+        spans = {span for pattern in patterns for span in _lines_around(data, pattern)}
+        for start, end in sorted(spans):
+            out.append(data[start:end] if data[end - 1 : end] == b"\n" else data[start:end] + b"\n")
     return b"".join(out).decode("utf-8", "replace")
 
 
@@ -270,13 +313,19 @@ def candidate_parser(files: list[str], teleport_user: str) -> Any:
     find_sessions() keeps, so the result is the same as parsing the whole log;
     auparse parses what is left.
     """
-    import auparse
-
     raw = teleport_user.encode("utf-8", "surrogateescape")
     names = [re.compile(rb" teleportUser=" + re.escape(bare_value(raw).encode()) + rb" ")]
     if bare_value(raw).encode() != raw:
         names.append(re.compile(rb" teleportUser=" + re.escape(raw) + rb" res="))
-    named = _grep(files, *names)
+    with opened_logs(files) as logs:
+        return _candidates(logs, names)
+
+
+def _candidates(logs: list[Log], names: list[re.Pattern[bytes]]) -> Any:
+    """candidate_parser's two scans, over the logs opened once."""
+    import auparse
+
+    named = _grep(logs, *names)
     ses, pids = set(), set()
     for rec in iter_records(auparse.AuParser(auparse.AUSOURCE_BUFFER, named)) if named else ():
         if rec.int("ses") not in (UNSET_ID, -1):
@@ -288,7 +337,7 @@ def candidate_parser(files: list[str], teleport_user: str) -> Any:
         numbers = [x for x in values if x.isdigit()]
         if numbers:
             patterns.append(re.compile(f" {name}={_digit_trie(numbers)} ".encode()))
-    text = _grep(files, *patterns) if patterns else ""
+    text = _grep(logs, *patterns) if patterns else ""
     return auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
 
 

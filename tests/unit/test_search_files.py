@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import re
 from pathlib import Path
 
-from pam_teleport_audit.admin.search import _grep, log_files
+from pam_teleport_audit.admin.search import _grep, log_files, opened_logs, without_records
 
 A = "type=USER_ACCT msg=audit(1795900000.000:1): pid=5 uid=0 auid=1 ses=7 msg='op=x teleportUser=alice res=success'"
 B = 'type=TTY msg=audit(1795900001.000:2): tty pid=6 uid=1 auid=1 ses=7 major=136 minor=0 comm="sh" data=6C730A'
@@ -19,12 +22,12 @@ def test_nul_runs_end_lines_and_never_reach_auparse(tmp_path: Path) -> None:
     # A record, a record cut by the crash, zeros, and what auditd appended after the reboot, the
     # first of it on the same "line" as the zeros; zeros again at the very end.
     log.write_bytes(f"{A}\n{B[:40]}".encode() + b"\0" * 4096 + f"{B}\n{C}\n".encode() + b"\0" * 10)
-    text = _grep([str(log)], SES)
+    text = _grep([log.read_bytes()], SES)
     assert "\0" not in text
     assert text.splitlines() == [A, B, C]
     # A match in the cut record gives that piece alone, not the records glued to it by the zeros.
-    assert _grep([str(log)], re.compile(rb"comm=")).splitlines() == [B]
-    assert _grep([str(log)], re.compile(rb"msg=audit\(1795900001")).splitlines() == [B[:40], B]
+    assert _grep([log.read_bytes()], re.compile(rb"comm=")).splitlines() == [B]
+    assert _grep([log.read_bytes()], re.compile(rb"msg=audit\(1795900001")).splitlines() == [B[:40], B]
 
 
 def stamped(path: Path, *seconds: int) -> str:
@@ -62,3 +65,43 @@ def test_the_default_discovery_is_ordered_by_time_too(tmp_path: Path) -> None:
     conf = tmp_path / "auditd.conf"
     conf.write_text(f"log_file = {log}\n")
     assert log_files(None, str(conf)) == [one, two, log]
+
+
+def test_compressed_and_dated_rotations_are_found_read_and_ordered(tmp_path: Path) -> None:
+    """logrotate's names (dateext, compress) beside auditd's own; each read decompressed."""
+    log = stamped(tmp_path / "audit.log", 1795905000)
+    plain = {name: stamped(tmp_path / name, 1795900000 + age) for name, age in (("x.1", 4000), ("x.2", 3000))}
+    (tmp_path / "audit.log.1.gz").write_bytes(gzip.compress(Path(plain["x.1"]).read_bytes()))
+    (tmp_path / "audit.log-20261128.xz").write_bytes(lzma.compress(Path(plain["x.2"]).read_bytes()))
+    (tmp_path / "audit.log-20261127.bz2").write_bytes(
+        bz2.compress(Path(stamped(tmp_path / "x.3", 1795901000)).read_bytes())
+    )
+    (tmp_path / "audit.log.bak").write_text("")  # not a rotation
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+    names = [Path(p).name for p in log_files(None, str(conf))]
+    assert names == ["audit.log-20261127.bz2", "audit.log-20261128.xz", "audit.log.1.gz", "audit.log"]
+    with opened_logs([str(tmp_path / n) for n in names]) as logs:
+        stamps = [line.split()[1] for line in _grep(logs, re.compile(rb" ses=7 ")).splitlines()]
+    assert stamps == [f"msg=audit({s}.250:{s % 1000}):" for s in (1795901000, 1795903000, 1795904000, 1795905000)]
+
+
+def test_files_are_read_as_they_were_when_opened(tmp_path: Path) -> None:
+    """auditd rotates by renaming: a search holds each file open once, so it reads every record once."""
+    one, log = tmp_path / "audit.log.1", tmp_path / "audit.log"
+    stamped(one, 1795900000)
+    stamped(log, 1795900100)
+    with opened_logs([str(one), str(log)]) as logs:
+        log.rename(tmp_path / "audit.log.2")  # what was .1 goes on as .2 …
+        one.rename(log)  # … and so on: the paths now name other contents
+        stamped(one, 1795900200)
+        lines = _grep(logs, re.compile(rb" ses=7 ")).splitlines()
+    assert [line.split()[1] for line in lines] == ["msg=audit(1795900000.250:0):", "msg=audit(1795900100.250:100):"]
+
+
+def test_a_file_that_is_not_a_log_is_named(tmp_path: Path) -> None:
+    empty, notes, log = tmp_path / "audit.log", tmp_path / "notes.txt", tmp_path / "x.log"
+    empty.write_text("")  # a fresh log: nothing yet, not an error
+    notes.write_text("not an audit log\n")
+    stamped(log, 1795900000)
+    assert without_records([str(empty), str(notes), str(log)]) == [str(notes)]
