@@ -214,7 +214,11 @@ def parse_options(argv: "list[str] | tuple[str, ...]") -> "Options":
         elif not has_value and name == "debug":
             debug = True
         elif has_value and name == "teleport_exe":
-            if value.startswith("/") or (value.startswith("memfd:") and len(value) > 6):
+            if value.startswith("/"):
+                # /proc/self/exe names the file a symlink resolves to (teleport-update makes
+                # /usr/local/bin/teleport one), as it resolves at this login.
+                exes += dict.fromkeys((value, os.path.realpath(value)))
+            elif value.startswith("memfd:") and len(value) > 6:
                 exes.append(value)
             else:
                 problems.append(f"teleport_exe={value!r} is neither an absolute path nor memfd:NAME; ignored")
@@ -288,6 +292,9 @@ def exe_is_teleport(
     return info.st_uid == 0 and not info.st_mode & 0o022
 
 
+NO_TELEPORT_IDENTITY = "no TELEPORT_USERNAME in the PAM environment"
+
+
 def trusted_identity(
     getenv: "Callable[[str], str | None]",
     pam_user: "str | None",
@@ -299,7 +306,7 @@ def trusted_identity(
     """The identity to record, or None and the reason it is not believed."""
     user = getenv(ENV_TELEPORT_USERNAME)
     if not user:
-        return None, "no TELEPORT_USERNAME in the PAM environment"
+        return None, NO_TELEPORT_IDENTITY
     if not exe_is_teleport(exe, allowed_exes, exe_stat):
         rule = "teleport_exe=" if allowed_exes else "default rule: named teleport, root's, not group/other-writable"
         return None, f"PAM application {exe!r} is not a trusted Teleport binary ({rule})"
@@ -310,7 +317,9 @@ def trusted_identity(
     login = getenv(ENV_TELEPORT_LOGIN)
     if login is not None and login != pam_user:
         return None, "TELEPORT_LOGIN differs from the PAM user"
-    return {"user": user, "login": pam_user, "roles": tuple((getenv(ENV_TELEPORT_ROLES) or "").split())}, "trusted"
+    # Teleport joins the role names with plain spaces: any other whitespace belongs to a name.
+    roles = tuple(role for role in (getenv(ENV_TELEPORT_ROLES) or "").split(" ") if role)
+    return {"user": user, "login": pam_user, "roles": roles}, "trusted"
 
 
 def program_path() -> str:
@@ -318,6 +327,18 @@ def program_path() -> str:
         return os.readlink("/proc/self/exe")
     except OSError:
         return "?"
+
+
+def login_uid(path: str = "/proc/self/loginuid") -> "bytes | None":
+    """This process's loginuid as the kernel writes it; None when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return os.read(fd, 32)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
 
 
 def child_kind(cmdline: str = "/proc/self/cmdline") -> str:
@@ -708,6 +729,9 @@ class TeleportAuditModule:
         # process's executable cannot change while its interpreter lives.
         self.exe = program_path()
         self.child: str | None = None  # read at the first trusted acct_mgmt
+        # At the trusted acct_mgmt: pam_loginuid, early in the session stack, changes it. So at
+        # pam_end, without our open_session, it tells whether the session stack ran.
+        self.loginuid: bytes | None = None
         self.options = parse_options(())  # the last line's: pam_sm_end gets no arguments
         self._args: list[str] = []  # what self.options was parsed from
         self.opened = False  # our open_session ran for the identity
@@ -771,10 +795,15 @@ class TeleportAuditModule:
         )
         self.opened = self.closed = False
         if self.identity is None:
-            self._debug(pamh, options, "account", f"nothing recorded: {reason}")
+            # A program named teleport (or listed) that set TELEPORT_USERNAME and is not believed:
+            # a misconfiguration (teleport_exe=, the binary's mode) or a forgery; either way, say so.
+            priority = LOG_INFO if reason == NO_TELEPORT_IDENTITY else LOG_WARNING
+            if priority == LOG_WARNING or options["debug"]:
+                self._log(pamh, options, "account", priority, f"nothing recorded: {reason}")
             return PAM_IGNORE
         if self.child is None:
             self.child = child_kind()
+        self.loginuid = login_uid()
         self._set_items(pamh, options)
         if options["fail_closed"]:
             check_usable(options["timeout_ms"] / 1000)
@@ -803,9 +832,23 @@ class TeleportAuditModule:
         if self.identity is None or self.closed:
             return PAM_SUCCESS
         self.closed = True
-        # Refused: before our session line ran (account stack, authentication, or
-        # session modules before ours), or by a session module after it.
-        self._write(pamh, options, "end", [(OP_SESSION_OPEN if self.opened else OP_LOGIN, False)])
+        if self.opened:  # refused by a session module after ours: Teleport closes only what opened
+            self._write(pamh, options, "end", [(OP_SESSION_OPEN, False)])
+        elif self.loginuid is not None and login_uid() != self.loginuid:
+            # pam_loginuid ran, so the account stack passed (Teleport opens a session only then),
+            # yet our session line never did: skipped by a jump, missing, or refused just before
+            # it. What is known is recorded; the session's outcome is not.
+            self._write(pamh, options, "end", [(OP_ACCOUNTING, True)])
+            self._log(
+                pamh,
+                options,
+                "end",
+                LOG_WARNING,
+                "the session stack ran (pam_loginuid) but our session line did not: the session's outcome "
+                "is not recorded; run `pam-teleport-audit status` on this PAM file",
+            )
+        else:  # refused before the session stack: account stack, authentication, or its first modules
+            self._write(pamh, options, "end", [(OP_LOGIN, False)])
         return PAM_SUCCESS
 
     def _still_trusted(self, pamh: "PamHandle", options: "Options", phase: str) -> bool:

@@ -231,6 +231,22 @@ def test_fault(fault, fail_closed, tmp_path, driver, pam_service, linux_user, sy
         assert "login goes on" in lines[0]
 
 
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+def test_a_broken_loader_refuses_only_with_fail_closed(fail_closed, tmp_path, driver, pam_service, linux_user) -> None:
+    """pam_loader.py itself broken: neither the module nor its fallback can load, and fail_closed holds."""
+    entry = package_copy(tmp_path, "pam_loader.py", None)
+    stack = EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, entry + (" fail_closed" if fail_closed else ""))
+    if fail_closed:
+        stack = stack.replace("optional   pam_python.so", "required   pam_python.so")
+    argv = driver_argv(driver, pam_service(stack), linux_user(), user=unique("loader-"), shell=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if fail_closed:
+        step, status = REFUSED["acct_mgmt"]
+        assert proc.returncode == status and step in proc.stdout, proc.stdout
+    else:
+        assert proc.returncode == 0 and "close_session=0 " in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_fail_closed_close_session_always_closes(driver, pam_service, syslog_catcher) -> None:
     """Audit switched off during the session (by the root user in it): the session still closes."""
     stack = EXAMPLE_SSHD.read_text().replace(

@@ -127,3 +127,33 @@ def test_the_same_stack_lets_a_good_login_through_with_three_records(pam_service
     ]
     ses = [r["ses"] for r in records if r.type == "LOGIN"]
     assert len(ses) == 1 and {r["ses"] for r in records if r.get("teleportUser") == tp_user} == {ses[0]}
+
+
+@pytest.mark.parametrize(
+    "session_lines",
+    [
+        "session [success=1 default=ignore] pam_permit.so\nsession optional {module}\n",  # jumped over
+        "",  # an account line only: the session line was never installed
+    ],
+    ids=["jumped-over", "missing"],
+)
+def test_a_good_login_our_session_line_never_saw_is_not_called_refused(
+    session_lines, pam_service, linux_user, driver, syslog_catcher
+) -> None:
+    """The session stack ran (pam_loginuid set the loginuid) without our line: at pam_end the module
+    records the account outcome it knows, in the session's id, and says the session's is unknown."""
+    module = f"pam_python.so {entry_script()} log_socket={syslog_catcher.path}"
+    service = pam_service(
+        f"auth required pam_permit.so\naccount optional {module}\n{PERMIT}\n"
+        f"session required pam_loginuid.so\n{session_lines.format(module=module)}"
+    )
+    login = linux_user()
+    tp_user = unique("unseen-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output  # the login went through
+    records = wait_for_records(session.started, lambda rs: len(ours(rs, tp_user)) >= 1, "-p", str(session.pid))
+    assert ours(records, tp_user) == [("USER_ACCT", "teleport:accounting", "success")]
+    logins = [r for r in records if r.type == "LOGIN"]
+    assert len(logins) == 1 and [r["ses"] for r in records if r.get("teleportUser") == tp_user] == [logins[0]["ses"]]
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1 and "our session line did not" in lines[0], lines

@@ -93,6 +93,27 @@ def test_teleport_outside_the_configured_path_is_not_trusted(driver, pam_service
     assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [genuine] * 3
 
 
+def test_teleport_exe_may_name_the_symlink_teleport_update_makes(driver, pam_service, linux_user, tmp_path) -> None:
+    """teleport-update installs each version under /opt/teleport and links /usr/local/bin/teleport to
+    it; the unit starts the link, /proc/self/exe names the version's file."""
+    login = linux_user()
+    real = tmp_path / "opt" / "teleport" / "versions" / "18.1.0" / "bin" / "teleport"
+    real.parent.mkdir(parents=True)
+    shutil.copy2(driver, real)
+    link = tmp_path / "usr-local-bin" / "teleport"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    for folder in (tmp_path, *real.parents[:4], link.parent):
+        folder.chmod(0o755)
+    service = pam_service(debian_stack(f"teleport_exe={link}"))
+    user = unique("linked-")
+    session = run_driver(link, service, login, user=user, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [user] * 3
+    assert {r["exe"] for r in records if "teleportUser" in r.fields} == {f'"{real}"'}
+
+
 def test_a_binary_not_named_teleport_is_recorded_only_when_teleport_exe_names_it(
     driver, pam_service, linux_user, tmp_path
 ) -> None:

@@ -145,3 +145,18 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, fail_closed: bool, c
     assert str(copy) not in sys.path  # the folder went once the import was done
     assert scope["pam_sm_acct_mgmt"].__code__.co_filename == str(copy / "pam_fallback.py")  # the copy's
     assert not [name for name in IN_PAM if name in sys.modules]  # they went too
+
+
+@pytest.mark.parametrize(("fail_closed", "code"), [(False, 25), (True, 4)])
+def test_a_broken_loader_refuses_only_when_asked(tmp_path: Path, fail_closed: bool, code: int) -> None:
+    """pam_loader.py itself broken: no fallback can be reached, and fail_closed must still hold."""
+    copy = tmp_path / "pam_teleport_audit"
+    shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "pam_loader.py").write_text("this is not python (\n")
+    scope = exec_entry(copy / "pam_entry.py")
+    args = [str(copy / "pam_entry.py"), THIS_EXE] + (["fail_closed"] if fail_closed else [])
+    try:
+        assert login(scope, args) == [code, 25, 25]
+    finally:  # the script's import failed before pam_loader could take its folder off sys.path
+        while str(copy) in sys.path:
+            sys.path.remove(str(copy))

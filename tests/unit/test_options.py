@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pam_teleport_audit.pam_module import DEFAULT_LOG_SOCKET, DEFAULT_TIMEOUT_MS, parse_options
+from pam_teleport_audit.pam_module import DEFAULT_LOG_SOCKET, DEFAULT_TIMEOUT_MS, exe_is_teleport, parse_options
 
 
 def test_defaults() -> None:
@@ -60,3 +60,15 @@ def test_bad_options_are_reported_and_ignored(arg: str) -> None:
     assert len(opts["problems"]) == 1 and repr(arg.partition("=")[2] or arg)[1:-1] in opts["problems"][0]
     assert opts["fail_closed"]  # the good option still counts
     assert opts["timeout_ms"] == DEFAULT_TIMEOUT_MS
+
+
+def test_teleport_exe_through_a_symlink_names_its_target_too(tmp_path) -> None:
+    """teleport-update makes /usr/local/bin/teleport a symlink; /proc/self/exe names the target."""
+    target = tmp_path / "versions" / "18.1.0" / "bin" / "teleport"
+    target.parent.mkdir(parents=True)
+    target.write_text("")
+    link = tmp_path / "teleport"
+    link.symlink_to(target)
+    opts = parse_options([f"teleport_exe={link}", f"teleport_exe={target}"])
+    assert opts["teleport_exe"] == (str(link), str(target), str(target)) and opts["problems"] == ()
+    assert exe_is_teleport(str(target), opts["teleport_exe"])

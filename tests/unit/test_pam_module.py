@@ -452,3 +452,47 @@ def test_check_usable_refuses_when_no_socket_opens(monkeypatch) -> None:
     monkeypatch.setattr(pam_module, "AuditSocket", no_socket)
     with pytest.raises(AuditError, match="cannot open NETLINK_AUDIT"):
         pam_module.check_usable(1.0)
+
+
+def test_roles_are_split_on_plain_spaces_only(sink) -> None:
+    """Teleport joins role names with " ": other whitespace is part of a name, never a separator."""
+    pamh = FakePamh()
+    pamh.env["TELEPORT_ROLES"] = "admin\x1fauditor  editor\u00a0x"
+    login(pam_module.TeleportAuditModule(), pamh)
+    roles = dict(part.split("=", 1) for part in sink.records[0][1].split(" "))["teleportRoles"]
+    assert bytes.fromhex(roles).decode() == "admin\x1fauditor,editor\u00a0x"  # hex: \x1f is not plain text
+
+
+@pytest.mark.parametrize(
+    ("env", "logged"),
+    [
+        ({"TELEPORT_USERNAME": "alice", "TELEPORT_LOGIN": "root"}, True),  # a forgery, or a misconfiguration
+        ({}, False),  # not a Teleport login to speak of
+    ],
+)
+def test_an_identity_not_believed_is_logged_without_debug(sink, env, logged) -> None:
+    sink.exe = "/opt/unlisted/teleport"
+    login(pam_module.TeleportAuditModule(), FakePamh(env=Env(env)), "teleport_exe=/usr/local/bin/teleport")
+    assert sink.records == []
+    assert [text for _, text in sink.logs if "nothing recorded" in text] == (
+        [
+            "pam_teleport_audit(sshd:account): nothing recorded: PAM application '/opt/unlisted/teleport' is not a "
+            "trusted Teleport binary (teleport_exe=)"
+        ]
+        if logged
+        else []
+    )
+
+
+def test_a_session_stack_that_ran_without_our_line_is_not_called_a_refusal(sink, monkeypatch) -> None:
+    """Our session line skipped (a jump) or missing: pam_loginuid changed the loginuid, so the account
+    stack passed and the session stack ran. The account outcome is recorded, not a refusal."""
+    loginuid = [b"4294967295"]
+    monkeypatch.setattr(pam_module, "login_uid", lambda: loginuid[0])
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(pamh, 0, [ENTRY])
+    loginuid[0] = b"0"  # pam_loginuid, in pam_open_session
+    assert module.end(pamh) == 0
+    assert ops(sink) == [(AUDIT_USER_ACCT, "teleport:accounting", "success")]
+    assert len(sink.logs) == 1 and "our session line did not" in sink.logs[0][1]
