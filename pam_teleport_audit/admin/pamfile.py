@@ -8,9 +8,11 @@ from them.
 libpam's reading (_pam_assemble_line in pam_handlers.c), as followed here:
 only LF ends a physical line (a CR is content); a line holding a '#' ends the
 logical line there (also inside brackets, also after a backslash); a line that
-is blank or only a comment adds nothing, even inside a continuation; otherwise
-a trailing backslash (before spaces and tabs) continues the logical line on the
-next physical one; lines longer than its 1024-byte buffer are read in pieces
+is blank or only a comment adds nothing; otherwise a trailing backslash (before
+spaces and tabs) continues the logical line on the next physical one. Inside a
+continuation, a blank or comment-only line is skipped by libpam 1.5 but ends
+the logical line in libpam 1.6+ (pam_line.c): such a line is marked invalid,
+as the two versions run different stacks from it; lines longer than its 1024-byte buffer are read in pieces
 (marked invalid here). Tokens are separated by space, tab or newline. A line
 is `[-]type control module [args...]` or `@include name`;
 type, control words and `@include` match case-insensitively; a control may be
@@ -215,9 +217,10 @@ def parse(data: bytes) -> list[Line]:
 
     Follows libpam's _pam_assemble_line (pam_handlers.c) byte for byte: only LF ends a
     physical line (a CR is content, as libpam reads it); a line holding a '#' ends there,
-    whatever comes before it; a line that is blank or only a comment adds nothing, also
-    in the middle of a continuation; a trailing backslash (before spaces and tabs) is
-    replaced by a space and the next physical line continues the logical one.
+    whatever comes before it; a line that is blank or only a comment adds nothing; a
+    trailing backslash (before spaces and tabs) is replaced by a space and the next
+    physical line continues the logical one. A continuation across a blank or
+    comment-only line is kept whole (as 1.5 groups it) but INVALID: 1.6+ ends it there.
     """
     lines: list[Line] = []
     physical = _PHYSICAL.findall(data)
@@ -226,6 +229,7 @@ def parse(data: bytes) -> list[Line]:
         number, raw, logical = i + 1, b"", b""
         first_comment: bytes | None = None
         continuing = False
+        crossed = 0  # physical line number of a blank or comment line inside the continuation
         while True:
             part = physical[i]
             i += 1
@@ -236,6 +240,8 @@ def parse(data: bytes) -> list[Line]:
                 if first_comment is None:
                     first_comment = body
                 if continuing and i < len(physical):
+                    # libpam 1.5 skips it and joins on; 1.6+ ends the logical line here.
+                    crossed = crossed or i
                     continue
                 if continuing:
                     lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
@@ -257,9 +263,19 @@ def parse(data: bytes) -> list[Line]:
                     lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error="continuation at end of file"))
                     break
                 logical += content
-            lines.append(_classify(raw, number, logical, first_comment))
+            if crossed:
+                lines.append(Line(raw=raw, number=number, kind=Kind.INVALID, error=_crossed(crossed)))
+            else:
+                lines.append(_classify(raw, number, logical, first_comment))
             break
     return [_within_libpam_limits(x) for x in lines]
+
+
+def _crossed(number: int) -> str:
+    return (
+        f"a backslash continuation runs across the blank or comment-only line {number}: libpam 1.5 joins "
+        "the lines after it, libpam 1.6 and later end the line there; remove the backslash or that line"
+    )
 
 
 def _within_libpam_limits(line: Line) -> Line:

@@ -98,6 +98,24 @@ def test_refusals_say_why(name: str, reason: str) -> None:
     assert reason in str(caught.value)
 
 
+def test_a_continuation_that_libpam_versions_read_differently_is_refused() -> None:
+    """The QA case: 1.5 reads pam_localuser as pam_env's argument, 1.6+ as a rule that ends the account stack."""
+    original = b"""#%PAM-1.0
+auth       required     pam_env.so \\
+#          user_readenv=1
+account    sufficient   pam_localuser.so
+account    required     pam_unix.so
+session    required     pam_loginuid.so
+"""
+    with pytest.raises(Refusal) as caught:
+        install(original, STANZA)
+    assert "line 2 cannot be parsed (a backslash continuation runs across the blank or comment-only line 3" in str(
+        caught.value
+    )
+    assert "libpam 1.5 joins the lines after it, libpam 1.6 and later end the line there" in str(caught.value)
+    assert "line 2 cannot be parsed" in status(original).problems[0]
+
+
 def test_an_account_jump_at_the_end_no_longer_matters() -> None:
     """The account block goes first, so no account jump lies before it."""
     done = install(fixture("hard/account-jump-at-end"), STANZA).data

@@ -50,12 +50,27 @@ def test_continuations_brackets_and_comment_lines() -> None:
     access = next(x for x in lines if x.module_name == "pam_access")
     assert access.args == ("accessfile=/etc/security/access-sshd.conf",)
     assert access.raw.count(b"\n") == 2
-    # libpam skips a comment line inside a continuation and goes on joining (_pam_assemble_line):
-    # the pam_exec line becomes arguments of pam_loginuid.
+    # a backslash joins the next line whatever it holds: the pam_exec line becomes arguments of pam_loginuid
     loginuid = next(x for x in lines if x.module_name == "pam_loginuid")
-    assert loginuid.raw.count(b"\n") == 4
+    assert loginuid.raw.count(b"\n") == 3
     assert loginuid.args == ("session", "optional", "pam_exec.so", "[quiet seteuid]", "/usr/local/sbin/hook", "--flag")
     assert not [x for x in lines if x.module_name == "pam_exec"]
+
+
+@pytest.mark.parametrize(
+    "between",
+    [b"   # a comment line inside a continuation\n", b"\n", b"  \t\n", b"#\n# two\n"],
+)
+def test_a_continuation_across_a_blank_or_comment_line_is_invalid(between: bytes) -> None:
+    """libpam 1.5 skips such a line and joins on; 1.6+ (Debian 13) ends the logical line there."""
+    data = b"session required pam_loginuid.so \\\n" + between + b"session optional pam_exec.so /bin/true\n"
+    (line,) = parse(data)
+    assert line.kind is Kind.INVALID and line.raw == data
+    assert line.error is not None and "libpam 1.5 joins" in line.error and "1.6 and later end the line" in line.error
+    assert "line 2" in line.error
+    # a continuation whose next line has content reads the same in both: still one rule
+    (ok,) = parse(b"session required pam_loginuid.so \\\n  debug\n")
+    assert ok.kind is Kind.RULE and ok.args == ("debug",)
 
 
 def test_case_dash_and_trailing_comments() -> None:
