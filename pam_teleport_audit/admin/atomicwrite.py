@@ -128,9 +128,19 @@ def _write_new(
 
 
 def backup_folder(folder: str) -> str:
-    """The backup folder, made 0700 if missing; refused when it is a symlink or not a folder."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(folder, 0o700)
+    """The backup folder, made 0700 if missing; refused when it is a symlink or not a folder.
+
+    Missing parents are made too, each 0700: /var/backups is a Debian convention that RHEL,
+    SUSE, Fedora and Alpine do not ship. (os.makedirs would give the parents the umask's mode.)
+    """
+    missing = []
+    here = os.path.abspath(folder)
+    while not os.path.lexists(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    for path in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
     st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode):
         raise Refusal(f"backup folder {folder} is not a folder (or is a symbolic link)")

@@ -123,6 +123,21 @@ def test_backup_keeps_the_replaced_bytes_outside_the_pam_folder(
     assert sorted(p.name for p in pam.parent.iterdir()) == before
 
 
+def test_backup_makes_missing_parents_0700(
+    pam: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No /var/backups on RHEL, SUSE, Alpine: the folder and its missing parents are made, each 0700."""
+    top = tmp_path_factory.mktemp("host")
+    top.chmod(0o755)
+    folder = top / "var" / "backups" / "pam-teleport-audit"
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--backup-dir", str(folder), "--entry", ENTRY)
+    assert code == cli.EXIT_OK, out
+    assert Path(out["backup"]).read_bytes() == DEBIAN
+    for made in (top / "var", top / "var" / "backups", folder):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
+    assert stat.S_IMODE(top.stat().st_mode) == 0o755  # what existed keeps its mode
+
+
 def test_backup_default_folder_is_outside_etc_pam_d() -> None:
     from pam_teleport_audit.admin.atomicwrite import DEFAULT_BACKUP_DIR
 
