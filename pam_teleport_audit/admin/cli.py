@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import errno
 import json
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 
@@ -27,6 +29,7 @@ EXIT_IO = 5  # could not read, lock or write (the PAM file, the audit log, /run)
 EXIT_NOT_INSTALLED = 6  # status: no block of ours
 EXIT_BROKEN = 7  # status: present but incomplete, duplicated or out of order
 EXIT_UNREACHABLE = 8  # status: present and complete, but a login can skip a line of ours (or it cannot be proven)
+EXIT_UNMANAGED = 9  # status: our module is loaded only by lines outside the markers (pasted by hand)
 # One pam.d token: no blanks, comment, brackets or backslash, or libpam would read another line.
 _PATTERNS = re.compile(r"[^\s#\[\]\\]+")
 
@@ -81,18 +84,50 @@ def _report(args: argparse.Namespace, code: int, info: dict[str, object]) -> int
     return code
 
 
+def _info(args: argparse.Namespace) -> dict[str, object]:
+    """The keys every install/uninstall/status --json object carries, also on a refusal or I/O error."""
+    check = bool(getattr(args, "check", False))
+    return {"command": args.command, "path": args.pam_file, "changed": False, "check": check, "would_change": False}
+
+
+def _read(path: str) -> bytes:
+    """The file's bytes (through a symlink: a run that changes nothing need not replace it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise Refusal(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist") from None
+        raise
+    if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block
+        raise Refusal(f"{path} is not a regular file")
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
     """Read, edit and replace the file under the folder lock; report what happened."""
     path = args.pam_file
-    info: dict[str, object] = {"command": args.command, "path": path, "changed": False, "check": args.check}
+    info = _info(args)
+    info["notes"] = []
+    # Nothing of ours can be in a file that is not there: for uninstall that is done, not an I/O error.
+    if args.command == "uninstall" and not os.path.lexists(path):
+        vendor = pamstack.vendor_copy(path)
+        info["notes"] = [] if vendor is None else [f"libpam reads {vendor} for this service; it is not edited"]
+        info["summary"] = f"{path}: nothing to do (it does not exist)"
+        return _report(args, EXIT_OK, info)
     try:
         with atomicwrite.folder_lock(path):
-            atomicwrite.check_replaceable(path)
-            with open(path, "rb") as f:
-                old = f.read()
+            if not os.path.lexists(path):
+                raise FileNotFoundError(errno.ENOENT, pamstack.missing_reason(path))
+            old = _read(path)
             result = edit(old)
             changed = result.data != old
             info["notes"] = result.notes
+            if changed:  # what a write would refuse, --check refuses too
+                atomicwrite.check_replaceable(path)
+                vendor = pamstack.vendor_problem(path)
+                if vendor is not None:
+                    raise Refusal(vendor)
             if args.diff:
                 info["diff"] = _diff(path, old, result.data)
             if changed and not args.check:
@@ -125,21 +160,35 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
-    return _edit(args, pamedit.uninstall)
+    resolve = pamstack.folder_resolver(args.pam_file)
+    return _edit(args, lambda data: pamedit.uninstall(data, resolve, args.pam_file))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     path = args.pam_file
-    info: dict[str, object] = {"command": "status", "path": path, "changed": False}
+    info = _info(args)
+    info["notes"] = []
     try:
+        if not os.path.lexists(path):
+            raise FileNotFoundError(errno.ENOENT, pamstack.missing_reason(path))
         with open(path, "rb") as f:
             found = pamedit.status(f.read(), pamstack.folder_resolver(path), path)
     except OSError as exc:
-        info.update(error=f"I/O error: {exc}", reason=str(exc))
+        info.update(error=f"I/O error: {exc}", reason=str(exc), refused=False)
         return _report(args, EXIT_IO, info)
     info.update(found.as_dict())
+    vendor = pamstack.vendor_problem(path)
+    info["notes"] = [] if vendor is None else [f"install and uninstall refuse this file: {vendor}"]
     if found.installed:
         code, info["summary"] = EXIT_OK, f"{path}: installed (pam_tty_audit: {found.tty_audit})"
+    elif found.unmanaged and not found.account and not found.session:
+        code = EXIT_UNMANAGED
+        info["summary"] = (
+            f"{path}: present but not managed: {', '.join(found.unmanaged)} load pam_teleport_audit outside "
+            "the managed markers"
+            + "".join(f"; {x}" for x in found.skipped_by)
+            + f". Fix: {pamedit.unmanaged_fix(path)}"
+        )
     elif not found.account and not found.session:
         code, info["summary"] = EXIT_NOT_INSTALLED, f"{path}: not installed"
     elif found.problems == found.skipped_by:

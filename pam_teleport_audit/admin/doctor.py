@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
-from . import bytecode
+from . import bytecode, pamstack
 from .auditlog import UNSET_ID, read_conf
+from .pamedit import HAND_EDITED_FIX, unmanaged_fix
 
 if TYPE_CHECKING:
     from ..pam_module import AuditStatus
@@ -529,6 +530,15 @@ def stanza_problem(path: str, state: Status) -> Check | None:
     """The failing "stanza" check of a file whose stanza is not installed (None when it is)."""
     if state.installed:
         return None
+    if state.unmanaged and not state.account and not state.session:
+        reach = "".join(f"; {x}" for x in state.skipped_by)
+        return Check(
+            "stanza",
+            WARN if not state.skipped_by and set(state.unmanaged_parts) == {"account", "session"} else FAIL,
+            f"{path}: present but not managed: {', '.join(state.unmanaged)} load pam_teleport_audit outside the "
+            f"managed markers{reach}",
+            unmanaged_fix(path),
+        )
     if state.account and state.session and state.problems == state.skipped_by:
         return Check(
             "stanza",
@@ -537,9 +547,13 @@ def stanza_problem(path: str, state: Status) -> Check | None:
             f"run `pam-teleport-audit install --pam-file {path}` (it puts the lines where no login skips them, "
             "or refuses and says which line is in the way); see docs/installer.md",
         )
-    return Check(
-        "stanza", FAIL, f"{path}: " + "; ".join(state.problems), f"run `pam-teleport-audit install --pam-file {path}`"
-    )
+    if state.hand_edited:
+        fix = HAND_EDITED_FIX
+    elif state.unmanaged:
+        fix = unmanaged_fix(path)
+    else:
+        fix = f"run `pam-teleport-audit install --pam-file {path}`"
+    return Check("stanza", FAIL, f"{path}: " + "; ".join(state.problems), fix)
 
 
 def stanza_checks(path: str) -> Iterator[Check]:
@@ -552,7 +566,13 @@ def stanza_checks(path: str) -> Iterator[Check]:
             state = status(f.read(), folder_resolver(path), path)
         module_lines = _module_lines(path)
     except OSError as exc:
-        yield Check("stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file")
+        vendor = pamstack.vendor_copy(path)
+        if vendor is not None:
+            yield Check("stanza", FAIL, pamstack.missing_reason(path), f"`cp -p {vendor} {path}`, then install")
+        else:
+            yield Check(
+                "stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file"
+            )
         return
     problem = stanza_problem(path, state)
     if problem is not None:

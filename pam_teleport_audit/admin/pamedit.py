@@ -58,6 +58,9 @@ class Status:
     problems: list[str] = field(default_factory=list)
     reachable: bool = True  # no line of ours can be skipped (pamstack rules), as far as proven
     skipped_by: list[str] = field(default_factory=list)  # FILE:LINE 'text': why, for each that can skip ours
+    unmanaged: list[str] = field(default_factory=list)  # "line N 'text'": our module loaded outside the markers
+    unmanaged_parts: list[str] = field(default_factory=list)  # the stacks (account, session) those lines are in
+    hand_edited: list[str] = field(default_factory=list)  # lines inside our markers that install never writes
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -109,6 +112,43 @@ def find_blocks(lines: list[Line]) -> list[Block]:
         blocks.append(Block(part, i, j, False))
         i = j
     return blocks
+
+
+def stray_lines(lines: list[Line], blocks: list[Block]) -> list[int]:
+    """Indices of lines loading our module outside our blocks (a stanza pasted by hand)."""
+    inside = {k for b in blocks for k in range(b.start, b.end)}
+    return [k for k, x in enumerate(lines) if _is_ours(x) and k not in inside]
+
+
+def _foreign(lines: list[Line], blocks: list[Block]) -> list[str]:
+    """Lines inside our markers that install never writes there, each as a message."""
+    found = []
+    for b in blocks:
+        # Only BEGIN..END blocks can hold other lines; an orphan marker takes only our lines.
+        for x in lines[b.start + 1 : b.end - 1] if b.complete else []:
+            if not (_is_ours(x) or _is_our_tty(x)):
+                found.append(f"the {b.part} block at line {b.start + 1} holds line {x.number} {x.text!r}")
+    return found
+
+
+def unmanaged_fix(path: str) -> str:
+    """What to do about lines loading our module outside the markers (status and doctor say the same)."""
+    return (
+        f"run `pam-teleport-audit uninstall --pam-file {path}` (it removes them) then `pam-teleport-audit install "
+        f"--pam-file {path}`; or keep editing them by hand (install refuses the file while they are there)"
+    )
+
+
+HAND_EDITED_FIX = "move each such line out of the markers (above BEGIN or below END) or delete it, then run install"
+
+
+def _check_foreign(lines: list[Line], blocks: list[Block]) -> None:
+    found = _foreign(lines, blocks)
+    if found:
+        raise Refusal(
+            "; ".join(found) + ", which pam-teleport-audit does not write there (edited by hand): rewriting the block "
+            f"would delete it; {HAND_EDITED_FIX} (or uninstall) again"
+        )
 
 
 def _without_blocks(lines: list[Line], blocks: list[Block]) -> list[Line]:
@@ -173,13 +213,18 @@ def _check_parseable(lines: list[Line]) -> None:
             raise Refusal(f"line {line.number} cannot be parsed ({line.error}): {line.text!r}")
 
 
-def _stray(lines: list[Line]) -> None:
-    for line in lines:
-        if _is_ours(line):
-            raise Refusal(
-                f"line {line.number} loads pam_teleport_audit outside the managed markers: {line.text!r}; "
-                "remove it by hand (or run uninstall if it was ours) before install"
-            )
+def _where(lines: list[Line], indices: list[int]) -> str:
+    return ", ".join(f"line {lines[k].number} {lines[k].text!r}" for k in indices)
+
+
+def _stray(lines: list[Line], path: str) -> None:
+    found = stray_lines(lines, [])
+    if found:
+        raise Refusal(
+            f"{_where(lines, found)} load{'s' if len(found) == 1 else ''} pam_teleport_audit outside the managed "
+            f"markers (a stanza pasted by hand), so install would run the module twice; run `pam-teleport-audit "
+            f"uninstall --pam-file {path}`, which removes such lines, then install again"
+        )
 
 
 def _find(lines: list[Line], module: str, type_: str = "session") -> int | None:
@@ -215,18 +260,26 @@ def install(
     lines = parse(data)
     _check_parseable(lines)
     blocks = find_blocks(lines)
+    _check_foreign(lines, blocks)
     notes: list[str] = []
     base = _without_blocks(lines, blocks)
-    _stray(base)
+    _stray(base, path)
 
     loginuid = _find(base, "pam_loginuid")
     if loginuid is None:
         raise Refusal("no pam_loginuid in the session stack of this file: the session block must follow it")
-    existing_tty = _find(base, "pam_tty_audit")
+    # pam_tty_audit may come from an include (RHEL compliance playbooks put it in password-auth).
+    ttys = [
+        (k, e) for k, x in enumerate(base) for e in pamstack.brought(path, x, "session", resolve) if _is_our_tty(e.line)
+    ]
+    existing_tty = ttys[-1][0] if ttys else None
     keystrokes: str | None = None
+    for k, entry in ttys:
+        where = (
+            f"line {entry.line.number}" if entry.path == path else f"{entry.where} (included by line {base[k].number})"
+        )
+        notes.append(f"keeping the existing pam_tty_audit at {where}: {entry.line.text.strip()!r}; not adding another")
     if existing_tty is not None and stanza.tty_audit is not None:
-        kept = base[existing_tty]
-        notes.append(f"keeping the existing pam_tty_audit at line {kept.number}: {kept.text!r}")
         if existing_tty < loginuid:
             notes.append("warning: that pam_tty_audit runs before pam_loginuid, so its records lack the session id")
         stanza = dataclasses.replace(stanza, tty_audit=None)
@@ -271,21 +324,55 @@ def install(
     return Result(result, notes)
 
 
-def uninstall(data: bytes) -> Result:
-    """data without any block of ours; other lines keep every byte."""
+def uninstall(data: bytes, resolve: Resolver = pamstack.system_resolver, path: str = "this file") -> Result:
+    """data without any block of ours, nor any line loading our module outside them.
+
+    Other lines keep every byte. A line of ours pasted by hand is removed only when
+    that changes nothing else in the stack: its control can only ok, ignore or bad
+    (required, optional), and no jump's range holds it; otherwise the file is refused.
+    """
     lines = parse(data)
     blocks = find_blocks(lines)
+    _check_foreign(lines, blocks)
+    stray = stray_lines(lines, blocks)
+    _check_removable(data, lines, stray, resolve, path)
     notes = [f"removing the {b.part} block at line {b.start + 1}" for b in blocks]
-    return Result(b"".join(x.raw for x in _without_blocks(lines, blocks)), notes)
+    notes += [f"removing {_where(lines, [k])}, which loads pam_teleport_audit outside the markers" for k in stray]
+    notes += [
+        f"keeping {_where(lines, [k - 1])}: not marked as ours; delete it by hand if it came with the pasted stanza"
+        for k in stray
+        if k > 0 and _is_our_tty(lines[k - 1]) and k - 1 not in stray
+    ]
+    rest = [x for k, x in enumerate(lines) if k not in stray]
+    return Result(b"".join(x.raw for x in _without_blocks(rest, find_blocks(rest))), notes)
+
+
+def _check_removable(data: bytes, lines: list[Line], stray: list[int], resolve: Resolver, path: str) -> None:
+    """Refuse removing a hand-pasted line of ours whose removal would change what else runs."""
+    for k in stray:
+        line = lines[k]
+        if not pamstack.actions(line) <= {"ok", "ignore", "bad"}:
+            raise Refusal(
+                f"{_where(lines, [k])} loads pam_teleport_audit outside the markers with control {line.control}, "
+                "which can end the stack or jump: removing it would change what else runs; remove it by hand"
+            )
+        entries = pamstack.expand(path, data, line.type or "", resolve)
+        at = pamstack.locate(entries, k)
+        for entry in pamstack.jumps_over(entries, at) if at is not None else []:
+            raise Refusal(
+                f"{_where(lines, [k])} loads pam_teleport_audit outside the markers inside the range of the jump at "
+                f"{entry.where} {entry.line.text.strip()!r}: removing it would change what that jump skips; "
+                "remove it by hand and adjust the jump"
+            )
 
 
 def _reach(
-    data: bytes, lines: list[Line], blocks: list[Block], resolve: Resolver, path: str, numbers: dict[int, int] | None
+    data: bytes, lines: list[Line], mine: list[int], resolve: Resolver, path: str, numbers: dict[int, int] | None
 ) -> list[str]:
-    """For each rule line of ours, what can make a login skip it (numbers: the file's lines before an edit)."""
+    """For each rule line of ours (indices mine), what can make a login skip it (numbers: lines before an edit)."""
     found: list[str] = []
     for part in PARTS:
-        ours = [k for b in blocks if b.part == part for k in range(b.start, b.end) if lines[k].type == part]
+        ours = [k for k in mine if lines[k].type == part]
         if not ours:
             continue
         entries = pamstack.expand(path, data, part, resolve)
@@ -324,34 +411,45 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
                 problems.append(f"{part} block at line {b.start + 1} lacks a marker")
             if not any(_is_ours(x) and x.type == part for x in inner):
                 problems.append(f"{part} block at line {b.start + 1} lacks the module line")
+    hand_edited = _foreign(lines, blocks)
+    problems += [f"{x}, which pam-teleport-audit does not write there (edited by hand)" for x in hand_edited]
+    stray = stray_lines(lines, blocks)
+    unmanaged = [_where(lines, [k]) for k in stray]
+    if blocks:  # beside our blocks, a pasted line is a second copy of the module
+        problems += [f"{x} loads pam_teleport_audit outside the managed markers" for x in unmanaged]
     complete = not problems
     order_ok = True
     tty = "none"
     session = by_part["session"][0] if by_part["session"] else None
+    # pam_tty_audit wherever libpam runs it: in this file or in a file it includes.
+    stack = pamstack.expand(path, data, "session", resolve)
     if session is not None:
-        inner = lines[session.start : session.end]
-        ours_tty = [session.start + k for k, x in enumerate(inner) if _is_our_tty(x)]
-        module = [session.start + k for k, x in enumerate(inner) if _is_ours(x)]
+        inner = range(session.start, session.end)
+        ours_tty = [k for k in inner if _is_our_tty(lines[k])]
+        ttys = [(i, e) for i, e in enumerate(stack) if _is_our_tty(e.line) and e.unknown is None]
+        existing = [e for _, e in ttys if e.top not in ours_tty]
+        module = [i for i, e in enumerate(stack) if e.top in inner and _is_ours(e.line)]
         loginuid = _find(lines, "pam_loginuid")
-        existing = [k for k, x in enumerate(lines) if _is_our_tty(x) and k not in ours_tty and x.type == "session"]
         tty = "ours" if ours_tty else ("existing" if existing else "none")
+        after = [e for i, e in ttys if any(i > m for m in module)]
         checks = [
             (loginuid is None or loginuid < session.start, "the session block comes before pam_loginuid"),
             (loginuid is not None, "no pam_loginuid in the session stack"),
-            (all(t < m for t in ours_tty + existing for m in module), "our module runs before pam_tty_audit"),
+            *[(False, f"our module runs before the pam_tty_audit at {e.where} {e.line.text.strip()!r}") for e in after],
         ]
         for ok, problem in checks:
             if not ok:
                 order_ok = False
                 problems.append(problem)
-    skipped_by = _reach(data, lines, blocks, resolve, path, numbers)
+    mine = [k for b in blocks for k in range(b.start, b.end)] + stray
+    skipped_by = _reach(data, lines, mine, resolve, path, numbers)
     problems += skipped_by
     present = {p: bool(by_part[p]) for p in PARTS}
     for part in PARTS:
-        if not present[part]:
+        if not present[part] and not (unmanaged and not blocks):
             problems.append(f"no {part} block")
     return Status(
-        installed=all(present.values()) and complete and order_ok and not skipped_by,
+        installed=all(present.values()) and complete and order_ok and not skipped_by and not unmanaged,
         account=present["account"],
         session=present["session"],
         complete=complete,
@@ -360,4 +458,7 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
         problems=problems,
         reachable=not skipped_by,
         skipped_by=skipped_by,
+        unmanaged=unmanaged,
+        unmanaged_parts=sorted({lines[k].type or "" for k in stray}),
+        hand_edited=hand_edited,
     )

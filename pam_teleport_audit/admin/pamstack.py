@@ -28,7 +28,11 @@ from .pamfile import Kind, Line, parse
 
 # libpam's PAM_SUBSTACK_MAX_LEVEL caps include and substack depth.
 MAX_DEPTH = 16
-PAM_DIRS = ("/etc/pam.d", "/usr/lib/pam.d")
+# Where libpam looks for a service or an included name, in order (_pam_open_config_file): the
+# administrator's folder, then the vendor folders packages own (openSUSE, SLE 16, MicroOS ship
+# /usr/lib/pam.d/sshd and no /etc/pam.d/sshd; older SUSE used /usr/etc/pam.d).
+PAM_DIRS = ("/etc/pam.d", "/usr/lib/pam.d", "/usr/etc/pam.d")
+VENDOR_DIRS = PAM_DIRS[1:]
 # Every action each control word can take (pam_handlers.c).
 _WORD_ACTIONS = {
     "required": frozenset({"ok", "ignore", "bad"}),
@@ -49,11 +53,11 @@ def no_includes(_name: str) -> tuple[str, bytes] | None:
 def folder_resolver(service_path: str) -> Resolver:
     """Names resolved as libpam resolves them for a service file in this folder.
 
-    An absolute name is read as is; a relative one from the service file's own
-    folder, and, for a file in /etc/pam.d, then from /usr/lib/pam.d.
+    An absolute name is read as is; a relative one, for a file in one of libpam's
+    folders, from each of PAM_DIRS in order, else from the file's own folder.
     """
     folder = os.path.dirname(os.path.abspath(service_path))
-    dirs = PAM_DIRS if folder == PAM_DIRS[0] else (folder,)
+    dirs = PAM_DIRS if folder in PAM_DIRS else (folder,)
 
     def resolve(name: str) -> tuple[str, bytes] | None:
         candidates = [name] if name.startswith("/") else [os.path.join(d, name) for d in dirs]
@@ -66,6 +70,38 @@ def folder_resolver(service_path: str) -> Resolver:
         return None
 
     return resolve
+
+
+def vendor_copy(path: str) -> str | None:
+    """The vendor file libpam reads for the service of a missing /etc/pam.d/NAME, if there is one."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if folder != PAM_DIRS[0] or os.path.lexists(path):
+        return None
+    return next((c for c in (os.path.join(d, name) for d in VENDOR_DIRS) if os.path.isfile(c)), None)
+
+
+def missing_reason(path: str) -> str:
+    """Why a PAM file is not there, and, when libpam reads a vendor copy instead, the fix."""
+    vendor = vendor_copy(path)
+    if vendor is None:
+        return f"{path} does not exist"
+    return (
+        f"{path} does not exist: libpam uses the vendor file {vendor} for this service, which its package owns "
+        f"and overwrites on update; copy it first (`cp -p {vendor} {path}`), then run again on {path}"
+    )
+
+
+def vendor_problem(path: str) -> str | None:
+    """Why path must not be edited: a file in a vendor folder (None: it may be)."""
+    folder = os.path.dirname(os.path.realpath(path))
+    if folder not in VENDOR_DIRS:
+        return None
+    name = os.path.basename(path)
+    return (
+        f"{path} is in {folder}, which its package owns and overwrites on update (the edit would be lost "
+        f"silently); copy it to {PAM_DIRS[0]} (`cp -p {path} {PAM_DIRS[0]}/{name}`), which libpam reads first, and "
+        f"edit that"
+    )
 
 
 def system_resolver(name: str) -> tuple[str, bytes] | None:
@@ -167,15 +203,20 @@ def _expand(
         _expand(found[0], parse(found[1]), type_, resolve, depth + 1, inner_level, (*seen, found[0]), out)
 
 
+def brought(path: str, line: Line, type_: str, resolve: Resolver) -> list[Entry]:
+    """The entries this one line of the service file adds to the `type_` stack, includes followed."""
+    entries: list[Entry] = []
+    _expand(path, [line], type_, resolve, 0, 0, (path,), entries)
+    return entries
+
+
 def contributes(path: str, line: Line, type_: str, resolve: Resolver) -> bool:
     """Does this line of the service file add to the `type_` stack? An unreadable include counts."""
     if line.kind is Kind.RULE:
         return line.type == type_
     if line.kind is not Kind.AT_INCLUDE:
         return line.kind is Kind.INVALID
-    entries: list[Entry] = []
-    _expand(path, [line], type_, resolve, 0, 0, (path,), entries)
-    return bool(entries)
+    return bool(brought(path, line, type_, resolve))
 
 
 def _units_between(entries: list[Entry], start: int, end: int, level: int) -> int:
@@ -207,10 +248,25 @@ def skippers(entries: list[Entry], at: int, type_: str) -> list[tuple[Entry, str
             word = entry.line.control if (entry.line.control or "").lower() in _WORD_ACTIONS else ",".join(ends)
             found.append((entry, f"({word} ends the {type_} stack there)"))
             continue
-        n = jump(entry.line)
-        if n and n >= _units_between(entries, k, at, entry.level):
-            found.append((entry, f"(its jump of {n} skips it)"))
+        if _jumps_past(entries, k, at):
+            found.append((entry, f"(its jump of {jump(entry.line)} skips it)"))
     return found
+
+
+def _jumps_past(entries: list[Entry], k: int, at: int) -> bool:
+    """Can entries[k]'s [value=N] jump land on or past entries[at] (units counted at its level)?"""
+    n = jump(entries[k].line)
+    return bool(n) and n >= _units_between(entries, k, at, entries[k].level)
+
+
+def jumps_over(entries: list[Entry], at: int) -> list[Entry]:
+    """Entries before entries[at] whose jump range holds it: removing it would change what they skip."""
+    level = entries[at].level
+    return [
+        e
+        for k, e in enumerate(entries[:at])
+        if e.level <= level and e.unknown is None and not e.substack and _jumps_past(entries, k, at)
+    ]
 
 
 def locate(entries: list[Entry], top_index: int) -> int | None:

@@ -120,15 +120,28 @@ CASES = [
     # uninstall
     Case("uninstall nothing to do", ["uninstall", "--pam-file", "{tmp}/sshd", "--check"], cli.EXIT_OK, ""),
     Case("uninstall usage", ["uninstall", "--pam-file"], cli.EXIT_USAGE, "usage"),
+    Case("uninstall missing file", ["uninstall", "--pam-file", "{tmp}/missing"], cli.EXIT_OK, ""),
+    Case("uninstall missing folder", ["uninstall", "--pam-file", "{tmp}/gone/sshd"], cli.EXIT_OK, ""),
     Case(
-        "uninstall io",
-        ["uninstall", "--pam-file", "{tmp}/gone/sshd"],
+        "uninstall refused",
+        ["uninstall", "--pam-file", "{tmp}"],
+        cli.EXIT_REFUSED,
+        "refused, {tmp} left unchanged: {tmp} is not a regular file",
+    ),
+    Case(
+        "install io missing file",
+        ["install", "--pam-file", "{tmp}/missing", "--entry", ENTRY],
         cli.EXIT_IO,
-        "I/O error, {tmp}/gone/sshd left unchanged: [Errno 2]",
+        "I/O error, {tmp}/missing left unchanged: [Errno 2] {tmp}/missing does not exist",
     ),
     # status
     Case("status not installed", ["status", "--pam-file", "{tmp}/sshd"], cli.EXIT_NOT_INSTALLED, ""),
-    Case("status io", ["status", "--pam-file", "{tmp}/missing"], cli.EXIT_IO, "I/O error: [Errno 2]"),
+    Case(
+        "status io",
+        ["status", "--pam-file", "{tmp}/missing"],
+        cli.EXIT_IO,
+        "I/O error: [Errno 2] {tmp}/missing does not exist",
+    ),
     Case("status io folder", ["status", "--pam-file", "{tmp}"], cli.EXIT_IO, "I/O error: [Errno 21]"),
     # search
     Case(
@@ -262,6 +275,7 @@ def test_the_table() -> None:
         "EXIT_NOT_INSTALLED": 6,
         "EXIT_BROKEN": 7,
         "EXIT_UNREACHABLE": 8,
+        "EXIT_UNMANAGED": 9,
     }
 
 

@@ -104,8 +104,12 @@ def test_hard_link_and_non_regular_are_refused(pam: Path, capsys: pytest.Capture
     assert code == cli.EXIT_REFUSED and "hard links" in out["reason"]
     code, out = run(capsys, "install", "--pam-file", str(pam.parent))
     assert code == cli.EXIT_REFUSED and "not a regular file" in out["reason"]
-    code, out = run(capsys, "install", "--pam-file", str(pam.parent / "missing"))
-    assert code == cli.EXIT_REFUSED and "does not exist" in out["reason"]
+    # a missing file is an I/O error for install and status (the table), nothing to do for uninstall
+    for command, expected in (("install", cli.EXIT_IO), ("status", cli.EXIT_IO), ("uninstall", cli.EXIT_OK)):
+        code, out = run(capsys, command, "--pam-file", str(pam.parent / "missing"))
+        assert (code, out["exit"], out["would_change"], out["changed"]) == (expected, expected, False, False), command
+    assert out["summary"].endswith("nothing to do (it does not exist)")
+    assert not (pam.parent / "missing").exists()
 
 
 def test_backup_keeps_the_replaced_bytes_outside_the_pam_folder(

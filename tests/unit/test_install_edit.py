@@ -89,7 +89,7 @@ def test_account_block_goes_above_the_comment_of_the_first_account_line() -> Non
         ("hard/jump-through-include", "inside the range of the jump at line 2"),
         ("hard/bad-control", "line 2 cannot be parsed (unknown control 'requred')"),
         ("hard/bad-bracket", "line 2 cannot be parsed"),
-        ("hard/stray-line", "line 2 loads pam_teleport_audit outside the managed markers"),
+        ("hard/stray-line", "pam_entry.py' loads pam_teleport_audit outside the managed markers (a stanza pasted"),
     ],
 )
 def test_refusals_say_why(name: str, reason: str) -> None:

@@ -1,0 +1,280 @@
+"""Lines the installer did not write: a stanza pasted by hand outside the markers, a line added
+inside them, a pam_tty_audit brought in by an include, a vendor-only layout, and --json on failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.admin import cli, doctor, pamedit, pamstack
+from pam_teleport_audit.admin.pamedit import Refusal
+from pam_teleport_audit.admin.stanza import Stanza
+
+from .pam_strategies import ENTRY
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "pam"
+DEBIAN = (FIXTURES / "debian-12" / "sshd").read_bytes()
+DEBIAN_INCLUDES = pamstack.folder_resolver(str(FIXTURES / "debian-12" / "sshd"))
+ACCOUNT = f"account    required   pam_python.so {ENTRY} fail_closed\n"
+TTY = "session    required   pam_tty_audit.so enable=*\n"
+SESSION = f"session    required   pam_python.so {ENTRY} fail_closed\n"
+# The QA review's c-hand: `stanza --fail-closed` pasted where its comments say, without markers.
+HAND = (
+    DEBIAN.decode()
+    .replace("# Disallow non-root", ACCOUNT + "# Disallow non-root", 1)
+    .replace("session    required     pam_loginuid.so\n", "session    required     pam_loginuid.so\n" + TTY + SESSION)
+    .encode()
+)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    for common in (FIXTURES / "debian-12").glob("common-*"):
+        shutil.copy(common, tmp_path / common.name)
+    return tmp_path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:
+    code = cli.main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def line_of(data: bytes, text: str) -> int:
+    return data.decode().splitlines().index(text.rstrip("\n")) + 1
+
+
+def test_a_pasted_stanza_is_present_but_not_managed(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pam = folder / "sshd"
+    pam.write_bytes(HAND)
+    account, session = line_of(HAND, ACCOUNT), line_of(HAND, SESSION)
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_UNMANAGED == out["exit"]
+    assert out["installed"] is False and out["unmanaged_parts"] == ["account", "session"]
+    assert [x.split(" '")[0] for x in out["unmanaged"]] == [f"line {account}", f"line {session}"]
+    assert f"uninstall --pam-file {pam}` (it removes them)" in out["summary"]
+    assert "present but not managed" in out["summary"]
+    # doctor: the same words and fix, not "run install"; a warning, as these lines are reached by every login
+    (check,) = [c for c in doctor.stanza_checks(str(pam)) if c.name == "stanza"]
+    assert check.status == doctor.WARN and "present but not managed" in check.message
+    assert check.fix.startswith(f"run `pam-teleport-audit uninstall --pam-file {pam}`")
+    # install refuses and says what to run; the file keeps its bytes
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--entry", ENTRY)
+    assert code == cli.EXIT_REFUSED and out["would_change"] is False
+    assert f"line {account} 'account    required   pam_python.so" in out["reason"]
+    assert f"run `pam-teleport-audit uninstall --pam-file {pam}`, which removes such lines" in out["reason"]
+    assert pam.read_bytes() == HAND
+    # uninstall removes our module lines (not the pam_tty_audit, which is not marked as ours) and says so
+    code, out = run(capsys, "uninstall", "--pam-file", str(pam), "--check")
+    assert (code, out["would_change"], pam.read_bytes()) == (cli.EXIT_WOULD_CHANGE, True, HAND)
+    code, out = run(capsys, "uninstall", "--pam-file", str(pam))
+    assert (code, out["changed"]) == (cli.EXIT_OK, True)
+    assert pam.read_bytes() == HAND.replace(ACCOUNT.encode(), b"").replace(SESSION.encode(), b"")
+    assert any(f"keeping line {session - 1} 'session    required   pam_tty_audit.so" in n for n in out["notes"])
+    # then install manages them
+    assert cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY]) == cli.EXIT_OK
+    assert cli.main(["status", "--pam-file", str(pam)]) == cli.EXIT_OK
+
+
+def test_a_pasted_line_that_a_login_skips_fails_doctor() -> None:
+    """Only the account line, after Debian's common-account (its requisite pam_deny can end the stack)."""
+    data = DEBIAN.replace(b"@include common-account\n", b"@include common-account\n" + ACCOUNT.encode())
+    found = pamedit.status(data, DEBIAN_INCLUDES, "sshd")
+    assert found.unmanaged and not found.installed and not found.reachable
+    assert any("requisite ends the account stack" in x for x in found.skipped_by)
+    check = doctor.stanza_problem("sshd", found)
+    assert check is not None and check.status == doctor.FAIL and "present but not managed" in check.message
+
+
+def installed() -> bytes:
+    return pamedit.install(DEBIAN, Stanza(ENTRY), DEBIAN_INCLUDES).data
+
+
+def test_a_pasted_line_beside_our_blocks_is_a_second_copy() -> None:
+    data = installed() + SESSION.encode()
+    found = pamedit.status(data, pamstack.no_includes)
+    assert not found.installed and not found.complete
+    assert any("loads pam_teleport_audit outside the managed markers" in p for p in found.problems)
+    assert pamedit.uninstall(data, pamstack.no_includes).data == DEBIAN
+
+
+@pytest.mark.parametrize(
+    ("control", "why"),
+    [("sufficient", "with control sufficient"), ("[success=done default=ignore]", "with control [success=done")],
+)
+def test_uninstall_refuses_a_pasted_line_whose_removal_changes_the_stack(control: str, why: str) -> None:
+    data = b"account required pam_unix.so\naccount " + control.encode() + b" pam_python.so " + ENTRY.encode() + b"\n"
+    with pytest.raises(Refusal, match="removing it would change what else runs") as caught:
+        pamedit.uninstall(data, pamstack.no_includes)
+    assert why in str(caught.value)
+
+
+def test_uninstall_refuses_a_pasted_line_inside_a_jump_range() -> None:
+    data = (
+        b"account [success=1 default=ignore] pam_unix.so\n"
+        b"account optional pam_python.so " + ENTRY.encode() + b"\n"
+        b"account requisite pam_deny.so\n"
+    )
+    with pytest.raises(Refusal) as caught:
+        pamedit.uninstall(data, pamstack.no_includes)
+    assert "inside the range of the jump at this file:1 'account [success=1 default=ignore] pam_unix.so'" in str(
+        caught.value
+    )
+    # a jump counted through an include reaches it too
+    jumping = pamstack.dict_resolver({"common": b"account [success=2 default=ignore] pam_unix.so\n"})
+    data = b"account include common\naccount optional pam_python.so " + ENTRY.encode() + b"\n"
+    with pytest.raises(Refusal, match="inside the range of the jump at common:1"):
+        pamedit.uninstall(data, jumping)
+    # after the range it goes
+    data = b"account [success=1 default=ignore] pam_unix.so\naccount requisite pam_deny.so\n"
+    assert pamedit.uninstall(data + b"account optional pam_python.so " + ENTRY.encode() + b"\n").data == data
+
+
+# --- 2: a line added by hand inside our markers ---------------------------------------------------
+
+ACCESS = "account required pam_access.so accessfile=/etc/security/access-teleport.conf"
+
+
+def hand_edited() -> bytes:
+    done = pamedit.install(DEBIAN, Stanza(ENTRY), pamstack.folder_resolver(str(FIXTURES / "debian-12" / "sshd"))).data
+    return done.replace(
+        b"# END pam_teleport_audit account\n", ACCESS.encode() + b"\n# END pam_teleport_audit account\n"
+    )
+
+
+def test_a_line_added_inside_our_markers_is_named_and_kept(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = hand_edited()
+    pam = folder / "sshd"
+    pam.write_bytes(data)
+    at = line_of(data, ACCESS)
+    begin = next(k for k, x in enumerate(data.decode().splitlines(), 1) if x.startswith("# BEGIN pam_teleport_audit a"))
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_BROKEN and out["installed"] is False
+    assert out["hand_edited"] == [f"the account block at line {begin} holds line {at} {ACCESS!r}"]
+    (check,) = [c for c in doctor.stanza_checks(str(pam)) if c.name == "stanza"]
+    assert check.status == doctor.FAIL and f"line {at}" in check.message and "move each such line" in check.fix
+    for argv in (["install", "--entry", ENTRY], ["uninstall"], ["install", "--entry", ENTRY, "--check"]):
+        code, out = run(capsys, *argv, "--pam-file", str(pam))
+        assert (code, out["exit"], out["would_change"]) == (cli.EXIT_REFUSED, cli.EXIT_REFUSED, False), argv
+        assert f"holds line {at} {ACCESS!r}, which pam-teleport-audit does not write there" in out["reason"]
+        assert pam.read_bytes() == data
+
+
+def test_a_comment_or_blank_line_inside_our_markers_is_kept_too() -> None:
+    for extra in (b"# why: ticket 42\n", b"\n"):
+        data = hand_edited().replace(ACCESS.encode() + b"\n", extra)
+        with pytest.raises(Refusal, match="does not write there"):
+            pamedit.uninstall(data, pamstack.no_includes)
+
+
+# --- 3: pam_tty_audit from an included file ---------------------------------------------------------
+
+
+def test_pam_tty_audit_in_an_included_file_is_kept_and_ours_goes_after_it() -> None:
+    resolve = pamstack.folder_resolver(str(FIXTURES / "rhel-9-tty-audit" / "sshd"))
+    original = (FIXTURES / "rhel-9-tty-audit" / "sshd").read_bytes()
+    for tty in ("*", None):
+        result = pamedit.install(original, Stanza(ENTRY, tty_audit=tty), resolve, "sshd")
+        lines = result.data.decode().splitlines()
+        assert not any("pam_tty_audit" in x for x in lines)  # no second one
+        begin = lines.index("# BEGIN pam_teleport_audit session (managed by pam-teleport-audit; do not edit)")
+        assert lines[begin - 1] == "session    include      password-auth"
+        assert any(
+            "keeping the existing pam_tty_audit at" in n
+            and "password-auth:24 (included by line 16)" in n
+            and "enable=root" in n
+            for n in result.notes
+        ), result.notes
+        found = pamedit.status(result.data, resolve, "sshd")
+        assert found.installed and found.tty_audit == "existing"
+        assert pamedit.uninstall(result.data, resolve).data == original
+
+
+def test_status_checks_the_order_over_the_expanded_stack() -> None:
+    """Our block where the old installer put it, before the include that brings pam_tty_audit."""
+    resolve = pamstack.folder_resolver(str(FIXTURES / "rhel-9-tty-audit" / "sshd"))
+    plain = pamedit.install(
+        (FIXTURES / "rhel-9-sssd" / "sshd").read_bytes(),
+        Stanza(ENTRY, tty_audit=None),
+        pamstack.folder_resolver(str(FIXTURES / "rhel-9-sssd" / "sshd")),
+    ).data
+    found = pamedit.status(plain, resolve, "sshd")
+    assert not found.installed and not found.order_ok and found.tty_audit == "existing"
+    tty = FIXTURES / "rhel-9-tty-audit" / "password-auth"
+    assert any(p.startswith(f"our module runs before the pam_tty_audit at {tty}:24 'session") for p in found.problems)
+
+
+# --- 6: vendor-only layouts (openSUSE, SLE 16) --------------------------------------------------------
+
+
+@pytest.fixture
+def suse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """An /etc/pam.d without sshd and a /usr/lib/pam.d with it, as folders of tmp_path."""
+    etc, vendor = tmp_path / "etc" / "pam.d", tmp_path / "usr" / "lib" / "pam.d"
+    etc.mkdir(parents=True)
+    vendor.mkdir(parents=True)
+    (vendor / "sshd").write_bytes(DEBIAN)
+    for common in (FIXTURES / "debian-12").glob("common-*"):
+        shutil.copy(common, etc / common.name)
+    dirs = (str(etc), str(vendor), str(tmp_path / "usr" / "etc" / "pam.d"))
+    monkeypatch.setattr(pamstack, "PAM_DIRS", dirs)
+    monkeypatch.setattr(pamstack, "VENDOR_DIRS", dirs[1:])
+    return etc, vendor
+
+
+def test_a_missing_etc_file_with_a_vendor_copy_says_so(
+    suse: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, vendor = suse
+    hint = f"libpam uses the vendor file {vendor}/sshd for this service"
+    fix = f"`cp -p {vendor}/sshd {etc}/sshd`"
+    for command in ("install", "status"):
+        code, out = run(capsys, command, "--pam-file", str(etc / "sshd"))
+        assert (code, out["would_change"]) == (cli.EXIT_IO, False), command
+        assert hint in out["reason"] and fix in out["reason"]
+    code, out = run(capsys, "uninstall", "--pam-file", str(etc / "sshd"))
+    assert code == cli.EXIT_OK and out["notes"] == [f"libpam reads {vendor}/sshd for this service; it is not edited"]
+    (check,) = [c for c in doctor.stanza_checks(str(etc / "sshd")) if c.name == "stanza"]
+    assert check.status == doctor.FAIL and hint in check.message and fix in check.fix
+    assert not (etc / "sshd").exists() and (vendor / "sshd").read_bytes() == DEBIAN
+
+
+def test_a_vendor_file_is_not_edited(suse: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    etc, vendor = suse
+    for argv in (["install", "--entry", ENTRY], ["install", "--entry", ENTRY, "--check"]):
+        code, out = run(capsys, *argv, "--pam-file", str(vendor / "sshd"))
+        assert (code, out["would_change"]) == (cli.EXIT_REFUSED, False)
+        assert "which its package owns and overwrites on update" in out["reason"]
+        assert f"`cp -p {vendor}/sshd {etc}/sshd`" in out["reason"]
+    assert (vendor / "sshd").read_bytes() == DEBIAN
+    # nothing to do is fine: status reads it (includes resolved from /etc/pam.d first) and notes it
+    assert run(capsys, "uninstall", "--pam-file", str(vendor / "sshd"))[0] == cli.EXIT_OK
+    code, out = run(capsys, "status", "--pam-file", str(vendor / "sshd"))
+    assert code == cli.EXIT_NOT_INSTALLED and "install and uninstall refuse this file" in out["notes"][0]
+
+
+# --- 7: --json keys on every outcome ------------------------------------------------------------------
+
+KEYS = {"command", "path", "changed", "check", "would_change", "notes", "exit"}
+
+
+def test_json_always_carries_the_documented_keys(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pam = folder / "sshd"
+    pam.write_bytes(DEBIAN.replace(b"session    required     pam_loginuid.so\n", b""))
+    cases = [
+        (["install", "--entry", ENTRY], str(pam), cli.EXIT_REFUSED),
+        (["install", "--entry", ENTRY], str(folder / "gone" / "sshd"), cli.EXIT_IO),
+        (["uninstall"], str(folder), cli.EXIT_REFUSED),
+        (["uninstall"], str(folder / "missing"), cli.EXIT_OK),
+        (["status"], str(folder / "missing"), cli.EXIT_IO),
+        (["status"], str(pam), cli.EXIT_NOT_INSTALLED),
+    ]
+    for argv, path, expected in cases:
+        code, out = run(capsys, *argv, "--pam-file", path)
+        assert code == expected == out["exit"], (argv, path, out)
+        assert set(out) >= KEYS and out["would_change"] is False and out["changed"] is False, (argv, out)
+        if code in (cli.EXIT_REFUSED, cli.EXIT_IO):
+            assert out["reason"] and out["refused"] is (code == cli.EXIT_REFUSED)
