@@ -1,7 +1,7 @@
 """The Debian package: built with dpkg-buildpackage (debhelper, dh-python) from a
 clean copy of the checkout, checked by lintian (pedantic and info tags),
 installed with apt, used by a Teleport-like session, refused removal while a
-PAM file holds the stanza, then removed and purged; and its autopkgtest run on
+PAM file holds the stanza (marked or pasted by hand), then removed and purged; and its autopkgtest run on
 this machine (autopkgtest ... -- null)."""
 
 from __future__ import annotations
@@ -145,6 +145,23 @@ def test_install_use_remove_purge(built: debbuild.Built, host, driver, pam_servi
     assert f"{PAM_DIR}/{service}" in proc.stderr + proc.stdout
     assert list(Path(ENTRY).parent.glob("__pycache__/pam_module.*.pyc")), "a refused removal cleans nothing"
     (PAM_DIR / service).unlink()
+
+    # The same lines pasted by hand without the markers (README's `stanza` route) hold it too; a
+    # commented-out line does not. `uninstall` removes the pasted lines, and then the package goes.
+    example = (SHARE / "sshd.example").read_text().splitlines(keepends=True)
+    pasted = "".join(x for x in example if not x.startswith(("# BEGIN pam_teleport_audit", "# END pam_teleport_a")))
+    hand = pam_service(pasted + f"# account required pam_python.so {ENTRY}\n")
+    loading = [n for n, x in enumerate(pasted.splitlines(), 1) if ENTRY in x]
+    assert len(loading) == 2
+    proc = apt("remove", PACKAGE)
+    assert proc.returncode != 0 and installed()
+    assert all(f"{PAM_DIR}/{hand}:{n}:" in proc.stderr + proc.stdout for n in loading), proc.stderr + proc.stdout
+    helper = ["/usr/bin/pam-teleport-audit", "uninstall", "--pam-file", str(PAM_DIR / hand)]
+    assert subprocess.run(helper, capture_output=True, text=True, check=False, cwd="/").returncode == 0
+    assert [x for x in (PAM_DIR / hand).read_text().splitlines() if ENTRY in x] == [
+        f"# account required pam_python.so {ENTRY}"
+    ]
+    (PAM_DIR / hand).unlink()
 
     proc = apt("remove", PACKAGE)
     assert proc.returncode == 0, proc.stdout + proc.stderr
