@@ -17,7 +17,7 @@ from pam_teleport_audit.admin import atomicwrite, cli
 from pam_teleport_audit.admin.auditlog import records_since
 from pam_teleport_audit.admin.stanza import entry_script
 
-from .conftest import PAM_DIR, ROOT, pid_records, run_driver, unique, wait_for_records
+from .conftest import PAM_DIR, ROOT, assert_recorded_session, pid_records, run_driver, unique, wait_for_records
 
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
 
@@ -72,6 +72,43 @@ def test_teleport_session_through_the_installed_stack(driver, pam_service, linux
     assert subprocess.run(argv, cwd=ROOT, capture_output=True, check=False).returncode == cli.EXIT_OK
     assert (PAM_DIR / service).read_text() == STOCK
     assert records_since(session.started, "-p", str(session.pid))  # the log query itself worked
+
+
+def cli_run(command: str, service: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "pam_teleport_audit", command, "--pam-file", str(PAM_DIR / service)]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+def test_a_pasted_stanza_is_what_libpam_runs_and_uninstall_takes_it_out(driver, pam_service, linux_user):
+    """status's "present but not managed" lines are run by libpam (our records); after uninstall they are not."""
+    entry = entry_script()
+    pasted = STOCK.replace(
+        "# Disallow non-root", f"account    required   pam_python.so {entry} fail_closed\n# Disallow non-root", 1
+    ).replace(
+        "session    required     pam_loginuid.so\n",
+        f"session    required     pam_loginuid.so\nsession    required   pam_python.so {entry} fail_closed\n",
+    )
+    service = pam_service(pasted)
+    status = cli_run("status", service)
+    assert status.returncode == cli.EXIT_UNMANAGED, status.stdout + status.stderr
+    assert "present but not managed" in status.stdout
+    login = linux_user()
+    assert_recorded_session(driver, service, login, "hand-")
+    refused = install(service)
+    assert refused.returncode == cli.EXIT_REFUSED and "uninstall --pam-file" in refused.stderr
+    assert (PAM_DIR / service).read_text() == pasted
+
+    done = cli_run("uninstall", service)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    assert (PAM_DIR / service).read_text() == STOCK
+    assert cli_run("status", service).returncode == cli.EXIT_NOT_INSTALLED
+    tp_user = unique("gone-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    # libpam's own four (USER_ACCT, LOGIN, USER_START, USER_END) come after ours in each phase
+    records = pid_records(session.started, session.pid, expect=4)
+    assert {r["op"] for r in records if r.get("op")} >= {"PAM:accounting", "PAM:session_open", "PAM:session_close"}
+    assert not [r for r in records if "teleportUser" in r.fields]
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ LAYOUTS = {
     "rhel-8-minimal": ("rhel-8-minimal/sshd", "rhel-8-minimal"),
     "rhel-9-sssd": ("rhel-9-sssd/sshd", "rhel-9-sssd"),
     "rhel-9-minimal": ("rhel-9-minimal/sshd", "rhel-9-minimal"),
+    "rhel-9-tty-audit": ("rhel-9-tty-audit/sshd", "rhel-9-tty-audit"),
     "substack": ("hard/substack-sshd", "hard"),
     "session-sufficient": ("hard/session-sufficient", "hard"),
 }
@@ -112,6 +113,22 @@ def test_layout_installs_and_every_login_is_recorded(layout, driver, pam_service
     for login in (linux_user(), "root"):
         records = assert_recorded_session(driver, service, login, f"{layout[:6]}-")
         assert_session_records(records)
+
+
+def test_an_included_pam_tty_audit_is_the_one_libpam_runs_before_our_module(driver, pam_service, linux_user):
+    """password-auth brings `pam_tty_audit disable=* enable=root`: install adds none, and libpam's
+    session record lists exactly one pam_tty_audit among the grantors, before pam_python."""
+    service, _ = materialise(*LAYOUTS["rhel-9-tty-audit"], pam_service)
+    done = install(service)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    assert "keeping the existing pam_tty_audit" in done.stderr
+    assert "pam_tty_audit" not in (PAM_DIR / service).read_text()
+    status = pam_cli("status", "--pam-file", str(PAM_DIR / service), "--json")
+    assert status.returncode == cli.EXIT_OK and '"tty_audit": "existing"' in status.stdout
+    records = assert_recorded_session(driver, service, linux_user(), "ttyinc-")
+    grantors = one(records, "PAM:session_open")["grantors"].split(",")
+    assert grantors.count("pam_tty_audit") == 1
+    assert grantors.index("pam_tty_audit") < grantors.index("pam_python")
 
 
 def move_account_block_after(path: Path, include: str) -> None:
