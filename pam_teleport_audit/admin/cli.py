@@ -226,7 +226,7 @@ def _add_stanza_options(parser: argparse.ArgumentParser, tty_type: Callable[[str
         action="append",
         default=[],
         metavar="OPT",
-        help="extra module option, e.g. rhost_env=TELEPORT_CLIENT_ADDR (repeatable)",
+        help="extra module option, e.g. teleport_exe=/usr/local/bin/teleport (repeatable)",
     )
 
 
