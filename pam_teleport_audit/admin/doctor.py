@@ -612,6 +612,62 @@ def stanza_checks(path: str) -> Iterator[Check]:
         yield Check("failure policy", PASS, f"{policy}, controls match")
 
 
+# auditd.conf's defaults (auditd 3.0 and 4.0): MB, or a percentage of the log's filesystem.
+DISK_DEFAULTS = {"space_left": "75", "admin_space_left": "50", "admin_space_left_action": "SUSPEND"}
+# What auditd does at admin_space_left (and by default when the disk is full) that loses records:
+# it stops writing them (the kernel goes on acking them), or stops the machine.
+LOSING_ACTIONS = frozenset({"SUSPEND", "HALT", "SINGLE"})
+
+
+def _megabytes(value: str, total_mb: float) -> float | None:
+    value = value.strip()
+    number = value.removesuffix("%")
+    if not number.replace(".", "", 1).isdigit():
+        return None
+    return float(number) * (total_mb / 100 if value.endswith("%") else 1)
+
+
+def log_disk_checks(
+    audit_dir: str = "/etc/audit", statvfs: Callable[[str], os.statvfs_result] = os.statvfs
+) -> Iterator[Check]:
+    """Room for the audit log: past admin_space_left auditd suspends by default, and from then on
+    every record, ours included, is acked by the kernel and lost."""
+    try:
+        conf = read_conf(os.path.join(audit_dir, "auditd.conf"))
+    except OSError:
+        return  # no auditd.conf: the auditd check says what is wrong
+    folder = os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log"))
+    try:
+        st = statvfs(folder)
+    except OSError as exc:
+        yield Check("audit log disk", WARN, f"cannot read the free space of {folder}: {exc}", "check log_file")
+        return
+    free, total = st.f_bavail * st.f_frsize / 2**20, st.f_blocks * st.f_frsize / 2**20
+    limits = {key: conf.get(key, default) for key, default in DISK_DEFAULTS.items()}
+    space_left = _megabytes(limits["space_left"], total)
+    admin_left = _megabytes(limits["admin_space_left"], total)
+    action = limits["admin_space_left_action"].upper()
+    if admin_left is not None and free <= admin_left:
+        losing = action.split()[0] in LOSING_ACTIONS
+        yield Check(
+            "audit log disk",
+            FAIL if losing else WARN,
+            f"{free:.0f} MB free in {folder}, at or below admin_space_left ({limits['admin_space_left']}): "
+            + (f"auditd's admin_space_left_action {action} stops the records" if losing else f"action {action}"),
+            f"free space in {folder}, then `auditctl --signal USR2` (auditd resumes logging)",
+        )
+    elif space_left is not None and free <= space_left:
+        yield Check(
+            "audit log disk",
+            WARN,
+            f"{free:.0f} MB free in {folder}, at or below space_left ({limits['space_left']}); at admin_space_left "
+            f"({limits['admin_space_left']}) auditd does {action}",
+            f"free space in {folder}, or lower max_log_file times num_logs",
+        )
+    else:
+        yield Check("audit log disk", PASS, f"{free:.0f} MB free in {folder}")
+
+
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
     """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
     try:
@@ -691,6 +747,7 @@ def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 
             )
         )
     checks += process_checks()
+    checks += log_disk_checks()
     checks += remote_checks()
     from .fleetcheck import checks as fleet_checks  # here: fleetcheck imports this module
 

@@ -88,6 +88,7 @@ def test_good_host(host) -> None:
         "pam_python",
         "module import",
         "teleport config",
+        "audit log disk",
     ):
         assert status(checks, name) == "pass", (name, checks[name])
     assert "pam_loginuid then pam_tty_audit then the module" in checks["stanza"][0]["message"]

@@ -202,3 +202,29 @@ def test_missing_teleport_config(tmp_path: Path) -> None:
 def test_check_line_has_the_fix_only_when_not_passing() -> None:
     assert doctor.Check("x", "pass", "fine", "do y").line() == "PASS  x: fine."
     assert doctor.Check("x", "fail", "broken", "do y").line() == "FAIL  x: broken. Fix: do y"
+
+
+class FakeDisk:
+    """os.statvfs of a 1000 MB filesystem with `free` MB left."""
+
+    def __init__(self, free: float) -> None:
+        self.f_frsize = 1 << 20
+        self.f_blocks = 1000
+        self.f_bavail = free
+
+
+@pytest.mark.parametrize(
+    ("conf", "free", "verdict", "says"),
+    [
+        ("", 500, "pass", "500 MB free"),
+        ("", 70, "warn", "at or below space_left (75)"),
+        ("", 50, "fail", "admin_space_left_action SUSPEND stops the records"),  # auditd's defaults
+        ("admin_space_left = 20%\nadmin_space_left_action = HALT\n", 150, "fail", "HALT"),  # % of the filesystem
+        ("admin_space_left_action = SYSLOG\n", 10, "warn", "action SYSLOG"),  # logs on: nothing lost
+    ],
+    ids=["room", "space-left", "suspended", "percent-halt", "syslog-only"],
+)
+def test_log_disk(tmp_path: Path, conf: str, free: float, verdict: str, says: str) -> None:
+    (tmp_path / "auditd.conf").write_text(f"log_file = /var/log/audit/audit.log\n{conf}")
+    (check,) = doctor.log_disk_checks(str(tmp_path), lambda folder: FakeDisk(free))  # type: ignore[arg-type,return-value]
+    assert (check.name, check.status) == ("audit log disk", verdict) and says in check.message, check
