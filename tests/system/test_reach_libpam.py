@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit.admin.cli import EXIT_REFUSED
 from pam_teleport_audit.admin.pamstack import expand, folder_resolver, locate, skippers
 
-from .conftest import PAM_DIR
+from .conftest import PAM_DIR, ROOT
 
 CONTROLS = [
     "required",
@@ -82,3 +84,31 @@ def test_what_pamstack_proves_reachable_libpam_reaches(type_, pam_service, tmp_p
         f"{conservative} named a possible skip although libpam ran the line"
     )
     assert proven >= STACKS // 5 and confirmed >= STACKS // 10  # the property is not vacuous
+
+
+def libpam_version() -> tuple[int, int]:
+    version = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Version}", "libpam0g"], capture_output=True, text=True, check=True
+    ).stdout
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_libpam_releases_read_a_continuation_across_a_comment_differently_and_install_refuses_it(pam_service):
+    """Why such a file is refused: libpam 1.5 (Debian 12) joins the line after the comment to the
+    continued one; 1.6 and later (Debian 13: 1.7) end the continued line at the comment, so the
+    next line is a rule of its own. Here that rule is a pam_deny."""
+    text = "auth required pam_permit.so \\\n# a comment\naccount required pam_deny.so\naccount required pam_permit.so\n"
+    service = pam_service(text)
+    refused = run(service, "account") != 0
+    assert refused == (libpam_version() >= (1, 6)), libpam_version()
+    before = (PAM_DIR / service).read_bytes()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(PAM_DIR / service)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == EXIT_REFUSED and "libpam 1.5 joins the lines after it" in proc.stderr, proc
+    assert (PAM_DIR / service).read_bytes() == before
