@@ -248,10 +248,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error("search", str(exc), EXIT_USAGE)
     try:
-        files = search.log_files(args.input)
-        for path in search.without_records(files):  # a file mistaken for a log must not read as "no sessions"
-            print(f"search: {path} holds no audit record (not an audit log?)", file=sys.stderr)
-        parser = search.candidate_parser(files, args.teleport_user)
+        with search.opened_logs(search.log_files(args.input)) as logs:
+            for log in logs:  # a damaged file, or one mistaken for a log, must not read as "no sessions"
+                if log.note:
+                    print(f"search: {log.path}: {log.note}", file=sys.stderr)
+            parser = search.candidates([log.data for log in logs], args.teleport_user)
     except ImportError as exc:  # the log is read with auparse: without it, it cannot be read
         return _error("search", f"cannot read the audit log: {exc} (apt-get install python3-audit)", EXIT_IO)
     except OSError as exc:
@@ -259,8 +260,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Records from this machine's own logs carry no node=: name them after this host, in the
     # output and for --node alike.
     host = None if args.input else os.uname().nodename
-    lookback = None if since is None else since - search.ACCOUNT_LOOKBACK
-    records = search.iter_records(parser, lookback)
+    # Every record, not only from --since on: a session that started before it must be seen to
+    # start there, not taken for one whose start is not in the log.
+    records = search.iter_records(parser)
     sessions = search.find_sessions(records, args.teleport_user, since=since, until=until, node=args.node, local=host)
     render = search.render_json if args.format == "json" else search.render_text
     sys.stdout.write(render(sessions, host))

@@ -37,6 +37,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
@@ -65,6 +66,9 @@ ACCOUNT_LOOKBACK = 60.0
 # Fields shown as auparse interprets them: keystrokes, as aureport --tty shows them.
 _INTERPRETED = frozenset({"data"})
 _INPUT = ("TTY", "USER_TTY")  # typed input: joined by ses only, never by pid
+# libpam's ops in the rest of a session's course, after its accounting: what a session without ses
+# takes from its pid (ours and Teleport's own records too).
+_SESSION_COURSE = frozenset({"PAM:session_open", "PAM:session_close", "PAM:setcred"})
 OUR_OPS = frozenset({OP_ACCOUNTING, OP_SESSION_OPEN, OP_SESSION_CLOSE, OP_LOGIN})
 
 # Teleport's own records, sent by the `teleport exec` process that then runs PAM
@@ -189,24 +193,41 @@ _STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
 # Rotated logs as auditd names them (audit.log.1), and as logrotate does (dateext: audit.log-20261129;
 # compress: .gz), which some sites use instead (max_log_file_action = ignore).
 _ROTATED = r"(?:\.(?P<number>\d+)|-(?P<date>\d{8,10}))(?:\.gz|\.bz2|\.xz)?"
-_DECOMPRESS: dict[str, Callable[[str], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 Log = bytes | mmap.mmap
 
 
-def open_log(path: str, stack: contextlib.ExitStack) -> Log:
+# What a damaged or cut compressed file raises while it is read (a .gz logrotate is still writing).
+_DAMAGED = (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile, OSError)
+
+
+@dataclass
+class LogFile:
+    path: str
+    data: Log
+    note: str | None = None  # why it is read in part or not at all, for stderr
+
+
+def open_log(path: str, stack: contextlib.ExitStack) -> LogFile:
     """A log file's contents, open until the stack closes; compressed files decompressed."""
     decompress = _DECOMPRESS.get(os.path.splitext(path)[1])
-    if decompress is None:
-        f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - the stack closes it
-    else:
+    note = None
+    f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - the stack closes it
+    if decompress is not None:
         # Into an unnamed temporary file, not memory: a compressed log is ten times smaller.
-        f = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
-        with decompress(path) as source:
-            shutil.copyfileobj(source, f)
+        compressed, f = f, stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
+        try:
+            with decompress(compressed) as source:
+                shutil.copyfileobj(source, f, 8192)  # small reads: a cut file yields all but its last piece
+        except _DAMAGED as exc:  # the file is open: this is its data; what came before the damage is read
+            note = f"damaged or incomplete ({type(exc).__name__}: {exc}): read up to the damage"
         f.flush()  # mmap and fstat see the file, not its buffer
     if os.fstat(f.fileno()).st_size == 0:
-        return b""
-    return stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+        return LogFile(path, b"", note)
+    data = stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    if first_stamp(data) is None:
+        note = "holds no audit record (not an audit log?)"
+    return LogFile(path, data, note)
 
 
 def first_stamp(data: Log) -> tuple[int, int, int] | None:
@@ -215,52 +236,56 @@ def first_stamp(data: Log) -> tuple[int, int, int] | None:
     return (int(found[1]), int(found[2]), int(found[3])) if found else None
 
 
-def by_time(data: Log) -> tuple[int, int, int]:
-    return first_stamp(data) or (0, 0, 0)
-
-
 @contextlib.contextmanager
-def opened_logs(files: list[str]) -> Iterator[list[Log]]:
-    """The files' contents, oldest first, each file opened once: auditd may rotate (rename) them
-    while a search reads them, and an open file keeps its contents.
+def opened_logs(files: list[str]) -> Iterator[list[LogFile]]:
+    """The files, each opened once, oldest first, without copies: what a search reads.
+
+    Opened once, before anything is read: auditd may rotate (rename) them while a search
+    reads them, and an open file keeps its contents.
 
     Sessions are followed record by record, so the order matters: read in a shell glob's order
     (audit.log audit.log.1 ..., or .1 .10 .2) a session's input and end would come before its
     start. So whatever order they come in, the files are read by the time of their first record
     (a stable sort: files without records keep their place before the others).
+
+    Two files that begin with the same record (time and serial) are one log twice: logrotate's
+    audit.log.1 beside the audit.log.1.gz it is writing, or a copy. The longer is read.
     """
     with contextlib.ExitStack() as stack:
-        yield sorted((open_log(path, stack) for path in files), key=by_time)
+        logs = sorted((open_log(path, stack) for path in files), key=lambda x: first_stamp(x.data) or (0, 0, 0))
+        kept: dict[tuple[int, int, int], LogFile] = {}
+        for log in logs:
+            stamp = first_stamp(log.data)
+            other = kept.get(stamp) if stamp else None
+            if other is None:
+                if stamp:
+                    kept[stamp] = log
+                continue
+            short, long = sorted((other, log), key=lambda x: len(x.data))
+            kept[stamp] = long
+            copy = f"the same log as {long.path} (its first record): read once"
+            short.note, short.data = "; ".join(filter(None, (short.note, copy))), b""
+        yield logs
 
 
 def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
-    """The files to read, oldest first: the given ones, or auditd's log with its rotated files."""
+    """The files to read: the given ones, or auditd's log with its rotated files (opened_logs orders them)."""
     files = list(inputs or [])
-    if not files:
-        try:
-            log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
-        except OSError:
-            log = DEFAULT_LOG
-        folder, base = os.path.split(log)
-        pattern = re.compile(re.escape(base) + _ROTATED)
-        rotated = [
-            (found, os.path.join(folder, name))
-            for name in os.listdir(folder or ".")
-            if (found := pattern.fullmatch(name))
-        ]
-        # By name first, for files without a record to place them: auditd's higher numbers are
-        # older, logrotate's earlier dates.
-        rotated.sort(key=lambda x: (-int(x[0]["number"]), "") if x[0]["number"] else (0, x[0]["date"]))
-        files = [path for _, path in rotated] + [log]
-    with contextlib.ExitStack() as stack:
-        stamps = {path: by_time(open_log(path, stack)) for path in files}
-    return sorted(files, key=stamps.__getitem__)
-
-
-def without_records(files: list[str]) -> list[str]:
-    """The files that are not empty and hold no audit record: not audit logs."""
-    with contextlib.ExitStack() as stack:
-        return [path for path in files if (data := open_log(path, stack)) and first_stamp(data) is None]
+    if files:
+        return files
+    try:
+        log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
+    except OSError:
+        log = DEFAULT_LOG
+    folder, base = os.path.split(log)
+    pattern = re.compile(re.escape(base) + _ROTATED)
+    rotated = [
+        (found, os.path.join(folder, name)) for name in os.listdir(folder or ".") if (found := pattern.fullmatch(name))
+    ]
+    # By name, for files without a record to place them: auditd's higher numbers are older,
+    # logrotate's earlier dates.
+    rotated.sort(key=lambda x: (-int(x[0]["number"]), "") if x[0]["number"] else (0, x[0]["date"]))
+    return [path for _, path in rotated] + [log]
 
 
 def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:
@@ -313,17 +338,18 @@ def candidate_parser(files: list[str], teleport_user: str) -> Any:
     find_sessions() keeps, so the result is the same as parsing the whole log;
     auparse parses what is left.
     """
+    with opened_logs(files) as logs:
+        return candidates([log.data for log in logs], teleport_user)
+
+
+def candidates(logs: list[Log], teleport_user: str) -> Any:
+    """candidate_parser's two scans, over logs already open."""
+    import auparse
+
     raw = teleport_user.encode("utf-8", "surrogateescape")
     names = [re.compile(rb" teleportUser=" + re.escape(bare_value(raw).encode()) + rb" ")]
     if bare_value(raw).encode() != raw:
         names.append(re.compile(rb" teleportUser=" + re.escape(raw) + rb" res="))
-    with opened_logs(files) as logs:
-        return _candidates(logs, names)
-
-
-def _candidates(logs: list[Log], names: list[re.Pattern[bytes]]) -> Any:
-    """candidate_parser's two scans, over the logs opened once."""
-    import auparse
 
     named = _grep(logs, *names)
     ses, pids = set(), set()
@@ -489,11 +515,14 @@ def find_sessions(
             swept = rec.time
 
         held = no_ses.get(key) if rec.type not in _INPUT else None
-        # A new transaction of this pid (so the process is gone), or anything of ours or past our
-        # wait after our close, ends a session without ses.
+        # Only the rest of its own course (its session's open and close, Teleport's close) goes to a
+        # session without ses: anything else from its pid is a later process that got the pid (the
+        # Teleport process was killed, or is gone), as is a new transaction, or anything of ours or
+        # past our wait after our close.
         if held is not None and (
             rec.type in ("LOGIN", "USER_ACCT")
             or (teleport is not None and rec.type == "USER_LOGIN")
+            or not (ours or teleport is not None or op in _SESSION_COURSE)
             or (held[1] is not None and (ours or rec.time - held[1] > ACCOUNT_LOOKBACK))
         ):
             del no_ses[key]
@@ -572,13 +601,15 @@ def find_sessions(
         elif (
             session is not None
             and pid not in logins
-            and session.end is not None
-            and (rec.type == "USER_ACCT" or (teleport is not None and rec.type == "USER_LOGIN"))
+            and rec.type not in _INPUT
+            and (key in processes or _another_login(rec, ours, teleport, session))
         ):
-            # After the latest login on this ses ended, another process's accounting (or Teleport's
-            # record before PAM) is the next login's, on a shared ses: kept for it. What the ended
-            # session's own processes write later (they may outlive it) still goes to it.
-            before.setdefault(ses_key, []).append(rec)
+            # Another Teleport process on this shared ses (pam_loginuid wrote no LOGIN): the next
+            # login's records, or a refused attempt's, kept by its pid as before a ses. What the
+            # session's own processes write (sudo, su, even after it ended) still goes to it.
+            proc = processes.get(key) or processes.setdefault(key, _Process(rec.time))
+            proc.ses = ses
+            proc.add(rec, ours, named)
             continue
         elif session is None:
             if proc is not None and (ses == proc.ses or rec.type == "LOGIN"):
@@ -594,6 +625,14 @@ def find_sessions(
         finish(key)
     found.sort(key=lambda s: s.start)
     return [s for s in found if (since is None or s.start >= since) and (until is None or s.start <= until)]
+
+
+def _another_login(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None, session: Session) -> bool:
+    """Whether a record of another pid on a session's ses is a Teleport process's, not the session's own."""
+    if teleport is not None or (ours and rec.fields.get("op") == OP_LOGIN):
+        return True
+    # libpam's records name their program: Teleport's binary, not sudo or su inside the session.
+    return rec.type in ("USER_ACCT", "USER_AUTH") and _text(rec.fields.get("exe", "?")) == session.exe
 
 
 def _opens_without_ses(rec: AuditRecord, proc: _Process | None) -> bool:

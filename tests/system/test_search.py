@@ -476,3 +476,32 @@ def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_ser
     assert {e["pid"] for e in session["events"]} == {session["pid"]}
     out = run_search(*args).stdout
     assert out.startswith("session (no id) on ") and "its typed input cannot be joined to it" in out
+
+
+def test_since_lists_a_session_by_its_real_start_even_when_it_ran_into_the_window(tmp_path) -> None:
+    """A two-hour session: --since inside it does not list it (it started before), and never as one
+    whose start is not in the log; --since before it lists it whole."""
+    t, u = 1795900000, 4294967295
+    teleport = 'acct="tpdemo" exe="/usr/local/bin/teleport" hostname=? addr=? terminal=ssh'
+    lines = [
+        f"type=USER_ACCT msg=audit({t}.000:1): pid=500 uid=0 auid={u} ses={u} msg='op=PAM:accounting"
+        f" grantors=pam_permit {teleport} res=success'",
+        f"type=LOGIN msg=audit({t}.001:2): pid=500 uid=0 old-auid={u} auid=1001 tty=(none) old-ses={u} ses=101 res=1",
+        f"type=USER_ACCT msg=audit({t}.002:3): pid=500 uid=0 auid=1001 ses=101 msg='op=teleport:accounting"
+        f" {teleport} teleportUser=since-user teleportRoles=access teleportChild=exec res=success'",
+        f'type=TTY msg=audit({t + 10}.000:4): tty pid=503 uid=1001 auid=1001 ses=101 major=136 minor=0 comm="sh"'
+        " data=69640A",
+        f"type=TTY msg=audit({t + 3600}.000:5): tty pid=503 uid=1001 auid=1001 ses=101 major=136 minor=0"
+        ' comm="sh" data=77686F616D690A',
+        f"type=USER_START msg=audit({t + 7200}.000:6): pid=500 uid=0 auid=1001 ses=101 msg='op=teleport:session_open"
+        f" {teleport} teleportUser=since-user teleportRoles=access teleportChild=exec res=success'",
+        f"type=USER_END msg=audit({t + 7200}.001:7): pid=500 uid=0 auid=1001 ses=101 msg='op=teleport:session_close"
+        f" {teleport} teleportUser=since-user teleportRoles=access teleportChild=exec res=success'",
+    ]
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(lines) + "\n")
+    args = ("--teleport-user", "since-user", "--input", str(log))
+    assert json_sessions(*args, "--since", f"@{t + 5400}") == []
+    (whole,) = json_sessions(*args, "--since", f"@{t - 60}")
+    assert whole["start_in_log"] and whole["ses"] == 101 and whole["start"] == search.iso(t + 0.002)
+    assert [k["text"] for k in whole["input"]] == ["id\n", "whoami\n"]

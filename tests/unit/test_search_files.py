@@ -8,7 +8,7 @@ import lzma
 import re
 from pathlib import Path
 
-from pam_teleport_audit.admin.search import _grep, log_files, opened_logs, without_records
+from pam_teleport_audit.admin.search import _grep, log_files, opened_logs
 
 A = "type=USER_ACCT msg=audit(1795900000.000:1): pid=5 uid=0 auid=1 ses=7 msg='op=x teleportUser=alice res=success'"
 B = 'type=TTY msg=audit(1795900001.000:2): tty pid=6 uid=1 auid=1 ses=7 major=136 minor=0 comm="sh" data=6C730A'
@@ -35,14 +35,19 @@ def stamped(path: Path, *seconds: int) -> str:
     return str(path)
 
 
+def read_order(files: list[str]) -> list[str]:
+    with opened_logs(files) as logs:
+        return [log.path for log in logs]
+
+
 def test_given_files_are_read_oldest_first_whatever_their_order(tmp_path: Path) -> None:
     """A shell glob gives audit.log (newest) first, and .1 .10 .2 past nine rotated files."""
     names = ["audit.log", "audit.log.1", "audit.log.10", "audit.log.2"]
     ages = {"audit.log": 4000, "audit.log.1": 3000, "audit.log.2": 2000, "audit.log.10": 1000}
     files = {n: stamped(tmp_path / n, 1795900000 + ages[n], 1795900000 + ages[n] + 500) for n in names}
     oldest_first = [files[n] for n in ("audit.log.10", "audit.log.2", "audit.log.1", "audit.log")]
-    assert log_files([files[n] for n in names]) == oldest_first
-    assert log_files(list(reversed(oldest_first))) == oldest_first
+    assert read_order([files[n] for n in names]) == oldest_first
+    assert read_order(list(reversed(oldest_first))) == oldest_first
 
 
 def test_a_file_is_placed_by_its_first_record_even_after_a_cut_line(tmp_path: Path) -> None:
@@ -53,7 +58,7 @@ def test_a_file_is_placed_by_its_first_record_even_after_a_cut_line(tmp_path: Pa
     # Milliseconds and serial break ties within a second.
     same = tmp_path / "c"
     same.write_text("type=TTY msg=audit(1795900100.249:9): tty pid=1 ses=7 data=0A\n")
-    assert log_files([str(late), str(early), str(same)]) == [str(same), str(early), str(late)]
+    assert read_order([str(late), str(early), str(same)]) == [str(same), str(early), str(late)]
 
 
 def test_the_default_discovery_is_ordered_by_time_too(tmp_path: Path) -> None:
@@ -64,7 +69,8 @@ def test_the_default_discovery_is_ordered_by_time_too(tmp_path: Path) -> None:
     (tmp_path / "audit.log.bak").write_text("")
     conf = tmp_path / "auditd.conf"
     conf.write_text(f"log_file = {log}\n")
-    assert log_files(None, str(conf)) == [one, two, log]
+    assert log_files(None, str(conf)) == [two, one, log]  # by name
+    assert read_order(log_files(None, str(conf))) == [one, two, log]  # by time
 
 
 def test_compressed_and_dated_rotations_are_found_read_and_ordered(tmp_path: Path) -> None:
@@ -79,10 +85,10 @@ def test_compressed_and_dated_rotations_are_found_read_and_ordered(tmp_path: Pat
     (tmp_path / "audit.log.bak").write_text("")  # not a rotation
     conf = tmp_path / "auditd.conf"
     conf.write_text(f"log_file = {log}\n")
-    names = [Path(p).name for p in log_files(None, str(conf))]
+    with opened_logs(log_files(None, str(conf))) as logs:
+        names = [Path(log.path).name for log in logs]
+        stamps = [line.split()[1] for line in _grep([log.data for log in logs], re.compile(rb" ses=7 ")).splitlines()]
     assert names == ["audit.log-20261127.bz2", "audit.log-20261128.xz", "audit.log.1.gz", "audit.log"]
-    with opened_logs([str(tmp_path / n) for n in names]) as logs:
-        stamps = [line.split()[1] for line in _grep(logs, re.compile(rb" ses=7 ")).splitlines()]
     assert stamps == [f"msg=audit({s}.250:{s % 1000}):" for s in (1795901000, 1795903000, 1795904000, 1795905000)]
 
 
@@ -95,13 +101,26 @@ def test_files_are_read_as_they_were_when_opened(tmp_path: Path) -> None:
         log.rename(tmp_path / "audit.log.2")  # what was .1 goes on as .2 …
         one.rename(log)  # … and so on: the paths now name other contents
         stamped(one, 1795900200)
-        lines = _grep(logs, re.compile(rb" ses=7 ")).splitlines()
+        lines = _grep([log.data for log in logs], re.compile(rb" ses=7 ")).splitlines()
     assert [line.split()[1] for line in lines] == ["msg=audit(1795900000.250:0):", "msg=audit(1795900100.250:100):"]
 
 
-def test_a_file_that_is_not_a_log_is_named(tmp_path: Path) -> None:
-    empty, notes, log = tmp_path / "audit.log", tmp_path / "notes.txt", tmp_path / "x.log"
+def test_a_file_that_is_not_a_log_a_damaged_one_and_a_copy_are_named(tmp_path: Path) -> None:
+    empty, notes, log = tmp_path / "audit.log", tmp_path / "notes.txt", tmp_path / "audit.log.1"
     empty.write_text("")  # a fresh log: nothing yet, not an error
     notes.write_text("not an audit log\n")
-    stamped(log, 1795900000)
-    assert without_records([str(empty), str(notes), str(log)]) == [str(notes)]
+    stamped(log, *range(1795900000, 1795903000))
+    whole = log.read_bytes()
+    # logrotate compressing audit.log.1: the .gz beside it, complete or still being written.
+    (tmp_path / "audit.log.1.gz").write_bytes(gzip.compress(whole))
+    cut = tmp_path / "audit.log.2.gz"
+    cut.write_bytes(gzip.compress(whole)[:3000])
+    files = [str(p) for p in (empty, notes, log, tmp_path / "audit.log.1.gz", cut)]
+    with opened_logs(files) as logs:
+        notes_by_name = {Path(x.path).name: x.note for x in logs}
+        read = b"".join(bytes(x.data) for x in logs)
+    assert notes_by_name["audit.log"] is None and "not an audit log" in (notes_by_name["notes.txt"] or "")
+    assert "damaged or incomplete (EOFError" in (notes_by_name["audit.log.2.gz"] or "")
+    # Each record once: the cut .gz gave its first records, a copy of the start of the same log.
+    copies = [n for n, note in notes_by_name.items() if note and "the same log as" in note]
+    assert len(copies) == 2 and read.count(b"msg=audit(1795902999.250:") == 1

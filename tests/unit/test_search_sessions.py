@@ -66,8 +66,8 @@ def ours(op: str, user: str, res: str, extra: str = "") -> str:
     return f'op=teleport:{op} acct="tpdemo" exe={EXE} {where} teleportUser={user}{extra} res={res}'
 
 
-def pam(op: str, res: str) -> str:
-    return f'op=PAM:{op} grantors=? acct="tpdemo" exe={EXE} hostname=? addr=? terminal=ssh res={res}'
+def pam(op: str, res: str, exe: str = EXE) -> str:
+    return f'op=PAM:{op} grantors=? acct="tpdemo" exe={exe} hostname=? addr=? terminal=ssh res={res}'
 
 
 def teleport(op: str, user: str, addr: str, res: str = "success", acct: str = "tpdemo") -> str:
@@ -150,7 +150,7 @@ def test_an_inner_program_failing_is_not_a_refusal_of_the_login() -> None:
     """su inside the session fails: same ses, another pid; the login itself succeeded."""
     log = Log()
     old_session(log, 0, 800, 75, "alice", 801, ["su\n"])
-    log.add("USER_AUTH", 0.5, 802, 75, pam("authentication", "failed"))
+    log.add("USER_AUTH", 0.5, 802, 75, pam("authentication", "failed", exe='"/usr/bin/su"'))
     (session,) = find_sessions(log.records(), "alice")
     assert session.refused is None and "PAM:authentication" in [e.op for e in session.events]
 
@@ -486,3 +486,57 @@ def test_node_selects_records_without_node_by_the_name_the_output_gives_them() -
     ]
     assert [s.node for s in find_sessions(records, "alice", node="db1", local="vm")] == ["db1"]
     assert find_sessions(records, "alice", node="vm") == []  # files from elsewhere: no name for them
+
+
+def test_a_killed_login_without_ses_keeps_nothing_of_a_later_process_with_its_pid() -> None:
+    """No close (the Teleport process killed); hours later sshd gets the pid and fails a password."""
+    log = Log()
+    log.add("USER_LOGIN", 0, 6100, U, teleport("login", "alice", "203.0.113.7:1"))
+    log.add("USER_ACCT", 0.01, 6100, U, pam("accounting", "success"))
+    log.add("USER_ACCT", 0.02, 6100, U, ours("accounting", "alice", "success"))
+    log.add("USER_START", 0.03, 6100, U, pam("session_open", "success"))
+    sshd = '"/usr/sbin/sshd"'
+    for at in (7200, 7203):
+        log.add("USER_AUTH", at, 6100, U, pam("authentication", "failed", exe=sshd))
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.ses, session.refused, session.result, session.end) == (None, None, "success", None)
+    assert {e.op for e in session.events} == {"login", "PAM:accounting", "teleport:accounting", "PAM:session_open"}
+
+
+def test_a_refused_login_on_a_shared_ses_is_listed_between_the_sessions() -> None:
+    """Teleport's loginuid already right: every login keeps ses 7, no LOGIN; the middle one is refused."""
+    log = Log()
+    new_shared = [(0, 5000), (60, 5300)]
+    log.add("USER_LOGIN", 29.9, 5100, 7, teleport("login", "alice", "203.0.113.7:2"))
+    log.add("USER_ACCT", 30, 5100, 7, pam("accounting", "failed"))
+    log.add("USER_LOGIN", 30.01, 5100, 7, ours("login", "alice", "failed"))
+    log.add("USER_END", 30.02, 5100, 7, teleport("session_close", "alice", "203.0.113.7:2"))
+    for at, pid in new_shared:
+        log.add("USER_ACCT", at, pid, 7, pam("accounting", "success"))
+        log.add("USER_ACCT", at + 0.01, pid, 7, ours("accounting", "alice", "success"))
+        log.add("USER_START", at + 5, pid, 7, ours("session_open", "alice", "success"))
+        log.add("USER_END", at + 5, pid, 7, ours("session_close", "alice", "success"))
+    log.lines.sort(key=lambda line: float(line.split("audit(")[1].split(":")[0]))
+    first, refused, second = find_sessions(log.records(), "alice")
+    assert [(s.pid, s.refused) for s in (first, refused, second)] == [
+        (5000, None),
+        (5100, "refused by the account stack"),
+        (5300, None),
+    ]
+    assert (refused.ses, refused.teleport_addr) == (7, "203.0.113.7:2")
+    assert {e.pid for e in first.events} == {5000} and {e.pid for e in second.events} == {5300}
+
+
+def test_what_a_process_that_outlives_its_session_writes_stays_in_it() -> None:
+    """tmux keeps a shell of session 101 after it ended: sudo there is still that session's."""
+    log = Log()
+    new_session(log, 0, 4000, 101, "alice", 4003, ["tmux\n"])
+    sudo = '"/usr/bin/sudo"'
+    log.add("USER_AUTH", 600, 4010, 101, pam("authentication", "success", exe=sudo))
+    log.add("USER_ACCT", 600.01, 4010, 101, pam("accounting", "failed", exe=sudo))
+    (session,) = find_sessions(log.records(), "alice")
+    assert session.refused is None
+    assert [(e.pid, e.op, e.res) for e in session.events if e.pid == 4010] == [
+        (4010, "PAM:authentication", "success"),
+        (4010, "PAM:accounting", "failed"),
+    ]
