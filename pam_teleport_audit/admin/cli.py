@@ -184,10 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     elif found.unmanaged and not found.account and not found.session:
         code = EXIT_UNMANAGED
         info["summary"] = (
-            f"{path}: present but not managed: {', '.join(found.unmanaged)} load pam_teleport_audit outside "
-            "the managed markers"
-            + "".join(f"; {x}" for x in found.skipped_by)
-            + f". Fix: {pamedit.unmanaged_fix(path)}"
+            f"{pamedit.unmanaged_summary(path, found)}. Fix: {pamedit.unmanaged_fix(path, found.unmanaged_files)}"
         )
     elif not found.account and not found.session:
         code, info["summary"] = EXIT_NOT_INSTALLED, f"{path}: not installed"

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
 from . import bytecode, pamstack
 from .auditlog import UNSET_ID, read_conf
-from .pamedit import HAND_EDITED_FIX, unmanaged_fix
+from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
 if TYPE_CHECKING:
     from ..pam_module import AuditStatus
@@ -509,12 +509,11 @@ def pam_service_of(path: str) -> str | None:
 
 
 def _module_lines(path: str) -> list:  # list[pamfile.Line]
-    from .pamedit import ENTRY_SUFFIX
     from .pamfile import parse
 
     with open(path, "rb") as f:
         lines = parse(f.read())
-    return [x for x in lines if x.module_name == "pam_python" and x.args and x.args[0].endswith(ENTRY_SUFFIX)]
+    return [x for x in lines if is_ours(x)]
 
 
 def entry_in(path: str) -> str | None:
@@ -531,13 +530,12 @@ def stanza_problem(path: str, state: Status) -> Check | None:
     if state.installed:
         return None
     if state.unmanaged and not state.account and not state.session:
-        reach = "".join(f"; {x}" for x in state.skipped_by)
+        # A warning only when the pasted lines pass every check a marked stanza must pass.
         return Check(
             "stanza",
-            WARN if not state.skipped_by and set(state.unmanaged_parts) == {"account", "session"} else FAIL,
-            f"{path}: present but not managed: {', '.join(state.unmanaged)} load pam_teleport_audit outside the "
-            f"managed markers{reach}",
-            unmanaged_fix(path),
+            WARN if not state.problems else FAIL,
+            unmanaged_summary(path, state),
+            unmanaged_fix(path, state.unmanaged_files),
         )
     if state.account and state.session and state.problems == state.skipped_by:
         return Check(
@@ -550,7 +548,7 @@ def stanza_problem(path: str, state: Status) -> Check | None:
     if state.hand_edited:
         fix = HAND_EDITED_FIX
     elif state.unmanaged:
-        fix = unmanaged_fix(path)
+        fix = unmanaged_fix(path, state.unmanaged_files)
     else:
         fix = f"run `pam-teleport-audit install --pam-file {path}`"
     return Check("stanza", FAIL, f"{path}: " + "; ".join(state.problems), fix)

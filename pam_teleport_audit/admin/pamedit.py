@@ -18,6 +18,7 @@ Placement (see docs/installer.md):
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from . import pamstack
@@ -60,6 +61,7 @@ class Status:
     skipped_by: list[str] = field(default_factory=list)  # FILE:LINE 'text': why, for each that can skip ours
     unmanaged: list[str] = field(default_factory=list)  # "line N 'text'": our module loaded outside the markers
     unmanaged_parts: list[str] = field(default_factory=list)  # the stacks (account, session) those lines are in
+    unmanaged_files: list[str] = field(default_factory=list)  # the files those lines are in (this one or included)
     hand_edited: list[str] = field(default_factory=list)  # lines inside our markers that install never writes
 
     def as_dict(self) -> dict[str, object]:
@@ -72,12 +74,16 @@ def _marker(line: Line, word: str, part: str) -> bool:
     return line.kind is Kind.BLANK and text.startswith(f"# {word} pam_teleport_audit {part}")
 
 
-def _is_ours(line: Line) -> bool:
-    """A module line we write: pam_python with our entry script."""
-    return line.module_name == "pam_python" and bool(line.args) and line.args[0].endswith(ENTRY_SUFFIX)
+def is_ours(line: Line) -> bool:
+    """A line loading our module: pam_python with our entry script.
+
+    A CR pasted from a CR LF file is part of the token for libpam (pam_python then cannot
+    open `pam_entry.py\r`), but the line is still ours: the package's prerm counts it.
+    """
+    return line.module_name == "pam_python" and bool(line.args) and line.args[0].rstrip("\r").endswith(ENTRY_SUFFIX)
 
 
-def _is_our_tty(line: Line) -> bool:
+def is_tty_audit(line: Line) -> bool:
     return line.module_name == "pam_tty_audit"
 
 
@@ -89,9 +95,10 @@ def find_blocks(lines: list[Line]) -> list[Block]:
         part = next((p for p in PARTS if _marker(lines[i], "BEGIN", p)), None)
         if part is None:
             end_part = next((p for p in PARTS if _marker(lines[i], "END", p)), None)
-            if end_part is not None:  # END without BEGIN: take it and our lines just above
+            if end_part is not None:  # END without BEGIN: take it and our module lines just above
+                # Not a pam_tty_audit: nothing tells ours from the operator's once BEGIN is gone.
                 start = i
-                while start > 0 and (_is_ours(lines[start - 1]) or _is_our_tty(lines[start - 1])):
+                while start > 0 and is_ours(lines[start - 1]):
                     start -= 1
                 if blocks and blocks[-1].end > start:
                     start = blocks[-1].end
@@ -107,7 +114,7 @@ def find_blocks(lines: list[Line]) -> list[Block]:
             continue
         # BEGIN without END: take only the lines of ours right after it
         j = i + 1
-        while j < len(lines) and (_is_ours(lines[j]) or _is_our_tty(lines[j])):
+        while j < len(lines) and (is_ours(lines[j]) or is_tty_audit(lines[j])):
             j += 1
         blocks.append(Block(part, i, j, False))
         i = j
@@ -117,7 +124,7 @@ def find_blocks(lines: list[Line]) -> list[Block]:
 def stray_lines(lines: list[Line], blocks: list[Block]) -> list[int]:
     """Indices of lines loading our module outside our blocks (a stanza pasted by hand)."""
     inside = {k for b in blocks for k in range(b.start, b.end)}
-    return [k for k, x in enumerate(lines) if _is_ours(x) and k not in inside]
+    return [k for k, x in enumerate(lines) if is_ours(x) and k not in inside]
 
 
 def _foreign(lines: list[Line], blocks: list[Block]) -> list[str]:
@@ -126,16 +133,34 @@ def _foreign(lines: list[Line], blocks: list[Block]) -> list[str]:
     for b in blocks:
         # Only BEGIN..END blocks can hold other lines; an orphan marker takes only our lines.
         for x in lines[b.start + 1 : b.end - 1] if b.complete else []:
-            if not (_is_ours(x) or _is_our_tty(x)):
+            if not (is_ours(x) or is_tty_audit(x)):
                 found.append(f"the {b.part} block at line {b.start + 1} holds line {x.number} {x.text!r}")
     return found
 
 
-def unmanaged_fix(path: str) -> str:
-    """What to do about lines loading our module outside the markers (status and doctor say the same)."""
+def editable(path: str) -> str:
+    """The file to edit for path: a vendor file's copy in /etc/pam.d, which libpam reads first."""
+    if pamstack.vendor_problem(path) is None:
+        return path
+    return os.path.join(pamstack.PAM_DIRS[0], os.path.basename(path))
+
+
+def removal(path: str) -> str:
+    """The command that removes our lines from path (a vendor file, which uninstall refuses: from a copy)."""
+    etc = editable(path)
+    copy = "" if etc == path else f"`cp -p {path} {etc}` then "
+    return f"{copy}`pam-teleport-audit uninstall --pam-file {etc}`"
+
+
+def unmanaged_fix(path: str, files: list[str] | None = None) -> str:
+    """What to do about lines loading our module outside the markers (status and doctor say the same).
+
+    files: those holding such lines (default: path itself); an included one is fixed there.
+    """
+    first = " and ".join(removal(f) for f in (files or [path]))
     return (
-        f"run `pam-teleport-audit uninstall --pam-file {path}` (it removes them) then `pam-teleport-audit install "
-        f"--pam-file {path}`; or keep editing them by hand (install refuses the file while they are there)"
+        f"run {first} (it removes them) then `pam-teleport-audit install --pam-file {editable(path)}`; or keep "
+        "editing them by hand (install refuses the file while they are there)"
     )
 
 
@@ -264,13 +289,17 @@ def install(
     notes: list[str] = []
     base = _without_blocks(lines, blocks)
     _stray(base, path)
+    _check_included(data, resolve, path, "install")
 
     loginuid = _find(base, "pam_loginuid")
     if loginuid is None:
         raise Refusal("no pam_loginuid in the session stack of this file: the session block must follow it")
     # pam_tty_audit may come from an include (RHEL compliance playbooks put it in password-auth).
     ttys = [
-        (k, e) for k, x in enumerate(base) for e in pamstack.brought(path, x, "session", resolve) if _is_our_tty(e.line)
+        (k, e)
+        for k, x in enumerate(base)
+        for e in pamstack.brought(path, x, "session", resolve)
+        if is_tty_audit(e.line)
     ]
     existing_tty = ttys[-1][0] if ttys else None
     keystrokes: str | None = None
@@ -329,26 +358,81 @@ def uninstall(data: bytes, resolve: Resolver = pamstack.system_resolver, path: s
 
     Other lines keep every byte. A line of ours pasted by hand is removed only when
     that changes nothing else in the stack: its control can only ok, ignore or bad
-    (required, optional), and no jump's range holds it; otherwise the file is refused.
+    (required, optional), no jump's range holds it, and the file parses; otherwise the
+    file is refused. A line of ours in an included file is refused too: it is not this
+    file's to edit, and the module would go on running for this service.
     """
     lines = parse(data)
     blocks = find_blocks(lines)
     _check_foreign(lines, blocks)
+    _check_included(data, resolve, path, "uninstall")
     stray = stray_lines(lines, blocks)
     _check_removable(data, lines, stray, resolve, path)
     notes = [f"removing the {b.part} block at line {b.start + 1}" for b in blocks]
     notes += [f"removing {_where(lines, [k])}, which loads pam_teleport_audit outside the markers" for k in stray]
+    gone = set(stray) | {k for b in blocks for k in range(b.start, b.end)}
+    # A pam_tty_audit right above a removed line of ours that is not inside our markers may be the
+    # operator's (a lost BEGIN, a pasted stanza): kept, and said.
     notes += [
-        f"keeping {_where(lines, [k - 1])}: not marked as ours; delete it by hand if it came with the pasted stanza"
-        for k in stray
-        if k > 0 and _is_our_tty(lines[k - 1]) and k - 1 not in stray
+        f"keeping {_where(lines, [k - 1])}: not marked as ours; delete it by hand if it came with our lines"
+        for k in sorted(gone)
+        if is_ours(lines[k]) and k > 0 and is_tty_audit(lines[k - 1]) and k - 1 not in gone
     ]
     rest = [x for k, x in enumerate(lines) if k not in stray]
     return Result(b"".join(x.raw for x in _without_blocks(rest, find_blocks(rest))), notes)
 
 
+def included_lines(data: bytes, resolve: Resolver, path: str) -> list[pamstack.Entry]:
+    """Lines of the files this one includes (include, substack, @include) that load our module."""
+    return [
+        e
+        for part in PARTS
+        for e in pamstack.expand(path, data, part, resolve)
+        if e.top is None and e.unknown is None and is_ours(e.line)
+    ]
+
+
+def _cr_problem(lines: list[Line], k: int) -> str:
+    """A line of ours whose script path ends in a CR: libpam passes the CR on, so nothing is loaded."""
+    return (
+        f"{_where(lines, [k])}: its script path ends in a CR (pasted from a CR LF file), which libpam passes on to "
+        f"pam_python: it cannot open the script, so the module never runs, and with control {lines[k].control} "
+        "that failure is the line's result at every login"
+    )
+
+
+def _entry_where(entry: pamstack.Entry) -> str:
+    return f"{entry.where} {entry.line.text!r}"
+
+
+def _check_included(data: bytes, resolve: Resolver, path: str, command: str) -> None:
+    found = included_lines(data, resolve, path)
+    if not found:
+        return
+    files = sorted({e.path for e in found})
+    doing = (
+        "install would run the module twice"
+        if command == "install"
+        else f"uninstall edits only {path}, so the module would go on running for this service"
+    )
+    raise Refusal(
+        f"{', '.join(_entry_where(e) for e in found)}, in a file this one includes, load"
+        f"{'s' if len(found) == 1 else ''} pam_teleport_audit for this service (and for every other service "
+        f"that includes it): {doing}; remove them there first ("
+        + " and ".join(removal(f) for f in files)
+        + f" edits only that file), then run {command} again"
+    )
+
+
 def _check_removable(data: bytes, lines: list[Line], stray: list[int], resolve: Resolver, path: str) -> None:
     """Refuse removing a hand-pasted line of ours whose removal would change what else runs."""
+    invalid = [x for x in lines if x.kind is Kind.INVALID]
+    if stray and invalid:
+        # libpam may read that line as a jump or an end over ours: what removing ours changes is unknown.
+        raise Refusal(
+            f"{_where(lines, stray)} load pam_teleport_audit outside the markers, and line {invalid[0].number} "
+            f"cannot be parsed ({invalid[0].error}): what removing them changes cannot be told; fix that line first"
+        )
     for k in stray:
         line = lines[k]
         if not pamstack.actions(line) <= {"ok", "ignore", "bad"}:
@@ -358,6 +442,15 @@ def _check_removable(data: bytes, lines: list[Line], stray: list[int], resolve: 
             )
         entries = pamstack.expand(path, data, line.type or "", resolve)
         at = pamstack.locate(entries, k)
+        # An included line libpam may read as a jump or an end over ours (an unreadable include
+        # fails the whole stack anyway: removing ours changes nothing there).
+        unparsed = [e for e in entries[:at] if e.line.kind is Kind.INVALID] if at is not None else []
+        for entry in unparsed[:1]:
+            raise Refusal(
+                f"{_where(lines, [k])} loads pam_teleport_audit outside the markers after {entry.where} "
+                f"{entry.line.text.strip()!r}, which {entry.unknown}: what removing it changes cannot be told; "
+                "fix that first"
+            )
         for entry in pamstack.jumps_over(entries, at) if at is not None else []:
             raise Refusal(
                 f"{_where(lines, [k])} loads pam_teleport_audit outside the markers inside the range of the jump at "
@@ -367,19 +460,20 @@ def _check_removable(data: bytes, lines: list[Line], stray: list[int], resolve: 
 
 
 def _reach(
-    data: bytes, lines: list[Line], mine: list[int], resolve: Resolver, path: str, numbers: dict[int, int] | None
+    stacks: dict[str, list[pamstack.Entry]],
+    mine: set[int],
+    path: str,
+    numbers: dict[int, int] | None,
 ) -> list[str]:
-    """For each rule line of ours (indices mine), what can make a login skip it (numbers: lines before an edit)."""
+    """For each line of ours (this file's indices mine, or an included line loading our module), what can
+    make a login skip it (numbers: this file's line numbers before an edit)."""
     found: list[str] = []
-    for part in PARTS:
-        ours = [k for k in mine if lines[k].type == part]
-        if not ours:
-            continue
-        entries = pamstack.expand(path, data, part, resolve)
+    for part, entries in stacks.items():
         seen: set[int] = set()
-        for k in ours:
-            at = pamstack.locate(entries, k)
-            for entry, why in pamstack.skippers(entries, at, part) if at is not None else []:
+        for at, target in enumerate(entries):
+            if target.unknown is not None or not (target.top in mine or (target.top is None and is_ours(target.line))):
+                continue
+            for entry, why in pamstack.skippers(entries, at, part):
                 if id(entry) in seen:
                     continue  # named once, for the first line of ours it stands before
                 seen.add(id(entry))
@@ -387,7 +481,7 @@ def _reach(
                 where = entry.where
                 if numbers is not None and entry.path == path:
                     where = f"{path}:{numbers.get(entry.line.number, entry.line.number)}"
-                ours = f"the new {part} line" if numbers is not None else f"the {part} line at {path}:{lines[k].number}"
+                ours = f"the new {part} line" if numbers is not None else f"the {part} line at {target.where}"
                 found.append(f"{ours} {verdict}: {where} {entry.line.text.strip()!r} {why}")
     return found
 
@@ -395,6 +489,43 @@ def _reach(
 def status(data: bytes, resolve: Resolver = pamstack.system_resolver, path: str = "this file") -> Status:
     """Are our blocks present, complete, in order, and run by every login (see pamstack)?"""
     return _status(data, resolve, path, None)
+
+
+def _order(lines: list[Line], stack: list[pamstack.Entry], session: Block | None) -> tuple[str, list[str]]:
+    """tty_audit ("ours", "existing", "none") and what is out of order in the session stack.
+
+    The same checks for every line of ours that libpam runs, marked, pasted or included:
+    after pam_loginuid (the session id) and after any pam_tty_audit.
+    """
+    inner = range(session.start, session.end) if session is not None else range(0)
+    ours_tty = [k for k in inner if is_tty_audit(lines[k])]
+    ttys = [(i, e) for i, e in enumerate(stack) if is_tty_audit(e.line) and e.unknown is None]
+    existing = [e for _, e in ttys if e.top not in ours_tty]
+    module = [i for i, e in enumerate(stack) if e.unknown is None and is_ours(e.line)]
+    if session is None and not module:
+        return "none", []
+    tty = "ours" if ours_tty else ("existing" if existing else "none")
+    problems: list[str] = []
+    loginuid = _find(lines, "pam_loginuid")
+    if session is not None and loginuid is not None and loginuid > session.start:
+        problems.append("the session block comes before pam_loginuid")
+    first_loginuid = next(
+        (i for i, e in enumerate(stack) if e.unknown is None and e.line.module_name == "pam_loginuid"), None
+    )
+    if first_loginuid is None:
+        problems.append("no pam_loginuid in the session stack")
+    else:
+        problems += [
+            f"our module at {_entry_where(stack[i])} runs before pam_loginuid"
+            for i in module
+            if i < first_loginuid and stack[i].top not in inner
+        ]
+    problems += [
+        f"our module runs before the pam_tty_audit at {e.where} {e.line.text.strip()!r}"
+        for i, e in ttys
+        if any(i > m for m in module)
+    ]
+    return tty, problems
 
 
 def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] | None) -> Status:
@@ -409,56 +540,55 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
             inner = lines[b.start : b.end]
             if not b.complete:
                 problems.append(f"{part} block at line {b.start + 1} lacks a marker")
-            if not any(_is_ours(x) and x.type == part for x in inner):
+            if not any(is_ours(x) and x.type == part for x in inner):
                 problems.append(f"{part} block at line {b.start + 1} lacks the module line")
     hand_edited = _foreign(lines, blocks)
     problems += [f"{x}, which pam-teleport-audit does not write there (edited by hand)" for x in hand_edited]
     stray = stray_lines(lines, blocks)
-    unmanaged = [_where(lines, [k]) for k in stray]
+    stacks = {p: pamstack.expand(path, data, p, resolve) for p in PARTS}
+    included = [e for p in PARTS for e in stacks[p] if e.top is None and e.unknown is None and is_ours(e.line)]
+    unmanaged = [_where(lines, [k]) for k in stray] + [_entry_where(e) for e in included]
+    parts = sorted({lines[k].type or "" for k in stray} | {e.line.type or "" for e in included})
+    problems += [_cr_problem(lines, k) for k, x in enumerate(lines) if is_ours(x) and x.args[0].endswith("\r")]
     if blocks:  # beside our blocks, a pasted line is a second copy of the module
         problems += [f"{x} loads pam_teleport_audit outside the managed markers" for x in unmanaged]
-    complete = not problems
-    order_ok = True
-    tty = "none"
-    session = by_part["session"][0] if by_part["session"] else None
-    # pam_tty_audit wherever libpam runs it: in this file or in a file it includes.
-    stack = pamstack.expand(path, data, "session", resolve)
-    if session is not None:
-        inner = range(session.start, session.end)
-        ours_tty = [k for k in inner if _is_our_tty(lines[k])]
-        ttys = [(i, e) for i, e in enumerate(stack) if _is_our_tty(e.line) and e.unknown is None]
-        existing = [e for _, e in ttys if e.top not in ours_tty]
-        module = [i for i, e in enumerate(stack) if e.top in inner and _is_ours(e.line)]
-        loginuid = _find(lines, "pam_loginuid")
-        tty = "ours" if ours_tty else ("existing" if existing else "none")
-        after = [e for i, e in ttys if any(i > m for m in module)]
-        checks = [
-            (loginuid is None or loginuid < session.start, "the session block comes before pam_loginuid"),
-            (loginuid is not None, "no pam_loginuid in the session stack"),
-            *[(False, f"our module runs before the pam_tty_audit at {e.where} {e.line.text.strip()!r}") for e in after],
+    elif unmanaged:  # pasted lines alone: both stacks, as for our blocks
+        problems += [
+            f"no {p} line loads pam_teleport_audit (the pasted lines are {parts[0]} only)"
+            for p in PARTS
+            if p not in parts
         ]
-        for ok, problem in checks:
-            if not ok:
-                order_ok = False
-                problems.append(problem)
-    mine = [k for b in blocks for k in range(b.start, b.end)] + stray
-    skipped_by = _reach(data, lines, mine, resolve, path, numbers)
+    session = by_part["session"][0] if by_part["session"] else None
+    tty, order = _order(lines, stacks["session"], session)
+    complete = not problems
+    problems += order
+    mine = {k for b in blocks for k in range(b.start, b.end)} | set(stray)
+    skipped_by = _reach(stacks, mine, path, numbers)
     problems += skipped_by
     present = {p: bool(by_part[p]) for p in PARTS}
     for part in PARTS:
         if not present[part] and not (unmanaged and not blocks):
             problems.append(f"no {part} block")
     return Status(
-        installed=all(present.values()) and complete and order_ok and not skipped_by and not unmanaged,
+        installed=all(present.values()) and complete and not order and not skipped_by and not unmanaged,
         account=present["account"],
         session=present["session"],
         complete=complete,
-        order_ok=order_ok,
+        order_ok=not order,
         tty_audit=tty,
         problems=problems,
         reachable=not skipped_by,
         skipped_by=skipped_by,
         unmanaged=unmanaged,
-        unmanaged_parts=sorted({lines[k].type or "" for k in stray}),
+        unmanaged_parts=parts,
+        unmanaged_files=sorted({path} if stray else set()) + sorted({e.path for e in included} - {path}),
         hand_edited=hand_edited,
+    )
+
+
+def unmanaged_summary(path: str, state: Status) -> str:
+    """status's and doctor's words for a file where only lines outside our markers load the module."""
+    return (
+        f"{path}: present but not managed: {', '.join(state.unmanaged)} load pam_teleport_audit outside the "
+        "managed markers" + "".join(f"; {x}" for x in state.problems)
     )

@@ -11,6 +11,7 @@ import pytest
 
 from pam_teleport_audit.admin import cli, doctor, pamedit, pamstack
 from pam_teleport_audit.admin.pamedit import Refusal
+from pam_teleport_audit.admin.pamfile import parse
 from pam_teleport_audit.admin.stanza import Stanza
 
 from .pam_strategies import ENTRY
@@ -278,3 +279,139 @@ def test_json_always_carries_the_documented_keys(folder: Path, capsys: pytest.Ca
         assert set(out) >= KEYS and out["would_change"] is False and out["changed"] is False, (argv, out)
         if code in (cli.EXIT_REFUSED, cli.EXIT_IO):
             assert out["reason"] and out["refused"] is (code == cli.EXIT_REFUSED)
+
+
+# --- 8: our line in a file this one includes (common-session, password-auth) ----------------------------
+
+PASTED_SESSION = f"session optional pam_python.so {ENTRY}\n".encode()
+
+
+def test_a_line_of_ours_in_an_included_file_is_seen(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pam, common = folder / "sshd", folder / "common-session"
+    pam.write_bytes(DEBIAN)
+    common.write_bytes(common.read_bytes() + PASTED_SESSION)
+    where = f"{common}:{line_of(common.read_bytes(), PASTED_SESSION.decode())}"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_UNMANAGED and out["unmanaged"][0].startswith(f"{where} 'session optional")
+    assert out["unmanaged_files"] == [str(common)] and out["unmanaged_parts"] == ["session"]
+    # a session line alone is incomplete, as a session block alone would be
+    assert out["complete"] is False and "no account line loads pam_teleport_audit" in out["summary"]
+    assert f"uninstall --pam-file {common}` (it removes them) then `pam-teleport-audit install" in out["summary"]
+    (check,) = [c for c in doctor.stanza_checks(str(pam)) if c.name == "stanza"]
+    assert check.status == doctor.FAIL and where in check.message
+    for command in (["install", "--entry", ENTRY], ["uninstall"]):
+        code, out = run(capsys, *command, "--pam-file", str(pam))
+        assert code == cli.EXIT_REFUSED and where in out["reason"], out
+        assert f"`pam-teleport-audit uninstall --pam-file {common}` edits only that file" in out["reason"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # uninstall never edits another file
+    # the fix it names works: then install, and a line pasted there again is a second copy (7)
+    assert cli.main(["uninstall", "--pam-file", str(common)]) == cli.EXIT_OK
+    assert cli.main(["install", "--entry", ENTRY, "--pam-file", str(pam)]) == cli.EXIT_OK
+    common.write_bytes(common.read_bytes() + PASTED_SESSION)
+    capsys.readouterr()
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_BROKEN and any(p.startswith(where) for p in out["problems"])
+    assert run(capsys, "install", "--entry", ENTRY, "--pam-file", str(pam))[0] == cli.EXIT_REFUSED
+
+
+def test_a_line_of_ours_in_an_included_account_file_is_seen_through_include_and_substack() -> None:
+    line = f"account required pam_python.so {ENTRY}\n".encode()
+    for word in (b"include", b"substack"):
+        data = b"account " + word + b" password-auth\nsession required pam_loginuid.so\n"
+        found = pamedit.status(data, pamstack.dict_resolver({"password-auth": line}), "sshd")
+        assert found.unmanaged == [f"password-auth:1 {line.decode().strip()!r}"] and not found.installed
+
+
+# --- 9: an END marker whose BEGIN is gone takes only our module line --------------------------------
+
+ORPHAN = (
+    b"account required pam_nologin.so\n"
+    b"session required pam_loginuid.so\n"
+    b"session required pam_tty_audit.so disable=* enable=root\n"
+    b"session optional pam_python.so " + ENTRY.encode() + b"\n"
+    b"# END pam_teleport_audit session\n"
+)
+OPERATOR_TTY = b"session required pam_tty_audit.so disable=* enable=root\n"
+
+
+def test_an_orphan_end_keeps_the_operators_pam_tty_audit() -> None:
+    (block,) = pamedit.find_blocks(parse(ORPHAN))
+    assert (block.start, block.end) == (3, 5)
+    found = pamedit.status(ORPHAN, pamstack.no_includes)
+    assert "session block at line 4 lacks a marker" in found.problems
+    for tty in ("off", "*"):
+        stanza = Stanza(ENTRY, None if tty == "off" else tty)
+        done = pamedit.install(ORPHAN, stanza, pamstack.no_includes)
+        assert done.data.count(OPERATOR_TTY) == 1 and b"enable=*" not in done.data, tty
+    gone = pamedit.uninstall(ORPHAN, pamstack.no_includes)
+    assert gone.data == ORPHAN.split(b"session optional")[0]
+    assert any("keeping line 3 'session required pam_tty_audit.so" in n for n in gone.notes)
+
+
+# --- 10: the order and completeness checks apply to pasted lines too --------------------------------
+
+
+def test_a_pasted_session_line_before_pam_loginuid_and_pam_tty_audit_is_out_of_order() -> None:
+    data = DEBIAN.replace(b"# Disallow non-root", ACCOUNT.encode() + b"# Disallow non-root", 1).replace(
+        b"session    required     pam_loginuid.so\n",
+        SESSION.encode() + b"session    required     pam_loginuid.so\n" + TTY.encode(),
+    )
+    found = pamedit.status(data, DEBIAN_INCLUDES, "sshd")
+    assert (found.order_ok, found.tty_audit, found.installed) == (False, "existing", False)
+    assert any(p.startswith("our module at sshd:") and p.endswith("runs before pam_loginuid") for p in found.problems)
+    assert any(p.startswith("our module runs before the pam_tty_audit at sshd:") for p in found.problems)
+    check = doctor.stanza_problem("sshd", found)
+    assert check is not None and check.status == doctor.FAIL and "runs before pam_loginuid" in check.message
+
+
+def test_a_pasted_session_line_without_an_account_line_is_incomplete() -> None:
+    data = DEBIAN.replace(
+        b"session    required     pam_loginuid.so\n", b"session    required     pam_loginuid.so\n" + SESSION.encode()
+    )
+    found = pamedit.status(data, DEBIAN_INCLUDES, "sshd")
+    assert not found.complete and found.order_ok
+    assert found.problems == ["no account line loads pam_teleport_audit (the pasted lines are session only)"]
+    check = doctor.stanza_problem("sshd", found)
+    assert check is not None and check.status == doctor.FAIL
+
+
+# --- 11: uninstall removes no pasted line from a file it cannot parse ---------------------------------
+
+
+def test_uninstall_refuses_a_pasted_line_in_a_file_it_cannot_parse(folder: Path) -> None:
+    crossed = (
+        b"session [success=1 default=ignore] pam_succeed_if.so quiet \\\n"
+        b"# only for the ops group\n"
+        b"    user ingroup ops\n"
+    )
+    loginuid = b"session    required     pam_loginuid.so\n"
+    data = DEBIAN.replace(loginuid, loginuid + crossed + SESSION.encode())
+    with pytest.raises(Refusal, match=r"cannot be parsed .* what removing them changes cannot be told"):
+        pamedit.uninstall(data, DEBIAN_INCLUDES, "sshd")
+    # also when the line libpam may misread is in an included file before it
+    bad = pamstack.dict_resolver({"common": crossed})
+    with pytest.raises(Refusal, match=r"after common:1 .* cannot be parsed"):
+        pamedit.uninstall(b"session include common\n" + SESSION.encode(), bad)
+    pam = folder / "sshd"
+    pam.write_bytes(data)
+    assert cli.main(["uninstall", "--pam-file", str(pam)]) == cli.EXIT_REFUSED and pam.read_bytes() == data
+
+
+# --- 12: a pasted line whose script path ends in a CR ------------------------------------------------
+
+
+def test_a_pasted_line_ending_in_cr_is_ours_and_removed() -> None:
+    account = ACCOUNT.replace("\n", "\r\n").replace(" fail_closed", "").encode()
+    session = SESSION.replace("\n", "\r\n").replace(" fail_closed", "").encode()
+    loginuid = b"session    required     pam_loginuid.so\n"
+    data = DEBIAN.replace(b"# Disallow non-root", account + b"# Disallow non-root", 1).replace(
+        loginuid, loginuid + session
+    )
+    found = pamedit.status(data, DEBIAN_INCLUDES, "sshd")
+    assert found.unmanaged_parts == ["account", "session"] and not found.installed
+    assert any("script path ends in a CR" in p and "control required" in p for p in found.problems)
+    assert doctor.stanza_problem("sshd", found).status == doctor.FAIL  # type: ignore[union-attr]
+    with pytest.raises(Refusal, match="outside the managed markers"):
+        pamedit.install(data, Stanza(ENTRY), DEBIAN_INCLUDES, "sshd")
+    assert pamedit.uninstall(data, DEBIAN_INCLUDES, "sshd").data == DEBIAN
