@@ -75,7 +75,7 @@ def _report(args: argparse.Namespace, code: int, info: dict[str, object]) -> int
         return code
     for note in info.get("notes", []):
         print(f"note: {note}", file=sys.stderr)
-    if "diff" in info:
+    if info.get("diff") is not None:
         sys.stdout.write(str(info["diff"]))
     if "error" in info:
         print(f"pam-teleport-audit {args.command}: {info['error']}", file=sys.stderr)
@@ -87,7 +87,24 @@ def _report(args: argparse.Namespace, code: int, info: dict[str, object]) -> int
 def _info(args: argparse.Namespace) -> dict[str, object]:
     """The keys every install/uninstall/status --json object carries, also on a refusal or I/O error."""
     check = bool(getattr(args, "check", False))
-    return {"command": args.command, "path": args.pam_file, "changed": False, "check": check, "would_change": False}
+    # diff and backup are null until there is one (a diff of an edit made, a backup written).
+    return {
+        "command": args.command,
+        "path": args.pam_file,
+        "changed": False,
+        "check": check,
+        "would_change": False,
+        "diff": None,
+        "backup": None,
+    }
+
+
+def _missing(path: str) -> FileNotFoundError:
+    """A file libpam does not find: none there, or a symbolic link to nothing (fopen fails the same)."""
+    why = pamstack.missing_reason(path)
+    if os.path.islink(path):
+        why = f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist (libpam reads it as missing)"
+    return FileNotFoundError(errno.ENOENT, why)
 
 
 def _read(path: str) -> bytes:
@@ -95,9 +112,7 @@ def _read(path: str) -> bytes:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        if os.path.islink(path):
-            raise Refusal(f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist") from None
-        raise
+        raise _missing(path) from None
     if not stat.S_ISREG(st.st_mode):  # never opened: a FIFO would block
         raise Refusal(f"{path} is not a regular file")
     with open(path, "rb") as f:
@@ -109,16 +124,12 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
     path = args.pam_file
     info = _info(args)
     info["notes"] = []
-    # Nothing of ours can be in a file that is not there: for uninstall that is done, not an I/O error.
-    if args.command == "uninstall" and not os.path.lexists(path):
-        vendor = pamstack.vendor_copy(path)
-        info["notes"] = [] if vendor is None else [f"libpam reads {vendor} for this service; it is not edited"]
-        info["summary"] = f"{path}: nothing to do (it does not exist)"
-        return _report(args, EXIT_OK, info)
+    # Nothing of ours can be in a file libpam does not find (missing, or a symlink to nothing): for
+    # uninstall that is done, not an I/O error, unless libpam runs our module from its vendor copy.
+    if args.command == "uninstall" and not os.path.exists(path):
+        return _uninstall_missing(args, info)
     try:
         with atomicwrite.folder_lock(path):
-            if not os.path.lexists(path):
-                raise FileNotFoundError(errno.ENOENT, pamstack.missing_reason(path))
             old = _read(path)
             result = edit(old)
             changed = result.data != old
@@ -129,7 +140,7 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
                 if vendor is not None:
                     raise Refusal(vendor)
             if args.diff:
-                info["diff"] = _diff(path, old, result.data)
+                info["diff"] = _diff(path, old, result.data)  # null on a refusal: nothing was computed
             if changed and not args.check:
                 atomicwrite.remove_stale_temps(path)
                 backup_dir = args.backup_dir or (atomicwrite.DEFAULT_BACKUP_DIR if args.backup else None)
@@ -145,6 +156,31 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
     verb = "would change" if args.check and changed else ("changed" if changed else "unchanged")
     info["summary"] = f"{path}: {verb}"
     return _report(args, EXIT_WOULD_CHANGE if args.check and changed else EXIT_OK, info)
+
+
+def _uninstall_missing(args: argparse.Namespace, info: dict[str, object]) -> int:
+    """uninstall of a file libpam does not find: nothing to do, unless the vendor copy it reads loads our module."""
+    path = args.pam_file
+    vendor = pamstack.vendor_copy(path)
+    found = []
+    if vendor is not None:
+        try:
+            found = pamedit.status(_read(vendor), pamstack.folder_resolver(vendor), vendor).unmanaged
+        except (OSError, Refusal):
+            found = []
+        info["notes"] = [f"libpam reads {vendor} for this service; it is not edited"]
+    if found:
+        # state: absent cannot hold while libpam runs the module from the vendor file.
+        why = (
+            f"{path} does not exist, and libpam reads {vendor} for this service instead, where "
+            f"{', '.join(found)} load pam_teleport_audit; uninstall does not edit vendor files: run "
+            f"{pamedit.removal(vendor)}"
+        )
+        info.update(error=f"refused, nothing changed: {why}", reason=why, refused=True)
+        return _report(args, EXIT_REFUSED, info)
+    what = "does not exist" if not os.path.islink(path) else "is a symbolic link to nothing"
+    info["summary"] = f"{path}: nothing to do (it {what})"
+    return _report(args, EXIT_OK, info)
 
 
 def _stanza(args: argparse.Namespace) -> Stanza:
@@ -169,10 +205,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     info = _info(args)
     info["notes"] = []
     try:
-        if not os.path.lexists(path):
-            raise FileNotFoundError(errno.ENOENT, pamstack.missing_reason(path))
-        with open(path, "rb") as f:
-            found = pamedit.status(f.read(), pamstack.folder_resolver(path), path)
+        found = pamedit.status(_read(path), pamstack.folder_resolver(path), path)
+    except Refusal as exc:  # not a regular file: never opened (a FIFO would block), as install and uninstall
+        info.update(error=f"refused: {exc}", reason=str(exc), refused=True)
+        return _report(args, EXIT_REFUSED, info)
     except OSError as exc:
         info.update(error=f"I/O error: {exc}", reason=str(exc), refused=False)
         return _report(args, EXIT_IO, info)

@@ -142,7 +142,7 @@ CASES = [
         cli.EXIT_IO,
         "I/O error: [Errno 2] {tmp}/missing does not exist",
     ),
-    Case("status io folder", ["status", "--pam-file", "{tmp}"], cli.EXIT_IO, "I/O error: [Errno 21]"),
+    Case("status refused folder", ["status", "--pam-file", "{tmp}"], cli.EXIT_REFUSED, "is not a regular file"),
     # search
     Case(
         "search nothing found",

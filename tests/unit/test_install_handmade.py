@@ -4,7 +4,9 @@ inside them, a pam_tty_audit brought in by an include, a vendor-only layout, and
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -259,7 +261,7 @@ def test_a_vendor_file_is_not_edited(suse: tuple[Path, Path], capsys: pytest.Cap
 
 # --- 7: --json keys on every outcome ------------------------------------------------------------------
 
-KEYS = {"command", "path", "changed", "check", "would_change", "notes", "exit"}
+KEYS = {"command", "path", "changed", "check", "would_change", "notes", "exit", "diff", "backup"}
 
 
 def test_json_always_carries_the_documented_keys(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -279,6 +281,24 @@ def test_json_always_carries_the_documented_keys(folder: Path, capsys: pytest.Ca
         assert set(out) >= KEYS and out["would_change"] is False and out["changed"] is False, (argv, out)
         if code in (cli.EXIT_REFUSED, cli.EXIT_IO):
             assert out["reason"] and out["refused"] is (code == cli.EXIT_REFUSED)
+
+
+def test_diff_and_backup_are_null_when_there_is_none(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pam = folder / "sshd"
+    pam.write_bytes(DEBIAN)
+    cases = [
+        (["install", "--entry", ENTRY, "--diff", "--backup-dir", str(folder / "bk"), "--check"], str(pam), False),
+        (["install", "--entry", ENTRY, "--diff", "--backup-dir", str(folder / "bk")], str(pam), True),
+        (["install", "--entry", ENTRY, "--diff", "--backup-dir", str(folder / "bk")], str(pam), None),  # no change
+        (["uninstall", "--diff"], str(folder / "missing"), False),
+        (["uninstall", "--diff"], str(folder), False),  # refused
+        (["status"], str(pam), False),
+    ]
+    for argv, path, written in cases:
+        _, out = run(capsys, *argv, "--pam-file", path)
+        assert (out["backup"] is not None) is bool(written), (argv, out)
+        # a diff is there exactly when the edit was computed with --diff (empty when nothing changes)
+        assert (out["diff"] is not None) is ("--diff" in argv and out["exit"] in (0, 3) and path == str(pam)), out
 
 
 # --- 8: our line in a file this one includes (common-session, password-auth) ----------------------------
@@ -415,3 +435,47 @@ def test_a_pasted_line_ending_in_cr_is_ours_and_removed() -> None:
     with pytest.raises(Refusal, match="outside the managed markers"):
         pamedit.install(data, Stanza(ENTRY), DEBIAN_INCLUDES, "sshd")
     assert pamedit.uninstall(data, DEBIAN_INCLUDES, "sshd").data == DEBIAN
+
+
+# --- 13: one exit status per input, whatever the command ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "codes"),
+    [
+        # libpam reads a symlink to nothing as a missing file: as a missing file
+        (lambda p: p.symlink_to(p.parent / "nowhere"), (cli.EXIT_IO, cli.EXIT_IO, cli.EXIT_OK)),
+        (lambda p: p.mkdir(), (cli.EXIT_REFUSED,) * 3),
+        (lambda p: os.mkfifo(p), (cli.EXIT_REFUSED,) * 3),  # never opened: no command hangs
+    ],
+    ids=["dangling symlink", "directory", "fifo"],
+)
+def test_the_same_input_gets_the_same_status(
+    make: Callable[[Path], None], codes: tuple[int, int, int], folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pam = folder / "sshd"
+    make(pam)
+    for command, code in zip(("status", "install", "uninstall"), codes, strict=True):
+        got, out = run(capsys, command, "--pam-file", str(pam), *(["--entry", ENTRY] if command == "install" else []))
+        assert got == code == out["exit"], (command, out)
+        assert out["diff"] is None and out["backup"] is None
+
+
+# --- 14: vendor: /etc/pam.d/NAME missing, /usr/lib/pam.d/NAME loads our module -------------------------
+
+
+def test_uninstall_does_not_say_done_while_the_vendor_copy_loads_our_module(
+    suse: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    etc, vendor = suse
+    (vendor / "sshd").write_bytes(HAND)
+    code, out = run(capsys, "uninstall", "--pam-file", str(etc / "sshd"))
+    assert code == cli.EXIT_REFUSED and f"`cp -p {vendor}/sshd {etc}/sshd` then" in out["reason"]
+    # status on the vendor file gives a fix that works: copy, then uninstall the copy
+    code, out = run(capsys, "status", "--pam-file", str(vendor / "sshd"))
+    fix = f"`cp -p {vendor}/sshd {etc}/sshd` then `pam-teleport-audit uninstall --pam-file {etc}/sshd`"
+    assert code == cli.EXIT_UNMANAGED and fix in out["summary"]
+    shutil.copy(vendor / "sshd", etc / "sshd")
+    assert cli.main(["uninstall", "--pam-file", str(etc / "sshd")]) == cli.EXIT_OK
+    assert cli.main(["status", "--pam-file", str(etc / "sshd")]) == cli.EXIT_NOT_INSTALLED
+    assert (vendor / "sshd").read_bytes() == HAND
