@@ -102,6 +102,11 @@ def test_a_pasted_stanza_is_what_libpam_runs_and_uninstall_takes_it_out(driver, 
     assert done.returncode == cli.EXIT_OK, done.stderr
     assert (PAM_DIR / service).read_text() == STOCK
     assert cli_run("status", service).returncode == cli.EXIT_NOT_INSTALLED
+    assert_no_records_of_ours(driver, service, login)
+
+
+def assert_no_records_of_ours(driver, service: str, login: str) -> None:
+    """A Teleport-like session through the service succeeds, and libpam loaded our module nowhere in it."""
     tp_user = unique("gone-")
     session = run_driver(driver, service, login, user=tp_user, shell=False)
     assert session.returncode == 0, session.output
@@ -115,6 +120,47 @@ def test_a_pasted_stanza_is_what_libpam_runs_and_uninstall_takes_it_out(driver, 
     )
     assert libpam <= {r.get("op") for r in records}, [r.fields for r in records]
     assert not [r for r in records if "teleportUser" in r.fields]
+
+
+def test_our_lines_in_an_included_file_are_what_libpam_runs_and_are_named(driver, pam_service, linux_user):
+    """status names lines of ours in an included file (libpam runs them: our records); install and uninstall
+    of the service refuse and edit no file; uninstall of the included file takes them out."""
+    entry = entry_script()
+    common = f"account    required   pam_python.so {entry}\nsession    required   pam_python.so {entry}\n"
+    included = pam_service(common)
+    text = STOCK.replace("@include common-session\n", f"@include common-session\n@include {included}\n")
+    service = pam_service(text)
+    status = cli_run("status", service)
+    assert status.returncode == cli.EXIT_UNMANAGED, status.stdout + status.stderr
+    assert f"{PAM_DIR / included}:2 'session    required   pam_python.so" in status.stdout
+    login = linux_user()
+    assert_recorded_session(driver, service, login, "incl-")
+    for command in ("install", "uninstall"):
+        refused = cli_run(command, service)
+        assert refused.returncode == cli.EXIT_REFUSED, refused.stderr
+        assert f"uninstall --pam-file {PAM_DIR / included}` edits only that file" in refused.stderr
+    assert (PAM_DIR / service).read_text() == text and (PAM_DIR / included).read_text() == common
+
+    assert cli_run("uninstall", included).returncode == cli.EXIT_OK
+    assert cli_run("status", service).returncode == cli.EXIT_NOT_INSTALLED
+    assert_no_records_of_ours(driver, service, login)
+
+
+def test_a_line_of_ours_ending_in_cr_loads_nothing_and_uninstall_takes_it_out(driver, pam_service, linux_user):
+    """A CR LF paste: libpam hands pam_python `pam_entry.py\\r`, which it cannot open, so a required
+    line refuses every login; status says so and uninstall removes it."""
+    line = f"account    required   pam_python.so {entry_script()}\r\n"
+    text = STOCK.replace("# Disallow non-root", line + "# Disallow non-root", 1)
+    service = pam_service(text)
+    assert (PAM_DIR / service).read_bytes().count(b".py\r\n") == 1
+    login = linux_user()
+    refused = run_driver(driver, service, login, user=unique("cr-"), shell=False)
+    assert refused.returncode != 0, refused.output
+    status = cli_run("status", service)
+    assert status.returncode == cli.EXIT_UNMANAGED and "ends in a CR" in status.stdout, status.stdout
+    assert cli_run("uninstall", service).returncode == cli.EXIT_OK
+    assert (PAM_DIR / service).read_text() == STOCK
+    assert_no_records_of_ours(driver, service, login)
 
 
 @pytest.mark.parametrize(
