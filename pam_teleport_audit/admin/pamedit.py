@@ -121,10 +121,18 @@ def find_blocks(lines: list[Line]) -> list[Block]:
     return blocks
 
 
+def _names_ours(line: Line) -> bool:
+    """An unparseable line naming our entry script outside a comment (e.g. inside a crossed
+    continuation): libpam 1.6+ may load it; the package's prerm counts it, so status must too."""
+    return line.kind is Kind.INVALID and any(
+        ENTRY_SUFFIX.encode() in physical.split(b"#", 1)[0] for physical in line.raw.split(b"\n")
+    )
+
+
 def stray_lines(lines: list[Line], blocks: list[Block]) -> list[int]:
     """Indices of lines loading our module outside our blocks (a stanza pasted by hand)."""
     inside = {k for b in blocks for k in range(b.start, b.end)}
-    return [k for k, x in enumerate(lines) if is_ours(x) and k not in inside]
+    return [k for k, x in enumerate(lines) if (is_ours(x) or _names_ours(x)) and k not in inside]
 
 
 def _foreign(lines: list[Line], blocks: list[Block]) -> list[str]:
@@ -382,13 +390,14 @@ def uninstall(data: bytes, resolve: Resolver = pamstack.system_resolver, path: s
     return Result(b"".join(x.raw for x in _without_blocks(rest, find_blocks(rest))), notes)
 
 
-def included_lines(data: bytes, resolve: Resolver, path: str) -> list[pamstack.Entry]:
+def _stacks(data: bytes, resolve: Resolver, path: str) -> dict[str, list[pamstack.Entry]]:
+    return {part: pamstack.expand(path, data, part, resolve) for part in PARTS}
+
+
+def included_lines(stacks: dict[str, list[pamstack.Entry]]) -> list[pamstack.Entry]:
     """Lines of the files this one includes (include, substack, @include) that load our module."""
     return [
-        e
-        for part in PARTS
-        for e in pamstack.expand(path, data, part, resolve)
-        if e.top is None and e.unknown is None and is_ours(e.line)
+        e for entries in stacks.values() for e in entries if e.top is None and e.unknown is None and is_ours(e.line)
     ]
 
 
@@ -406,7 +415,7 @@ def _entry_where(entry: pamstack.Entry) -> str:
 
 
 def _check_included(data: bytes, resolve: Resolver, path: str, command: str) -> None:
-    found = included_lines(data, resolve, path)
+    found = included_lines(_stacks(data, resolve, path))
     if not found:
         return
     files = sorted({e.path for e in found})
@@ -545,14 +554,14 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
     hand_edited = _foreign(lines, blocks)
     problems += [f"{x}, which pam-teleport-audit does not write there (edited by hand)" for x in hand_edited]
     stray = stray_lines(lines, blocks)
-    stacks = {p: pamstack.expand(path, data, p, resolve) for p in PARTS}
-    included = [e for p in PARTS for e in stacks[p] if e.top is None and e.unknown is None and is_ours(e.line)]
+    stacks = _stacks(data, resolve, path)
+    included = included_lines(stacks)
     unmanaged = [_where(lines, [k]) for k in stray] + [_entry_where(e) for e in included]
-    parts = sorted({lines[k].type or "" for k in stray} | {e.line.type or "" for e in included})
+    parts = sorted({x.type for x in [*(lines[k] for k in stray), *(e.line for e in included)] if x.type})
     problems += [_cr_problem(lines, k) for k, x in enumerate(lines) if is_ours(x) and x.args[0].endswith("\r")]
     if blocks:  # beside our blocks, a pasted line is a second copy of the module
         problems += [f"{x} loads pam_teleport_audit outside the managed markers" for x in unmanaged]
-    elif unmanaged:  # pasted lines alone: both stacks, as for our blocks
+    elif parts:  # pasted lines alone: both stacks, as for our blocks
         problems += [
             f"no {p} line loads pam_teleport_audit (the pasted lines are {parts[0]} only)"
             for p in PARTS

@@ -418,6 +418,18 @@ def test_uninstall_refuses_a_pasted_line_in_a_file_it_cannot_parse(folder: Path)
     assert cli.main(["uninstall", "--pam-file", str(pam)]) == cli.EXIT_REFUSED and pam.read_bytes() == data
 
 
+def test_our_line_inside_a_crossed_continuation_is_named_and_not_removed() -> None:
+    """libpam 1.6+ reads it as a line of its own (prerm counts it): status must not say "not installed"."""
+    loginuid = b"session    required     pam_loginuid.so\n"
+    tail = b"session [success=1 default=ignore] pam_succeed_if.so quiet \\\n# ops only\n" + SESSION.encode()
+    data = DEBIAN.replace(loginuid, loginuid + tail)
+    found = pamedit.status(data, DEBIAN_INCLUDES, "sshd")
+    assert [x.split(" '")[0] for x in found.unmanaged] == [f"line {line_of(data, loginuid.decode()) + 1}"]
+    assert found.unmanaged_parts == [] and any("cannot be parsed" in p for p in found.problems)
+    with pytest.raises(Refusal, match="cannot be parsed"):
+        pamedit.uninstall(data, DEBIAN_INCLUDES, "sshd")
+
+
 # --- 12: a pasted line whose script path ends in a CR ------------------------------------------------
 
 
