@@ -13,8 +13,9 @@ Each record is written once its outcome is known (docs/records.md):
     open_session   USER_ACCT  teleport:accounting     res=success
     close_session  USER_START teleport:session_open   res=success
                    USER_END   teleport:session_close  res=success
-    pam_end        USER_LOGIN teleport:login          res=failed  (refused before our open_session)
-                   USER_START teleport:session_open   res=failed  (refused after it: no close)
+    pam_end        USER_LOGIN teleport:login          res=failed  (refused before the session stack)
+                   USER_START teleport:session_open   res=failed  (refused after our line: no close)
+                   USER_ACCT  teleport:accounting     res=success (the session stack ran without our line)
 """
 
 # Every Teleport login pays for this file (docs/architecture.md: "What a line
