@@ -173,8 +173,8 @@ def _uninstall_missing(args: argparse.Namespace, info: dict[str, object]) -> int
         # state: absent cannot hold while libpam runs the module from the vendor file.
         why = (
             f"{path} does not exist, and libpam reads {vendor} for this service instead, where "
-            f"{', '.join(found)} load pam_teleport_audit; uninstall does not edit vendor files: run "
-            f"{pamedit.removal(vendor)}"
+            f"{', '.join(found)} {pamedit.loads(len(found))} pam_teleport_audit; uninstall does not edit vendor "
+            f"files: run {pamedit.removal(vendor)}"
         )
         info.update(error=f"refused, nothing changed: {why}", reason=why, refused=True)
         return _report(args, EXIT_REFUSED, info)

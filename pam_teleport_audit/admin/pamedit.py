@@ -246,6 +246,11 @@ def _check_parseable(lines: list[Line]) -> None:
             raise Refusal(f"line {line.number} cannot be parsed ({line.error}): {line.text!r}")
 
 
+def loads(count: int) -> str:
+    """The verb for count lines that load our module."""
+    return "loads" if count == 1 else "load"
+
+
 def _where(lines: list[Line], indices: list[int]) -> str:
     return ", ".join(f"line {lines[k].number} {lines[k].text!r}" for k in indices)
 
@@ -254,7 +259,7 @@ def _stray(lines: list[Line], path: str) -> None:
     found = stray_lines(lines, [])
     if found:
         raise Refusal(
-            f"{_where(lines, found)} load{'s' if len(found) == 1 else ''} pam_teleport_audit outside the managed "
+            f"{_where(lines, found)} {loads(len(found))} pam_teleport_audit outside the managed "
             f"markers (a stanza pasted by hand), so install would run the module twice; run `pam-teleport-audit "
             f"uninstall --pam-file {path}`, which removes such lines, then install again"
         )
@@ -439,7 +444,8 @@ def _check_removable(data: bytes, lines: list[Line], stray: list[int], resolve: 
     if stray and invalid:
         # libpam may read that line as a jump or an end over ours: what removing ours changes is unknown.
         raise Refusal(
-            f"{_where(lines, stray)} load pam_teleport_audit outside the markers, and line {invalid[0].number} "
+            f"{_where(lines, stray)} {loads(len(stray))} pam_teleport_audit outside the markers, and line "
+            f"{invalid[0].number} "
             f"cannot be parsed ({invalid[0].error}): what removing them changes cannot be told; fix that line first"
         )
     for k in stray:
@@ -598,6 +604,7 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
 def unmanaged_summary(path: str, state: Status) -> str:
     """status's and doctor's words for a file where only lines outside our markers load the module."""
     return (
-        f"{path}: present but not managed: {', '.join(state.unmanaged)} load pam_teleport_audit outside the "
+        f"{path}: present but not managed: {', '.join(state.unmanaged)} {loads(len(state.unmanaged))} "
+        "pam_teleport_audit outside the "
         "managed markers" + "".join(f"; {x}" for x in state.problems)
     )
