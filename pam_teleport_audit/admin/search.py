@@ -367,11 +367,10 @@ def candidates(logs: list[Log], teleport_user: str) -> Any:
     return auparse.AuParser(auparse.AUSOURCE_BUFFER, text)
 
 
-def iter_records(parser: Any, since: float | None = None) -> Iterator[AuditRecord]:
-    """Records of the timeline types, filtered in C by libauparse."""
+def iter_records(parser: Any) -> Iterator[AuditRecord]:
+    """Records of the timeline types, filtered in C by libauparse (all of them: --since chooses
+    sessions by their start, which may lie before it)."""
     expression = " || ".join(f"\\record_type == {t}" for t in TIMELINE_TYPES)
-    if since is not None:
-        expression = f"(\\timestamp >= ts:{int(since)}.{int(since * 1000) % 1000:03d}) && ({expression})"
     import auparse
 
     parser.search_add_expression(expression, auparse.AUSEARCH_RULE_CLEAR)
