@@ -625,6 +625,16 @@ def _megabytes(value: str, total_mb: float) -> float | None:
     return float(number) * (total_mb / 100 if value.endswith("%") else 1)
 
 
+def log_folder(conf: dict[str, str]) -> str:
+    """The folder of auditd's log_file."""
+    return os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log"))
+
+
+def space_mb(st: os.statvfs_result) -> tuple[float, float]:
+    """(MB free to an unprivileged writer, MB in all) of a filesystem, as auditd counts them."""
+    return st.f_bavail * st.f_frsize / 2**20, st.f_blocks * st.f_frsize / 2**20
+
+
 def log_disk_checks(
     audit_dir: str = "/etc/audit", statvfs: Callable[[str], os.statvfs_result] = os.statvfs
 ) -> Iterator[Check]:
@@ -634,13 +644,12 @@ def log_disk_checks(
         conf = read_conf(os.path.join(audit_dir, "auditd.conf"))
     except OSError:
         return  # no auditd.conf: the auditd check says what is wrong
-    folder = os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log"))
+    folder = log_folder(conf)
     try:
-        st = statvfs(folder)
+        free, total = space_mb(statvfs(folder))
     except OSError as exc:
         yield Check("audit log disk", WARN, f"cannot read the free space of {folder}: {exc}", "check log_file")
         return
-    free, total = st.f_bavail * st.f_frsize / 2**20, st.f_blocks * st.f_frsize / 2**20
     limits = {key: conf.get(key, default) for key, default in DISK_DEFAULTS.items()}
     space_left = _megabytes(limits["space_left"], total)
     admin_left = _megabytes(limits["admin_space_left"], total)

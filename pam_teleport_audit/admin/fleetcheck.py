@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 from .auditlog import read_conf
-from .doctor import FAIL, PASS, WARN, Check
+from .doctor import FAIL, PASS, WARN, Check, log_folder, space_mb
 
 MB_PER_NODE_DAY = 2
 RETENTION_DAYS = 30
@@ -282,10 +282,9 @@ def connect_time(server: str, port: str, timeout: float = 2.0) -> float | None:
 def log_free_mb(conf: dict[str, str]) -> float | None:
     """MB free to an unprivileged writer in the folder of auditd's log_file."""
     try:
-        st = os.statvfs(os.path.dirname(conf.get("log_file", "/var/log/audit/audit.log")))
+        return space_mb(os.statvfs(log_folder(conf)))[0]
     except OSError:
         return None
-    return st.f_bavail * st.f_frsize / 2**20
 
 
 def checks(audit_dir: str = "/etc/audit", proc: str = "/proc", expected: int = 0) -> Iterator[Check]:
