@@ -496,6 +496,32 @@ def find_sessions(
         if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
             session.end, session.end_result = rec.time, rec.fields.get("res")
 
+    def take_without_ses(
+        session: Session, rec: AuditRecord, key: tuple[str | None, int], ours: bool, teleport: dict[str, str] | None
+    ) -> None:
+        """A record of a session without ses, by its pid."""
+        take(session, rec, ours, teleport)
+        if teleport is not None and rec.type in ("USER_END", "USER_ERR"):
+            del no_ses[key]  # Teleport sends nothing after its own close
+        elif ours and (rec.fields.get("op") == OP_SESSION_CLOSE or rec.fields.get("res") == "failed"):
+            no_ses[key] = (session, rec.time)  # pam_end follows: libpam's and Teleport's close
+
+    def orphan_without_ses(rec: AuditRecord, key: tuple[str | None, int], proc: _Process | None) -> Session:
+        """A session without ses whose accounting rotated out, from the first record of ours left (its
+        open or close; proc, what its pid wrote just before, holds nothing of ours). Held by its pid
+        like the others, and given proc's records when they are its own course (libpam's open, setcred)."""
+        if proc is not None and not all(
+            _in_course(r, False, teleport_fields(r) if r.type in TELEPORT_OPS else None) for r in proc.records
+        ):
+            finish(key)  # another process's, before this one got the pid
+            proc = None
+        session = start(rec, key[0], None, proc)
+        session.start = min([rec.time] + [e.time for e in session.events])
+        session.start_in_log = session.input_joined = False
+        opened_at_account.add(id(session))
+        no_ses[key] = (session, None)
+        return session
+
     for rec in records:
         rec_node = rec.fields.get("node")
         if node is not None and (rec_node or local) != node:
@@ -514,25 +540,16 @@ def find_sessions(
             swept = rec.time
 
         held = no_ses.get(key) if rec.type not in _INPUT else None
-        # Only the rest of its own course (its session's open and close, Teleport's close) goes to a
-        # session without ses: anything else from its pid is a later process that got the pid (the
-        # Teleport process was killed, or is gone), as is a new transaction, or anything of ours or
-        # past our wait after our close.
+        # Only the rest of its own course goes to a session without ses (_in_course), and nothing of
+        # ours or past our wait after our close.
         if held is not None and (
-            rec.type in ("LOGIN", "USER_ACCT")
-            or (teleport is not None and rec.type == "USER_LOGIN")
-            or not (ours or teleport is not None or op in _SESSION_COURSE)
+            not _in_course(rec, ours, teleport)
             or (held[1] is not None and (ours or rec.time - held[1] > ACCOUNT_LOOKBACK))
         ):
             del no_ses[key]
             held = None
         if held is not None and not has_ses:
-            session = held[0]
-            take(session, rec, ours, teleport)
-            if teleport is not None and rec.type in ("USER_END", "USER_ERR"):
-                del no_ses[key]  # Teleport sends nothing after its own close
-            elif ours and (op == OP_SESSION_CLOSE or rec.fields.get("res") == "failed"):
-                no_ses[key] = (session, rec.time)  # pam_end follows: libpam's and Teleport's close
+            take_without_ses(held[0], rec, key, ours, teleport)
             continue
 
         proc = processes.get(key)
@@ -554,6 +571,9 @@ def find_sessions(
                 opened_at_account.add(id(session))
                 no_ses[key] = (session, None)
                 take(session, rec, ours, teleport)
+                continue
+            if ours and op in (OP_SESSION_OPEN, OP_SESSION_CLOSE) and (proc is None or proc.ours is None):
+                take_without_ses(orphan_without_ses(rec, key, proc), rec, key, ours, teleport)
                 continue
             if proc is None and rec.type not in _INPUT:
                 proc = processes[key] = _Process(rec.time)
@@ -632,6 +652,15 @@ def _another_login(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None
         return True
     # libpam's records name their program: Teleport's binary, not sudo or su inside the session.
     return rec.type in ("USER_ACCT", "USER_AUTH") and _text(rec.fields.get("exe", "?")) == session.exe
+
+
+def _in_course(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> bool:
+    """Whether a record of the pid of a session without ses can be the rest of its own course: its
+    session's open and close (libpam's, ours), Teleport's close. Anything else from that pid is a later
+    process that got the pid (the Teleport process was killed, or is gone), as is a new transaction."""
+    if rec.type in ("LOGIN", "USER_ACCT") or (teleport is not None and rec.type == "USER_LOGIN"):
+        return False
+    return ours or teleport is not None or rec.fields.get("op") in _SESSION_COURSE
 
 
 def _opens_without_ses(rec: AuditRecord, proc: _Process | None) -> bool:

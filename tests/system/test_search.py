@@ -459,9 +459,10 @@ def test_real_login_read_through_nuls_in_any_file_order_and_after_its_start_rota
     assert f"session {reference['ses']} on ?:" in out and "start not in the log, first record" in out
 
 
-def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_service, linux_user) -> None:
+def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_service, linux_user, tmp_path) -> None:
     """pam_loginuid missing from the stack: every record has ses unset; search lists the login, joined
-    by the Teleport process's pid, and says its input cannot be joined."""
+    by the Teleport process's pid, and says its input cannot be joined. With its accounting rotated
+    out, what is left is listed, marked as start not in the log."""
     name = unique("noses-")
     started = time.time()
     service = pam_service(stack_with(drop="pam_loginuid"))
@@ -476,6 +477,19 @@ def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_ser
     assert {e["pid"] for e in session["events"]} == {session["pid"]}
     out = run_search(*args).stdout
     assert out.startswith("session (no id) on ") and "its typed input cannot be joined to it" in out
+
+    lines = ausearch_raw(*since_args(started), "-p", str(session["pid"])).splitlines()
+    cut = next(i for i, line in enumerate(lines) if "op=teleport:accounting" in line) + 1
+    (partial,) = json_sessions("--teleport-user", name, "--input", write_lines(tmp_path / "audit.log", lines[cut:]))
+    assert (partial["ses"], partial["pid"], partial["start_in_log"], partial["input_joined"]) == (
+        None,
+        session["pid"],
+        False,
+        False,
+    )
+    assert (partial["result"], partial["end"], partial["end_result"]) == ("success", session["end"], "success")
+    assert partial["events"] == session["events"][ops.index("teleport:accounting") + 1 :]
+    assert partial["start"] == partial["events"][0]["time"]
 
 
 def test_since_lists_a_session_by_its_real_start_even_when_it_ran_into_the_window(tmp_path) -> None:

@@ -446,6 +446,75 @@ def test_a_login_without_ses_refused_by_a_session_module() -> None:
     assert (session.ses, session.refused, session.result) == (None, "refused by a session module", "failed")
 
 
+def login_without_ses(log: Log, at: float, pid: int, user: str, close: float) -> None:
+    """Today's sequence without pam_loginuid: every record has ses unset."""
+    log.add("USER_LOGIN", at, pid, U, teleport("login", user, "203.0.113.7:1"))
+    log.add("USER_ACCT", at + 0.01, pid, U, pam("accounting", "success"))
+    log.add("USER_ACCT", at + 0.02, pid, U, ours("accounting", user, "success"))
+    log.add("USER_START", at + 0.03, pid, U, pam("session_open", "success"))
+    log.add("CRED_ACQ", at + 0.04, pid, U, pam("setcred", "success"))
+    log.add("USER_START", at + close, pid, U, ours("session_open", user, "success"))
+    log.add("USER_END", at + close, pid, U, ours("session_close", user, "success"))
+    log.add("USER_END", at + close + 0.001, pid, U, pam("session_close", "success"))
+    log.add("USER_END", at + close + 0.01, pid, U, teleport("session_close", user, "203.0.113.7:1"))
+
+
+@pytest.mark.parametrize("close", [300, 5])
+def test_a_login_without_ses_whose_accounting_rotated_out_is_listed_with_what_is_left(close: float) -> None:
+    """Its start (Teleport's USER_LOGIN, the accounting records) went with the older file: our open and
+    close are left, with its pid. Listed, marked as start not in the log; a short one also takes what
+    its pid wrote just before (libpam's open, setcred), a long one starts at our open."""
+    log = Log()
+    login_without_ses(log, 0, 600, "alice", close)
+    new_refusal(log, close + 30, 600, "alice")  # pid 600 again: another process, refused
+    log.lines = log.lines[3:]
+    session, refused = find_sessions(log.records(), "alice")
+    assert (session.ses, session.pid, session.start_in_log, session.input_joined) == (None, 600, False, False)
+    assert (session.refused, session.result, session.end, session.end_result) == (
+        None,
+        "success",
+        log.start + close,
+        "success",
+    )
+    course = ["PAM:session_open", "PAM:setcred"] if close < 60 else []
+    assert [e.op for e in session.events] == [
+        *course,
+        "teleport:session_open",
+        "teleport:session_close",
+        "PAM:session_close",
+        "session_close",
+    ]
+    assert session.start == log.start + (0.03 if close < 60 else close)
+    assert (refused.pid, refused.refused, [e.res for e in refused.events]) == (
+        600,
+        "refused by the account stack",
+        ["failed", "failed"],
+    )
+    from pam_teleport_audit.admin.search import render_text
+
+    text = render_text([session], "vm").splitlines()
+    assert text[0].startswith("session (no id) on vm: Teleport user alice")
+    assert text[1].startswith("  start not in the log, first record ")
+
+
+def test_a_login_without_ses_left_with_only_its_refusal_or_after_another_process_of_its_pid() -> None:
+    """A session module refused it (our open res=failed at pam_end): listed as that refusal. The pid's
+    records before it that are not its course are another process's: not taken."""
+    log = Log()
+    log.add("USER_AUTH", 0, 600, U, pam("authentication", "failed", exe='"/usr/sbin/sshd"'))
+    log.add("USER_START", 1.01, 600, U, ours("session_open", "alice", "failed"))
+    log.add("USER_END", 1.02, 600, U, teleport("session_close", "alice", "203.0.113.7:1"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.ses, session.start_in_log, session.result, session.refused) == (
+        None,
+        False,
+        "failed",
+        "refused by a session module",
+    )
+    assert [e.op for e in session.events] == ["teleport:session_open", "session_close"]
+    assert session.start == log.start + 1.01
+
+
 def test_logins_sharing_a_ses_are_separate_sessions() -> None:
     """pam_loginuid writes no LOGIN when the loginuid is already right: two logins keep ses 7."""
     log = Log()
