@@ -35,6 +35,7 @@ import mmap
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import zlib
@@ -190,10 +191,12 @@ def _text(raw: str) -> str:
 
 # The time and serial of a record: audit(SECONDS.MILLIS:SERIAL).
 _STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
+_DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+# Compressions read through their command, "NAME -dc" (Python 3.11 has no zstd): the command, its Debian package.
+_COMMANDS = {".zst": ("zstd", "zstd")}
 # Rotated logs as auditd names them (audit.log.1), and as logrotate does (dateext: audit.log-20261129;
 # compress: .gz), which some sites use instead (max_log_file_action = ignore).
-_ROTATED = r"(?:\.(?P<number>\d+)|-(?P<date>\d{8,10}))(?:\.gz|\.bz2|\.xz)?"
-_DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_ROTATED = r"(?:\.(?P<number>\d+)|-(?P<date>\d{8,10}))(?:\.gz|\.bz2|\.xz|\.zst)?"
 Log = bytes | mmap.mmap
 
 
@@ -210,17 +213,16 @@ class LogFile:
 
 def open_log(path: str, stack: contextlib.ExitStack) -> LogFile:
     """A log file's contents, open until the stack closes; compressed files decompressed."""
-    decompress = _DECOMPRESS.get(os.path.splitext(path)[1])
+    ext = os.path.splitext(path)[1]
     note = None
     f = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - the stack closes it
-    if decompress is not None:
+    if ext in _DECOMPRESS or ext in _COMMANDS:
         # Into an unnamed temporary file, not memory: a compressed log is ten times smaller.
         compressed, f = f, stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 - the stack closes it
-        try:
-            with decompress(compressed) as source:
-                shutil.copyfileobj(source, f, 8192)  # small reads: a cut file yields all but its last piece
-        except _DAMAGED as exc:  # the file is open: this is its data; what came before the damage is read
-            note = f"damaged or incomplete ({type(exc).__name__}: {exc}): read up to the damage"
+        if ext in _DECOMPRESS:
+            note = _decompress(_DECOMPRESS[ext], compressed, f)
+        else:
+            note = _decompress_command(*_COMMANDS[ext], compressed, f)
         f.flush()  # mmap and fstat see the file, not its buffer
     if os.fstat(f.fileno()).st_size == 0:
         return LogFile(path, b"", note)
@@ -228,6 +230,31 @@ def open_log(path: str, stack: contextlib.ExitStack) -> LogFile:
     if first_stamp(data) is None:
         note = "holds no audit record (not an audit log?)"
     return LogFile(path, data, note)
+
+
+def _decompress(decompress: Callable[[IO[bytes]], IO[bytes]], compressed: IO[bytes], out: IO[bytes]) -> str | None:
+    """Decompressed into out with the standard library; what went wrong, for stderr."""
+    try:
+        with decompress(compressed) as source:
+            shutil.copyfileobj(source, out, 8192)  # small reads: a cut file yields all but its last piece
+    except _DAMAGED as exc:  # the file is open: this is its data; what came before the damage is read
+        return f"damaged or incomplete ({type(exc).__name__}: {exc}): read up to the damage"
+    return None
+
+
+def _decompress_command(command: str, package: str, compressed: IO[bytes], out: IO[bytes]) -> str | None:
+    """Decompressed into out by COMMAND -dc, fed the file already open (a rotation renames it, the open
+    file keeps its contents); what went wrong, for stderr: never a file left unread without a word."""
+    program = shutil.which(command)
+    if program is None:
+        return f"not read: the {command} command is not installed (apt-get install {package})"
+    # It writes each block as it decodes it: a cut or damaged file gives what came before the damage.
+    proc = subprocess.run([program, "-dc"], stdin=compressed, stdout=out, stderr=subprocess.PIPE, check=False)
+    if proc.returncode == 0:
+        return None
+    said = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
+    said = re.sub(r"^(?:zstd: )?/\*stdin\*\\ ?: ?", "", said)  # zstd's name for standard input
+    return f"damaged or incomplete ({command} exit {proc.returncode}: {said}): read up to the damage"
 
 
 def first_stamp(data: Log) -> tuple[int, int, int] | None:

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import lzma
 import re
+import subprocess
 from pathlib import Path
 
 from pam_teleport_audit.admin.search import _grep, log_files, opened_logs
@@ -124,3 +125,53 @@ def test_a_file_that_is_not_a_log_a_damaged_one_and_a_copy_are_named(tmp_path: P
     # Each record once: the cut .gz gave its first records, a copy of the start of the same log.
     copies = [n for n, note in notes_by_name.items() if note and "the same log as" in note]
     assert len(copies) == 2 and read.count(b"msg=audit(1795902999.250:") == 1
+
+
+def zstd(data: bytes) -> bytes:
+    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def test_zstd_rotations_are_found_and_read_through_the_zstd_command(tmp_path: Path) -> None:
+    """logrotate with compresscmd /usr/bin/zstd, compressext .zst: Python 3.11 has no zstd module."""
+    log = stamped(tmp_path / "audit.log", 1795903000)
+    (tmp_path / "audit.log.1.zst").write_bytes(zstd(Path(stamped(tmp_path / "x", 1795902000)).read_bytes()))
+    (tmp_path / "audit.log-20261128.zst").write_bytes(zstd(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+    with opened_logs(log_files(None, str(conf))) as logs:
+        assert [(Path(x.path).name, x.note) for x in logs] == [
+            ("audit.log-20261128.zst", None),
+            ("audit.log.1.zst", None),
+            ("audit.log", None),
+        ]
+        lines = _grep([x.data for x in logs], SES).splitlines()
+    want = [f"msg=audit({s}.250:{s % 1000}):" for s in (1795901000, 1795902000, 1795903000)]
+    assert [line.split()[1] for line in lines] == want
+
+
+def test_a_cut_or_damaged_zstd_file_is_read_up_to_the_damage_and_named(tmp_path: Path) -> None:
+    whole = Path(stamped(tmp_path / "x", *range(1795900000, 1795960000))).read_bytes()
+    first = whole[: whole.index(b"\n", len(whole) // 2) + 1]
+    packed = zstd(whole)
+    cut, damaged = tmp_path / "audit.log.1.zst", tmp_path / "audit.log.2.zst"
+    cut.write_bytes(packed[: len(packed) // 2])  # logrotate still writing it
+    # Two frames (zstd appended to a .zst), the second one's header damaged.
+    damaged.write_bytes(zstd(first) + b"XXXX" + zstd(whole[len(first) :])[4:])
+    for path, said in ((cut, "premature end"), (damaged, "unsupported format")):
+        with opened_logs([str(path)]) as (log,):
+            note = log.note or ""
+            assert note.startswith("damaged or incomplete (zstd exit 1: ") and said in note, note
+            assert note.endswith("): read up to the damage") and "stdin" not in note
+            read = bytes(log.data)
+        # What came before the damage: a beginning of the log, past zstd's first 128 KiB block.
+        assert 128 * 1024 < len(read) < len(whole) and whole.startswith(read)
+    assert read == first
+
+
+def test_without_the_zstd_command_a_zst_file_is_named_as_not_read(tmp_path: Path, monkeypatch) -> None:
+    log = tmp_path / "audit.log.1.zst"
+    log.write_bytes(zstd(Path(stamped(tmp_path / "x", 1795900000)).read_bytes()))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with opened_logs([str(log)]) as (read,):
+        assert read.note == "not read: the zstd command is not installed (apt-get install zstd)"
+        assert read.data == b""
