@@ -194,9 +194,12 @@ _STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
 _DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Compressions read through their command, "NAME -dc" (Python 3.11 has no zstd): the command, its Debian package.
 _COMMANDS = {".zst": ("zstd", "zstd")}
-# Rotated logs as auditd names them (audit.log.1), and as logrotate does (dateext: audit.log-20261129;
-# compress: .gz), which some sites use instead (max_log_file_action = ignore).
-_ROTATED = r"(?:\.(?P<number>\d+)|-(?P<date>\d{8,10}))(?:\.gz|\.bz2|\.xz|\.zst)?"
+# Rotated logs as auditd names them (audit.log.1), and as logrotate does, which some sites use instead
+# (max_log_file_action = ignore): numbered the same way, or with dateext, whose dateformat may be
+# -%Y%m%d (the default), -%Y%m%d%H, -%Y-%m-%d, .%Y%m%d, -%s, ...: a separator, then digits in groups
+# (logrotate allows only numeric specifiers); compressed or not. Nothing else (audit.log.lock, editor
+# backups, .dpkg-old, another log named audit.log-other.conf) ends in digits and a known extension.
+_ROTATED = r"[-._](?P<stamp>\d+(?:[-_.]\d+)*)(?:" + "|".join(map(re.escape, [*_DECOMPRESS, *_COMMANDS])) + ")?"
 Log = bytes | mmap.mmap
 
 
@@ -307,12 +310,20 @@ def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/audit
     folder, base = os.path.split(log)
     pattern = re.compile(re.escape(base) + _ROTATED)
     rotated = [
-        (found, os.path.join(folder, name)) for name in os.listdir(folder or ".") if (found := pattern.fullmatch(name))
+        (_name_age(found["stamp"]), os.path.join(folder, name))
+        for name in os.listdir(folder or ".")
+        if (found := pattern.fullmatch(name))
     ]
-    # By name, for files without a record to place them: auditd's higher numbers are older,
-    # logrotate's earlier dates.
-    rotated.sort(key=lambda x: (-int(x[0]["number"]), "") if x[0]["number"] else (0, x[0]["date"]))
+    rotated.sort()
     return [path for _, path in rotated] + [log]
+
+
+def _name_age(stamp: str) -> tuple[int, ...]:
+    """Oldest first by name, for files without a record to place them (opened_logs orders the others
+    by their first record): auditd's small numbers, higher is older; then dates, earlier is older."""
+    if stamp.isdigit() and len(stamp) < 8:
+        return (0, -int(stamp))
+    return (1, *map(int, re.findall(r"\d+", stamp)))
 
 
 def _lines_around(data: mmap.mmap | bytes, pattern: re.Pattern[bytes]) -> list[tuple[int, int]]:

@@ -175,3 +175,58 @@ def test_without_the_zstd_command_a_zst_file_is_named_as_not_read(tmp_path: Path
     with opened_logs([str(log)]) as (read,):
         assert read.note == "not read: the zstd command is not installed (apt-get install zstd)"
         assert read.data == b""
+
+
+# What a log folder holds beside the rotations (each a real log, so that reading one would show).
+NOT_ROTATIONS = [
+    "audit.log.lock",
+    "audit.log~",
+    "audit.log.1~",
+    "#audit.log#",
+    ".audit.log.swp",
+    "audit.log.bak",
+    "audit.log.orig",
+    "audit.log.dpkg-old",
+    "audit.log.dpkg-dist",
+    "audit.log.ucf-old",
+    "audit.log-other.conf",
+    "audit.log-20261129.bak",
+    "audit.log.1.gz.tmp",
+    "audit.logs",
+    "audit.log2",
+    "my-audit.log",
+    "audit.log.old",
+]
+
+
+def test_every_logrotate_dateformat_and_auditds_numbers_are_found_and_nothing_else(tmp_path: Path) -> None:
+    """dateext with dateformat -%Y%m%d (the default), -%Y%m%d%H (hourly), -%Y-%m-%d, .%Y%m%d, -%s,
+    -%Y%m%d-%s, compressed or not, beside auditd's audit.log.1 ... .N."""
+    rotations = [
+        "audit.log.1",
+        "audit.log.2",
+        "audit.log.12",
+        "audit.log-20261101",
+        "audit.log-2026110213",
+        "audit.log-2026-11-03",
+        "audit.log.20261104",
+        "audit.log-1795900000",
+        "audit.log-20261105-1795901000",
+        "audit.log.3.gz",
+        "audit.log-20261106.gz",
+        "audit.log-2026110713.bz2",
+        "audit.log-2026-11-08.xz",
+        "audit.log.20261109.zst",
+        "audit.log-1795902000.zst",
+        "audit.log-2026-11-10.zst",
+    ]
+    for i, name in enumerate(rotations + NOT_ROTATIONS):
+        stamped(tmp_path / name, 1795800000 + i)
+    log = stamped(tmp_path / "audit.log", 1795990000)
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+    found = log_files(None, str(conf))
+    assert sorted(Path(p).name for p in found) == sorted([*rotations, "audit.log"])
+    # By name (files without records keep it): auditd's numbers first, higher is older.
+    numbered = ["audit.log.12", "audit.log.3.gz", "audit.log.2", "audit.log.1"]
+    assert found[-1] == log and found[:4] == [str(tmp_path / n) for n in numbered]

@@ -1,0 +1,131 @@
+"""pam-teleport-audit search over the rotations real hosts keep: the real logrotate's names (every
+dateformat, compressed with gzip, bzip2 and zstd) beside auditd's own audit.log.N, found without
+--input and read in full; the files beside them that are not rotations left alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pam_teleport_audit.admin import search
+from tests.unit.test_search_files import NOT_ROTATIONS
+
+from .conftest import ROOT
+
+FIXTURES = ROOT / "tests" / "fixtures" / "audit"
+USERS = ["alice", 'bob "the admin" smith', "carol"]
+# One logrotate run each, in this order, on the next piece of the log: its dateformat, its compression
+# (the command and extension, None: not compressed) and the name it must give.
+LOGROTATE = [
+    ("-%Y%m%d", None, r"audit\.log-\d{8}"),
+    ("-%Y%m%d%H", ("/usr/bin/gzip", ".gz"), r"audit\.log-\d{10}\.gz"),
+    ("-%Y-%m-%d", ("/usr/bin/zstd", ".zst"), r"audit\.log-\d{4}-\d\d-\d\d\.zst"),
+    (".%Y%m%d", ("/usr/bin/bzip2", ".bz2"), r"audit\.log\.\d{8}\.bz2"),
+    ("-%s", ("/usr/bin/zstd", ".zst"), r"audit\.log-\d{10}\.zst"),
+]
+
+
+def cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        ["/usr/bin/python3", "-m", "pam_teleport_audit", "search", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def sessions(proc: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines()]
+
+
+def logrotate(folder: Path, dateformat: str, compress: tuple[str, str] | None) -> str:
+    """Rotate folder/audit.log with the real logrotate; the name it gave the rotated file."""
+    assert shutil.which("logrotate"), "logrotate is missing: scripts/host-setup installs it"
+    conf = folder.parent / "logrotate.conf"
+    lines = [f"{folder / 'audit.log'} {{", "rotate 10", "dateext", f"dateformat {dateformat}"]
+    if compress is not None:
+        lines += ["compress", f"compresscmd {compress[0]}", f"compressext {compress[1]}"]
+    conf.write_text("\n".join([*lines, "}"]) + "\n")
+    before = set(os.listdir(folder))
+    run = subprocess.run(
+        ["logrotate", "-f", "-s", str(folder.parent / "state"), str(conf)], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    (made,) = set(os.listdir(folder)) - before
+    return made
+
+
+@pytest.mark.parametrize("fmt", ["raw", "enriched"])
+def test_logrotate_and_auditd_rotations_are_all_found_and_read_and_nothing_else(tmp_path: Path, fmt: str) -> None:
+    """A real log cut in eight, oldest first: five rotated by logrotate, one dateformat and compression
+    each, then two as auditd rotates (audit.log.2, .1), the rest in audit.log. Search finds each rotation
+    and only those, and gives what it gives on the whole log, naming nothing on stderr."""
+    whole = [str(FIXTURES / fmt / "audit.log.1"), str(FIXTURES / fmt / "audit.log")]
+    lines = b"".join(Path(f).read_bytes() for f in whole).splitlines(keepends=True)
+    pieces = [b"".join(lines[i : i + 9]) for i in range(0, len(lines), 9)]
+    assert len(pieces) == 8
+    folder = tmp_path / "audit"
+    folder.mkdir(mode=0o700)
+    log = folder / "audit.log"
+    made = []
+    for piece, (dateformat, compress, name) in zip(pieces[:5], LOGROTATE, strict=True):
+        log.write_bytes(piece)
+        made.append(logrotate(folder, dateformat, compress))
+        assert re.fullmatch(name, made[-1]), made
+    for piece in pieces[5:7]:  # auditd: audit.log.1 becomes .2, audit.log becomes .1
+        log.write_bytes(piece)
+        if (folder / "audit.log.1").exists():
+            (folder / "audit.log.1").rename(folder / "audit.log.2")
+        log.rename(folder / "audit.log.1")
+    log.write_bytes(pieces[7])
+    # Other files of the folder, each a log holding other sessions of the same users (and one more).
+    other = (FIXTURES / "teleport" / "audit.log").read_bytes()
+    for name in NOT_ROTATIONS:
+        (folder / name).write_bytes(other)
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+
+    found = search.log_files(None, str(conf))
+    assert sorted(Path(p).name for p in found) == sorted([*made, "audit.log.2", "audit.log.1", "audit.log"])
+    for user in USERS:
+        reference = sessions(cli("--teleport-user", user, "--format", "json", "--input", *whole))
+        assert len(reference) == 1 and reference[0]["end_result"] == "success"
+        got = cli("--teleport-user", user, "--format", "json", "--input", *found)
+        assert sessions(got) == reference and got.stderr == "", user
+    # The other files are logs: named, they would be read (the teleport fixture's sessions of alice).
+    backup = cli("--teleport-user", "alice", "--format", "json", "--input", *found, str(folder / "audit.log~"))
+    assert len(sessions(backup)) > 1
+
+
+def test_without_zstd_the_zst_rotations_are_named_on_stderr_as_not_read(tmp_path: Path) -> None:
+    """No zstd command: each .zst is named as not read (never skipped in silence), the rest is read."""
+    whole = [str(FIXTURES / "raw" / "audit.log.1"), str(FIXTURES / "raw" / "audit.log")]
+    folder = tmp_path / "audit"
+    folder.mkdir(mode=0o700)
+    log = folder / "audit.log"
+    log.write_bytes(Path(whole[0]).read_bytes())
+    zst = folder / logrotate(folder, "-%Y-%m-%d", ("/usr/bin/zstd", ".zst"))
+    log.write_bytes(Path(whole[1]).read_bytes())
+    reference = sessions(cli("--teleport-user", "alice", "--format", "json", "--input", *whole))
+    read = cli("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst))
+    assert sessions(read) == reference and read.stderr == ""
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    unread = cli("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst), path=str(empty))
+    assert unread.returncode == 0
+    assert unread.stderr == f"search: {zst}: not read: the zstd command is not installed (apt-get install zstd)\n"
+    (partial,) = sessions(unread)  # alice's session began in the file not read
+    assert not partial["start_in_log"] and partial["end"] == reference[0]["end"]
+    text = cli("--teleport-user", "alice", "--input", str(zst), path=str(empty))
+    assert (text.returncode, text.stdout) == (0, "no sessions found\n") and "not read" in text.stderr
