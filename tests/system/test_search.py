@@ -4,6 +4,7 @@ on fixture logs (rotated, RAW and ENRICHED) and on sessions made right now."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -24,12 +25,14 @@ TYPED = {
 }
 
 
-def run_search(*args: str) -> subprocess.CompletedProcess[str]:
+def run_search(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as an administrator runs it; path: its PATH instead of ours."""
     return subprocess.run(
         ["/usr/bin/python3", "-m", "pam_teleport_audit", "search", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env={**os.environ, "PATH": path} if path is not None else None,
         check=False,
     )
 

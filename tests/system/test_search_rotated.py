@@ -17,6 +17,7 @@ from pam_teleport_audit.admin import search
 from tests.unit.test_search_files import NOT_ROTATIONS
 
 from .conftest import ROOT
+from .test_search import run_search
 
 FIXTURES = ROOT / "tests" / "fixtures" / "audit"
 USERS = ["alice", 'bob "the admin" smith', "carol"]
@@ -29,18 +30,6 @@ LOGROTATE = [
     (".%Y%m%d", ("/usr/bin/bzip2", ".bz2"), r"audit\.log\.\d{8}\.bz2"),
     ("-%s", ("/usr/bin/zstd", ".zst"), r"audit\.log-\d{10}\.zst"),
 ]
-
-
-def cli(*args: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": path} if path is not None else None
-    return subprocess.run(
-        ["/usr/bin/python3", "-m", "pam_teleport_audit", "search", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
 
 
 def sessions(proc: subprocess.CompletedProcess[str]) -> list[dict]:
@@ -98,12 +87,12 @@ def test_logrotate_and_auditd_rotations_are_all_found_and_read_and_nothing_else(
     found = search.log_files(None, str(conf))
     assert sorted(Path(p).name for p in found) == sorted([*made, "audit.log.2", "audit.log.1", "audit.log"])
     for user in USERS:
-        reference = sessions(cli("--teleport-user", user, "--format", "json", "--input", *whole))
+        reference = sessions(run_search("--teleport-user", user, "--format", "json", "--input", *whole))
         assert len(reference) == 1 and reference[0]["end_result"] == "success"
-        got = cli("--teleport-user", user, "--format", "json", "--input", *found)
+        got = run_search("--teleport-user", user, "--format", "json", "--input", *found)
         assert sessions(got) == reference and got.stderr == "", user
     # The other files are logs: named, they would be read (the teleport fixture's sessions of alice).
-    backup = cli("--teleport-user", "alice", "--format", "json", "--input", *found, str(folder / "audit.log~"))
+    backup = run_search("--teleport-user", "alice", "--format", "json", "--input", *found, str(folder / "audit.log~"))
     assert len(sessions(backup)) > 1
 
 
@@ -116,16 +105,16 @@ def test_without_zstd_the_zst_rotations_are_named_on_stderr_as_not_read(tmp_path
     log.write_bytes(Path(whole[0]).read_bytes())
     zst = folder / logrotate(folder, "-%Y-%m-%d", ("/usr/bin/zstd", ".zst"))
     log.write_bytes(Path(whole[1]).read_bytes())
-    reference = sessions(cli("--teleport-user", "alice", "--format", "json", "--input", *whole))
-    read = cli("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst))
+    reference = sessions(run_search("--teleport-user", "alice", "--format", "json", "--input", *whole))
+    read = run_search("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst))
     assert sessions(read) == reference and read.stderr == ""
 
     empty = tmp_path / "bin"
     empty.mkdir()
-    unread = cli("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst), path=str(empty))
+    unread = run_search("--teleport-user", "alice", "--format", "json", "--input", str(log), str(zst), path=str(empty))
     assert unread.returncode == 0
     assert unread.stderr == f"search: {zst}: not read: the zstd command is not installed (apt-get install zstd)\n"
     (partial,) = sessions(unread)  # alice's session began in the file not read
     assert not partial["start_in_log"] and partial["end"] == reference[0]["end"]
-    text = cli("--teleport-user", "alice", "--input", str(zst), path=str(empty))
+    text = run_search("--teleport-user", "alice", "--input", str(zst), path=str(empty))
     assert (text.returncode, text.stdout) == (0, "no sessions found\n") and "not read" in text.stderr
