@@ -191,9 +191,16 @@ def _text(raw: str) -> str:
 
 # The time and serial of a record: audit(SECONDS.MILLIS:SERIAL).
 _STAMP = re.compile(rb"audit\((\d+)\.(\d{3}):(\d+)\)")
-_DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-# Compressions read through their command, "NAME -dc" (Python 3.11 has no zstd): the command, its Debian package.
-_COMMANDS = {".zst": ("zstd", "zstd")}
+# Compressions logrotate's compresscmd is set to: read with the standard library (lzma.open reads .xz
+# and the older .lzma), or through their command, "NAME -dc" (Python 3.11 has no zstd, nor lz4): the
+# command, and its Debian package.
+_DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
+    ".gz": gzip.open,
+    ".bz2": bz2.open,
+    ".xz": lzma.open,
+    ".lzma": lzma.open,
+}
+_COMMANDS = {".zst": ("zstd", "zstd"), ".lz4": ("lz4", "lz4")}
 # Rotated logs as auditd names them (audit.log.1), and as logrotate does, which some sites use instead
 # (max_log_file_action = ignore): numbered the same way, or with dateext, whose dateformat may be
 # -%Y%m%d (the default), -%Y%m%d%H, -%Y-%m-%d, .%Y%m%d, -%s, ...: a separator, then digits in groups

@@ -9,6 +9,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from pam_teleport_audit.admin.search import _grep, log_files, opened_logs
 
 A = "type=USER_ACCT msg=audit(1795900000.000:1): pid=5 uid=0 auid=1 ses=7 msg='op=x teleportUser=alice res=success'"
@@ -131,17 +133,27 @@ def zstd(data: bytes) -> bytes:
     return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
 
 
-def test_zstd_rotations_are_found_and_read_through_the_zstd_command(tmp_path: Path) -> None:
-    """logrotate with compresscmd /usr/bin/zstd, compressext .zst: Python 3.11 has no zstd module."""
+def lz4(data: bytes) -> bytes:
+    return subprocess.run(["lz4", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+
+
+def lzma_alone(data: bytes) -> bytes:
+    return lzma.compress(data, format=lzma.FORMAT_ALONE)
+
+
+@pytest.mark.parametrize("ext, pack", [(".zst", zstd), (".lz4", lz4), (".lzma", lzma_alone)])
+def test_rotations_compressed_with_zstd_lz4_or_lzma_are_found_and_read(tmp_path: Path, ext: str, pack) -> None:
+    """logrotate with compresscmd /usr/bin/zstd, compressext .zst (or lz4): read through the command,
+    Python 3.11 has no module for them; lzma, xz's older format, with the standard library."""
     log = stamped(tmp_path / "audit.log", 1795903000)
-    (tmp_path / "audit.log.1.zst").write_bytes(zstd(Path(stamped(tmp_path / "x", 1795902000)).read_bytes()))
-    (tmp_path / "audit.log-20261128.zst").write_bytes(zstd(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
+    (tmp_path / f"audit.log.1{ext}").write_bytes(pack(Path(stamped(tmp_path / "x", 1795902000)).read_bytes()))
+    (tmp_path / f"audit.log-20261128{ext}").write_bytes(pack(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
     conf = tmp_path / "auditd.conf"
     conf.write_text(f"log_file = {log}\n")
     with opened_logs(log_files(None, str(conf))) as logs:
         assert [(Path(x.path).name, x.note) for x in logs] == [
-            ("audit.log-20261128.zst", None),
-            ("audit.log.1.zst", None),
+            (f"audit.log-20261128{ext}", None),
+            (f"audit.log.1{ext}", None),
             ("audit.log", None),
         ]
         lines = _grep([x.data for x in logs], SES).splitlines()
@@ -219,6 +231,8 @@ def test_every_logrotate_dateformat_and_auditds_numbers_are_found_and_nothing_el
         "audit.log.20261109.zst",
         "audit.log-1795902000.zst",
         "audit.log-2026-11-10.zst",
+        "audit.log-20261111.lz4",
+        "audit.log.4.lzma",
     ]
     for i, name in enumerate(rotations + NOT_ROTATIONS):
         stamped(tmp_path / name, 1795800000 + i)
@@ -228,5 +242,5 @@ def test_every_logrotate_dateformat_and_auditds_numbers_are_found_and_nothing_el
     found = log_files(None, str(conf))
     assert sorted(Path(p).name for p in found) == sorted([*rotations, "audit.log"])
     # By name (files without records keep it): auditd's numbers first, higher is older.
-    numbered = ["audit.log.12", "audit.log.3.gz", "audit.log.2", "audit.log.1"]
-    assert found[-1] == log and found[:4] == [str(tmp_path / n) for n in numbered]
+    numbered = ["audit.log.12", "audit.log.4.lzma", "audit.log.3.gz", "audit.log.2", "audit.log.1"]
+    assert found[-1] == log and found[:5] == [str(tmp_path / n) for n in numbered]
