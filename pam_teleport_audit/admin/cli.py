@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from .. import __version__
-from . import atomicwrite, pamedit, pamstack
+from . import atomicwrite, loadable, pamedit, pamstack
 from .pamedit import Refusal, Result
 from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
 
@@ -192,7 +192,17 @@ def _stanza(args: argparse.Namespace) -> Stanza:
 def cmd_install(args: argparse.Namespace) -> int:
     stanza = _stanza(args)
     resolve = pamstack.folder_resolver(args.pam_file)
-    return _edit(args, lambda data: pamedit.install(data, stanza, resolve, args.pam_file))
+
+    def edit(data: bytes) -> Result:
+        result = pamedit.install(data, stanza, resolve, args.pam_file)
+        # Never write (nor keep, exit 0) lines no login can load: every Teleport login would go
+        # unrecorded while status said installed.
+        unloadable = loadable.problems([loadable.PAM_PYTHON], [stanza.entry])
+        if unloadable:
+            raise Refusal("; ".join(unloadable))
+        return result
+
+    return _edit(args, edit)
 
 
 def cmd_uninstall(args: argparse.Namespace) -> int:
@@ -215,7 +225,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     info.update(found.as_dict())
     vendor = pamstack.vendor_problem(path)
     info["notes"] = [] if vendor is None else [f"install and uninstall refuse this file: {vendor}"]
-    if found.installed:
+    # Lines in place that no login can load (or that a non-root user can change) are not installed.
+    unloadable = loadable.problems(found.modules, found.scripts)
+    info["load_problems"] = unloadable
+    if unloadable:
+        info["installed"] = False
+        code = EXIT_BROKEN
+        info["summary"] = f"{path}: needs repair: " + "; ".join(unloadable + found.problems)
+    elif found.installed:
         code, info["summary"] = EXIT_OK, f"{path}: installed (pam_tty_audit: {found.tty_audit})"
     elif found.unmanaged and not found.account and not found.session:
         code = EXIT_UNMANAGED

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
-from . import bytecode, pamstack
+from . import bytecode, loadable, pamstack
 from .auditlog import UNSET_ID, read_conf
+from .loadable import MODULE_DIRS, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
 if TYPE_CHECKING:
@@ -26,15 +27,6 @@ if TYPE_CHECKING:
     from .pamedit import Status
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
-MODULE_DIRS = (
-    "/lib/x86_64-linux-gnu/security",
-    "/usr/lib/x86_64-linux-gnu/security",
-    "/lib/security",
-    "/usr/lib/security",
-    "/lib64/security",
-    "/usr/lib64/security",
-    "/lib/aarch64-linux-gnu/security",
-)
 RECOMMENDED_BACKLOG = 8192
 # <linux/capability.h>. The kernel takes a user record (ours, libpam's) from a process with
 # CAP_AUDIT_WRITE; AUDIT_GET also needs CAP_AUDIT_CONTROL and the host's pid namespace; and
@@ -327,32 +319,19 @@ def rule_checks(rules_text: str | None = None) -> Iterator[Check]:
         yield Check("audit rules", PASS, f"no filter rule drops {'/'.join(OUR_TYPES)} records")
 
 
-def find_pam_python(dirs: tuple[str, ...] = MODULE_DIRS) -> str | None:
-    for folder in dirs:
-        path = os.path.join(folder, "pam_python.so")
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def embedded_python(pam_python: str) -> str | None:
-    """The interpreter pam_python.so links against (libpython3.X → /usr/bin/python3.X)."""
-    try:
-        out = subprocess.run(["ldd", pam_python], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return None
-    match = re.search(r"libpython(\d+\.\d+)", out)
-    return f"/usr/bin/python{match.group(1)}" if match else None
-
-
 def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[Check]:
     """pam_python present, and our package importable by the Python it embeds."""
     pam_python = find_pam_python(dirs)
     if pam_python is None:
         yield Check("pam_python", FAIL, "pam_python.so is not installed", "apt-get install libpam-python")
         return
+    out = loadable.ldd(pam_python) or ""
+    wrong = loadable.python_problem(pam_python, out)
+    if wrong is not None:
+        yield Check("pam_python", FAIL, wrong, "install a pam_python built for Python 3 (libpam-python 1.1.0 or later)")
+        return
     yield Check("pam_python", PASS, pam_python)
-    python = embedded_python(pam_python)
+    python = embedded_python(pam_python, out)
     if python is None or not os.path.exists(python):
         yield Check(
             "module import",
@@ -383,6 +362,13 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
     else:
         yield Check("module import", PASS, f"{entry} imports under {python}")
         yield bytecode_check(python, os.path.dirname(entry))
+    if os.path.isfile(entry):
+        unsafe = loadable.writable_by_others(entry)
+        if unsafe:
+            why = f"{'; '.join(unsafe)}: pam_python runs {entry} and the modules beside it as root at every login"
+            yield Check("module files", FAIL, why, loadable.ROOT_ONLY_FIX)
+        else:
+            yield Check("module files", PASS, f"{os.path.dirname(entry)} and every folder above it are root's only")
 
 
 def bytecode_check(python: str, folder: str) -> Check:

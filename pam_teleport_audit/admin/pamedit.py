@@ -63,6 +63,9 @@ class Status:
     unmanaged_parts: list[str] = field(default_factory=list)  # the stacks (account, session) those lines are in
     unmanaged_files: list[str] = field(default_factory=list)  # the files those lines are in (this one or included)
     hand_edited: list[str] = field(default_factory=list)  # lines inside our markers that install never writes
+    # What libpam loads for the lines of ours, here or included (status checks that they load: see loadable).
+    modules: list[str] = field(default_factory=list)  # their module tokens, as written (pam_python.so)
+    scripts: list[str] = field(default_factory=list)  # the entry scripts they name
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -581,6 +584,7 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
     skipped_by = _reach(stacks, mine, path, numbers)
     problems += skipped_by
     present = {p: bool(by_part[p]) for p in PARTS}
+    loaded = [x for x in lines if is_ours(x)] + [e.line for e in included]
     for part in PARTS:
         if not present[part] and not (unmanaged and not blocks):
             problems.append(f"no {part} block")
@@ -598,6 +602,8 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
         unmanaged_parts=parts,
         unmanaged_files=sorted({path} if stray else set()) + sorted({e.path for e in included} - {path}),
         hand_edited=hand_edited,
+        modules=list(dict.fromkeys(x.module or "" for x in loaded)),
+        scripts=list(dict.fromkeys(x.args[0] for x in loaded if not x.args[0].endswith("\r"))),  # CR: a problem
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from pam_teleport_audit.admin.atomicwrite import STEPS, TEMP_PREFIX
 
+from .conftest import CLI
 from .pam_strategies import ENTRY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ def test_kill_at_each_step_leaves_old_or_new(tmp_path: Path, step: str) -> None:
     after = target.read_bytes()
     assert after == (DEBIAN if STEPS.index(step) < STEPS.index("renamed") else EXAMPLE)
     # A later run cleans the temporary file up and installs.
-    cli = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
+    cli = [*CLI, "install", "--pam-file", str(target), "--entry", ENTRY]
     assert subprocess.run(cli, cwd=ROOT, capture_output=True, check=False).returncode == 0
     assert target.read_bytes() == EXAMPLE
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TEMP_PREFIX)]
@@ -60,16 +61,16 @@ def test_kill_at_each_step_leaves_old_or_new(tmp_path: Path, step: str) -> None:
 def test_concurrent_installs_give_one_correct_block(tmp_path: Path) -> None:
     target = tmp_path / "sshd"
     target.write_bytes(DEBIAN)
-    base = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
+    base = [*CLI, "install", "--pam-file", str(target), "--entry", ENTRY]
     variants = [[], ["--tty-audit", "root"], ["--fail-closed"], ["--backup-dir", str(tmp_path / "backups")]] * 4
     procs = [subprocess.Popen(base + v, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for v in variants]
     assert [p.wait(timeout=60) for p in procs] == [0] * len(procs)
     text = target.read_text()
     assert text.count("# BEGIN pam_teleport_audit account") == 1
     assert text.count("# BEGIN pam_teleport_audit session") == 1
-    status = [sys.executable, "-m", "pam_teleport_audit", "status", "--pam-file", str(target)]
+    status = [*CLI, "status", "--pam-file", str(target)]
     assert subprocess.run(status, cwd=ROOT, capture_output=True, check=False).returncode == 0
-    uninstall = [sys.executable, "-m", "pam_teleport_audit", "uninstall", "--pam-file", str(target)]
+    uninstall = [*CLI, "uninstall", "--pam-file", str(target)]
     subprocess.run(uninstall, cwd=ROOT, check=True, capture_output=True)
     assert target.read_bytes() == DEBIAN
 
@@ -87,7 +88,7 @@ def test_a_run_waits_for_the_lock(tmp_path: Path) -> None:
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        cmd = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
+        cmd = [*CLI, "install", "--pam-file", str(target), "--entry", ENTRY]
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # It opens the folder to lock it (atomicwrite.folder_lock), then tries every 50 ms: once the
         # folder is among its open files it has reached the lock. A while later it is still there.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from pam_teleport_audit.admin.pamedit import Refusal, install
 from pam_teleport_audit.admin.pamstack import Resolver, folder_resolver
 from pam_teleport_audit.admin.stanza import Stanza
 
+from .conftest import CLI
 from .pam_strategies import ENTRY, INCLUDES, noisy_bytes, pam_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +146,7 @@ HOSTILE = {
 
 
 def run_install(target: Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "pam_teleport_audit", "install", "--pam-file", str(target), "--entry", ENTRY]
+    argv = [*CLI, "install", "--pam-file", str(target), "--entry", ENTRY]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
 
 
