@@ -41,17 +41,19 @@ PYTHON2 = (
     "pam_python.so embeds Python {version}; this module needs a pam_python built for Python 3, "
     "as Debian 12+ and Ubuntu 24.04+ ship"
 )
+ROOT_UIDS = frozenset({0})  # pam_python runs the script as root: only root may be able to change it
 ROOT_ONLY_FIX = "make each of them root's and not writable by group or others (chown root:root, chmod go-w)"
 
 
-def find_pam_python(dirs: tuple[str, ...] = MODULE_DIRS) -> str | None:
+def find_pam_python(dirs: tuple[str, ...] | None = None) -> str | None:
     """The pam_python.so libpam loads for the relative name (None: not installed)."""
     return module_file(PAM_PYTHON, dirs)
 
 
-def module_file(token: str, dirs: tuple[str, ...] = MODULE_DIRS) -> str | None:
+def module_file(token: str, dirs: tuple[str, ...] | None = None) -> str | None:
     """The file libpam loads for a line's module token: an absolute path as is, else from its folders."""
-    candidates = [token] if token.startswith("/") else [os.path.join(folder, token) for folder in dirs]
+    folders = MODULE_DIRS if dirs is None else dirs
+    candidates = [token] if token.startswith("/") else [os.path.join(folder, token) for folder in folders]
     return next((path for path in candidates if os.path.isfile(path)), None)
 
 
@@ -112,7 +114,7 @@ def _group(gid: int) -> str:
 
 def _not_root_only(path: str, st: os.stat_result) -> str | None:
     """Who but root can change path (None: nobody)."""
-    if st.st_uid != 0:
+    if st.st_uid not in ROOT_UIDS:
         return f"{path} is owned by {_owner(st.st_uid)}"
     # In a sticky folder only an entry's owner may rename or delete it: its root-owned entries are safe.
     if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
@@ -184,14 +186,15 @@ def entry_problem(entry: str) -> str | None:
     return None
 
 
-def problems(modules: list[str], entries: list[str], dirs: tuple[str, ...] = MODULE_DIRS) -> list[str]:
+def problems(modules: list[str], entries: list[str], dirs: tuple[str, ...] | None = None) -> list[str]:
     """Why a login cannot load the lines of ours (their module tokens and entry scripts), or must not:
     each message with its fix; empty when they load."""
     found: list[str] = []
     for token in dict.fromkeys(modules):
         path = module_file(token, dirs)
         if path is None:
-            where = "" if token.startswith("/") else f" in libpam's module folders ({', '.join(dirs)})"
+            folders = ", ".join(MODULE_DIRS if dirs is None else dirs)
+            where = "" if token.startswith("/") else f" in libpam's module folders ({folders})"
             found.append(
                 f"{token} is not there{where}, so libpam cannot load the lines of ours: "
                 "install libpam-python (its Python 3 build)"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.admin import cli, doctor, selftest
+from pam_teleport_audit.admin import cli, doctor, loadable, selftest
 from pam_teleport_audit.admin.doctor import FAIL, PASS, Check
 
 from .pam_strategies import ENTRY
@@ -27,6 +27,12 @@ from .pam_strategies import ENTRY
 ROOT = Path(__file__).resolve().parents[2]
 DEBIAN_12 = ROOT / "tests" / "fixtures" / "pam" / "debian-12"
 MISSING_SERVICE = "pam-teleport-audit-exit-codes-missing"  # no /etc/pam.d/NAME of that name
+GONE = "/nonexistent/pam_teleport_audit/pam_entry.py"  # an entry script no host has
+LOAD_PROBLEMS = loadable.problems  # the real checks, before tests/unit/conftest.py stands in for them
+
+
+def load_checks(mp: pytest.MonkeyPatch) -> None:
+    mp.setattr(loadable, "problems", LOAD_PROBLEMS)
 
 
 class FakeParser:
@@ -112,6 +118,13 @@ CASES = [
         "refused, {tmp}/sshd left unchanged",
     ),
     Case(
+        "install refused entry missing",
+        ["install", "--pam-file", "{tmp}/sshd", "--entry", GONE],
+        cli.EXIT_REFUSED,
+        f"the entry script {GONE} does not exist",
+        [load_checks],
+    ),
+    Case(
         "install io",
         ["install", "--pam-file", "{tmp}/gone/sshd", "--entry", ENTRY],
         cli.EXIT_IO,
@@ -136,6 +149,7 @@ CASES = [
     ),
     # status
     Case("status not installed", ["status", "--pam-file", "{tmp}/sshd"], cli.EXIT_NOT_INSTALLED, ""),
+    Case("status cannot load", ["status", "--pam-file", "{tmp}/unloadable"], cli.EXIT_BROKEN, "", [load_checks]),
     Case(
         "status io",
         ["status", "--pam-file", "{tmp}/missing"],
@@ -238,6 +252,7 @@ def test_exit_status_and_message(
         shutil.copy(common, tmp_path / common.name)
     shutil.copy(DEBIAN_12 / "sshd", tmp_path / "sshd")
     (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "unloadable").write_text((ROOT / "pam.d" / "sshd.example").read_text().replace(ENTRY, GONE))
     for setup in case.setup:
         setup(monkeypatch)
     command = case.argv[0] if case.argv else ""
