@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from . import pamstack
 from .pamfile import Kind, Line, parse
 from .pamstack import Resolver
-from .stanza import ENTRY_SUFFIX, Stanza
+from .stanza import ENTRY_SUFFIX, Stanza, is_comment
 
 PARTS = ("account", "session")
 __all__ = ["ENTRY_SUFFIX", "Refusal", "Result", "Status", "install", "status", "uninstall"]
@@ -384,18 +384,33 @@ def uninstall(data: bytes, resolve: Resolver = pamstack.system_resolver, path: s
     _check_included(data, resolve, path, "uninstall")
     stray = stray_lines(lines, blocks)
     _check_removable(data, lines, stray, resolve, path)
+    comments = _stanza_comments(lines, stray)
     notes = [f"removing the {b.part} block at line {b.start + 1}" for b in blocks]
     notes += [f"removing {_where(lines, [k])}, which loads pam_teleport_audit outside the markers" for k in stray]
+    notes += [f"removing {_where(lines, [k])}, a comment `pam-teleport-audit stanza` prints" for k in comments]
     gone = set(stray) | {k for b in blocks for k in range(b.start, b.end)}
     # A pam_tty_audit right above a removed line of ours that is not inside our markers may be the
     # operator's (a lost BEGIN, a pasted stanza): kept, and said.
     notes += [
         f"keeping {_where(lines, [k - 1])}: not marked as ours; delete it by hand if it came with our lines"
+        + (" (with the comment lines `stanza` prints above it)" if _stanza_comments(lines, [k - 1]) else "")
         for k in sorted(gone)
         if is_ours(lines[k]) and k > 0 and is_tty_audit(lines[k - 1]) and k - 1 not in gone
     ]
-    rest = [x for k, x in enumerate(lines) if k not in stray]
+    rest = [x for k, x in enumerate(lines) if k not in stray and k not in comments]
     return Result(b"".join(x.raw for x in _without_blocks(rest, find_blocks(rest))), notes)
+
+
+def _stanza_comments(lines: list[Line], stray: list[int]) -> list[int]:
+    """The comment lines `stanza` prints, right above a pasted line of ours (they describe nothing once it
+    is gone). Not those above a pam_tty_audit, which is kept: they still describe it."""
+    found: set[int] = set()
+    for k in stray:
+        j = k - 1
+        while j >= 0 and j not in stray and lines[j].kind is Kind.BLANK and is_comment(lines[j].text):
+            found.add(j)
+            j -= 1
+    return sorted(found)
 
 
 def _stacks(data: bytes, resolve: Resolver, path: str) -> dict[str, list[pamstack.Entry]]:

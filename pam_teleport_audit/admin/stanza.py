@@ -12,6 +12,7 @@ through the service, OpenSSH's included (--tty-audit narrows or turns it off).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from ..pam_module import parse_options
@@ -22,6 +23,14 @@ DEFAULT_TTY_AUDIT = "*"
 BEGIN_MARK = "# BEGIN pam_teleport_audit {part} (managed by pam-teleport-audit; do not edit)"
 END_MARK = "# END pam_teleport_audit {part}"
 ENTRY_SUFFIX = "/pam_teleport_audit/pam_entry.py"
+# The comment lines `render` prints around the lines (uninstall removes them with a pasted stanza).
+ACCOUNT_COMMENT = "# Account stack, FIRST: before every other account line (and any include that has some):"
+SESSION_COMMENT = "# Session stack, right after 'session required pam_loginuid.so':"
+TTY_COMMENT = (
+    "# pam_tty_audit enable={patterns} records the keystrokes of EVERY login through this",
+    "# service, OpenSSH's included. Narrow it with --tty-audit PATTERNS, or --tty-audit off.",
+)
+_TTY_FIRST = re.compile(re.escape(TTY_COMMENT[0]).replace(re.escape("{patterns}"), r"\S+"))
 # libpam reads these as something else than part of one argument: comment, brackets, continuation.
 _NOT_IN_TOKEN = "#[]\\"
 
@@ -97,21 +106,20 @@ class Stanza:
         return [BEGIN_MARK.format(part=part), *lines, END_MARK.format(part=part)]
 
     def render(self) -> str:
-        tty = (
-            [
-                f"# pam_tty_audit enable={self.tty_audit} records the keystrokes of EVERY login through this",
-                "# service, OpenSSH's included. Narrow it with --tty-audit PATTERNS, or --tty-audit off.",
-            ]
-            if self.tty_audit is not None
-            else []
-        )
+        tty = [TTY_COMMENT[0].format(patterns=self.tty_audit), TTY_COMMENT[1]] if self.tty_audit is not None else []
         return "\n".join(
             [
-                "# Account stack, FIRST: before every other account line (and any include that has some):",
+                ACCOUNT_COMMENT,
                 *self.account_lines(),
-                "# Session stack, right after 'session required pam_loginuid.so':",
+                SESSION_COMMENT,
                 *tty,
                 *self.session_lines(),
                 "",
             ]
         )
+
+
+def is_comment(text: str) -> bool:
+    """A comment line `render` prints (with any --tty-audit patterns), blanks around it ignored."""
+    text = text.strip()
+    return text in (ACCOUNT_COMMENT, SESSION_COMMENT, TTY_COMMENT[1]) or bool(_TTY_FIRST.fullmatch(text))

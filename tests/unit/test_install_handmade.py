@@ -14,7 +14,7 @@ import pytest
 from pam_teleport_audit.admin import cli, doctor, pamedit, pamstack
 from pam_teleport_audit.admin.pamedit import Refusal
 from pam_teleport_audit.admin.pamfile import parse
-from pam_teleport_audit.admin.stanza import Stanza
+from pam_teleport_audit.admin.stanza import ACCOUNT_COMMENT, SESSION_COMMENT, TTY_COMMENT, Stanza
 
 from .pam_strategies import ENTRY
 
@@ -491,3 +491,48 @@ def test_uninstall_does_not_say_done_while_the_vendor_copy_loads_our_module(
     assert cli.main(["uninstall", "--pam-file", str(etc / "sshd")]) == cli.EXIT_OK
     assert cli.main(["status", "--pam-file", str(etc / "sshd")]) == cli.EXIT_NOT_INSTALLED
     assert (vendor / "sshd").read_bytes() == HAND
+
+
+def pasted(stanza: Stanza) -> bytes:
+    """Debian's sshd with `stanza`'s output pasted where its comments say: account part above the first
+    account line, session part right after pam_loginuid, each with its comment lines."""
+    text = stanza.render().splitlines(keepends=True)
+    session = text.index(f"{SESSION_COMMENT}\n")
+    loginuid = "session    required     pam_loginuid.so\n"
+    return (
+        DEBIAN.decode()
+        .replace("# Disallow non-root", "".join(text[:session]) + "# Disallow non-root", 1)
+        .replace(loginuid, loginuid + "".join(text[session:]))
+        .encode()
+    )
+
+
+def test_uninstall_of_a_pasted_stanza_takes_its_comment_lines_too(folder: Path, capsys) -> None:
+    pam = folder / "sshd"
+    pam.write_bytes(pasted(Stanza(ENTRY, None)))
+    code, out = run(capsys, "uninstall", "--pam-file", str(pam))
+    assert (code, out["changed"]) == (cli.EXIT_OK, True)
+    assert pam.read_bytes() == DEBIAN  # no comment of the stanza left behind
+    assert sum("a comment `pam-teleport-audit stanza` prints" in note for note in out["notes"]) == 2
+
+
+def test_the_comments_of_a_kept_pam_tty_audit_stay_with_it(folder: Path, capsys) -> None:
+    pam = folder / "sshd"
+    stanza = Stanza(ENTRY, "root,adm*")
+    pam.write_bytes(pasted(stanza))
+    code, out = run(capsys, "uninstall", "--pam-file", str(pam))
+    assert code == cli.EXIT_OK
+    # The pam_tty_audit is not marked as ours: it stays, and so do the lines that describe it.
+    tty = [SESSION_COMMENT, TTY_COMMENT[0].format(patterns="root,adm*"), TTY_COMMENT[1], *stanza.session_lines()[:1]]
+    loginuid = "session    required     pam_loginuid.so\n"
+    assert pam.read_text() == DEBIAN.decode().replace(loginuid, loginuid + "".join(f"{x}\n" for x in tty))
+    assert any("(with the comment lines `stanza` prints above it)" in note for note in out["notes"]), out["notes"]
+
+
+def test_only_the_stanzas_own_comments_go() -> None:
+    operator = b"# our compliance team wants this\n"
+    data = pasted(Stanza(ENTRY, None)).replace(
+        ACCOUNT_COMMENT.encode(), operator.rstrip(b"\n") + b"\n" + ACCOUNT_COMMENT.encode()
+    )
+    done = pamedit.uninstall(data, DEBIAN_INCLUDES).data
+    assert done == DEBIAN.replace(b"# Disallow non-root", operator + b"# Disallow non-root", 1)
