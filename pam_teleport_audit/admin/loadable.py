@@ -17,21 +17,31 @@ import pwd
 import re
 import stat
 import subprocess
+import sys
 
 from ..pam_loader import IN_PAM_MODULES
 
 PAM_PYTHON = "pam_python.so"
 # Where libpam looks for a relative module name: its compiled-in folder (Debian: multiarch under
-# /lib or /usr/lib; RHEL: /usr/lib64/security), and Debian's compatibility /lib/security, where
-# Debian 12's libpam-python puts pam_python.so.
-MODULE_DIRS = (
-    "/lib/x86_64-linux-gnu/security",
-    "/usr/lib/x86_64-linux-gnu/security",
-    "/lib/security",
-    "/usr/lib/security",
-    "/lib64/security",
-    "/usr/lib64/security",
-    "/lib/aarch64-linux-gnu/security",
+# /lib or /usr/lib; RHEL, SUSE: /usr/lib64/security; Arch, Alpine: /usr/lib/security, /lib/security),
+# and Debian's compatibility /lib/security, where Debian 12's libpam-python puts pam_python.so.
+# This machine's multiarch triplet first (the Python running this is the distribution's, or built
+# like it): an armhf, ppc64el or s390x host is not refused for want of its folder in a list.
+_MULTIARCH = getattr(sys.implementation, "_multiarch", "") or "x86_64-linux-gnu"
+MODULE_DIRS = tuple(
+    dict.fromkeys(
+        (
+            f"/lib/{_MULTIARCH}/security",
+            f"/usr/lib/{_MULTIARCH}/security",
+            "/lib/x86_64-linux-gnu/security",
+            "/usr/lib/x86_64-linux-gnu/security",
+            "/lib/security",
+            "/usr/lib/security",
+            "/lib64/security",
+            "/usr/lib64/security",
+            "/lib/aarch64-linux-gnu/security",
+        )
+    )
 )
 _PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # One ldd line naming libpython: `libpython3.11.so.1.0 => /lib/…/libpython3.11.so.1.0 (0x…)`,

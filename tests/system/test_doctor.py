@@ -87,6 +87,7 @@ def test_good_host(host) -> None:
         "failure policy",
         "pam_python",
         "module import",
+        "module files",
         "teleport config",
         "audit log disk",
     ):

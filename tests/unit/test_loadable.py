@@ -38,7 +38,9 @@ LDD_DEBIAN_13 = """\
 \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5ca4d3e000)
 \t/lib64/ld-linux-x86-64.so.2 (0x00007f5ca56ff000)
 """
-# Ubuntu 22.04 / 20.04: libpam-python 1.0.x Depends: libpython2.7.
+# Ubuntu 22.04 / 20.04: libpam-python 1.0.x Depends: libpython2.7. Not captured there (no such root here):
+# Debian's lines with the soname it links; tests/system/test_loadable_system.py runs the real ldd on a
+# gcc-made module linked against libpython2.7.so.1.0.
 LDD_UBUNTU_2204 = """\
 \tlinux-vdso.so.1 (0x00007ffd6b5f2000)
 \tlibpam.so.0 => /lib/x86_64-linux-gnu/libpam.so.0 (0x00007f3c9a8a0000)
@@ -46,7 +48,7 @@ LDD_UBUNTU_2204 = """\
 \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f3c9a1d8000)
 \t/lib64/ld-linux-x86-64.so.2 (0x00007f3c9a8d0000)
 """
-# RHEL 9 (EPEL pam_python), lib64 without multiarch.
+# RHEL 9 (EPEL pam_python), lib64 without multiarch: its libpython line, in ldd's format.
 LDD_RHEL_9 = "\tlibpython3.9.so.1.0 => /lib64/libpython3.9.so.1.0 (0x00007f1e2a200000)\n"
 # Debian 13's pam_python read by Debian 12's loader: the libpython it was built for is not there.
 LDD_NOT_FOUND = (
