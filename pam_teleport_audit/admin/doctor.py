@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
 from . import bytecode, loadable, pamstack
 from .auditlog import UNSET_ID, read_conf
-from .loadable import MODULE_DIRS, embedded_python, find_pam_python
+from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ RECOMMENDED_BACKLOG = 8192
 # it takes no audit message at all from outside the initial user namespace (audit_netlink_ok).
 CAP_AUDIT_WRITE = 29
 INITIAL_UID_MAP = ["0", "0", "4294967295"]  # /proc/PID/uid_map in the initial user namespace
-_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_TELEPORT_CONFIG = "/etc/teleport.yaml"
 
 
@@ -277,7 +276,7 @@ def rule_checks(rules_text: str | None = None) -> Iterator[Check]:
     if rules_text is None:
         try:
             proc = subprocess.run(
-                ["auditctl", "-l"], capture_output=True, text=True, check=False, env={"LC_ALL": "C", "PATH": _PATH}
+                ["auditctl", "-l"], capture_output=True, text=True, check=False, env={"LC_ALL": "C", "PATH": SAFE_PATH}
             )
         except OSError as exc:
             yield Check("audit rules", WARN, f"cannot run auditctl -l: {exc}", "apt-get install auditd")

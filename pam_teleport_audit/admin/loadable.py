@@ -43,7 +43,7 @@ MODULE_DIRS = tuple(
         )
     )
 )
-_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # PATH of the commands run (ldd, auditctl)
 # One ldd line naming libpython: `libpython3.11.so.1.0 => /lib/…/libpython3.11.so.1.0 (0x…)`,
 # `libpython2.7.so.1.0 => not found`, or an absolute DT_NEEDED without `=>`.
 _LIBPYTHON = re.compile(r"^\s*\S*libpython(\d+)\.(\d+)\S*(?:\s+=>\s+(not found|\S+))?", re.M)
@@ -71,7 +71,7 @@ def ldd(path: str) -> str | None:
     """`ldd path` (None: it could not run). The dynamic loader traces; nothing of path runs."""
     try:
         proc = subprocess.run(
-            ["ldd", path], capture_output=True, text=True, check=False, env={"LC_ALL": "C", "PATH": _PATH}
+            ["ldd", path], capture_output=True, text=True, check=False, env={"LC_ALL": "C", "PATH": SAFE_PATH}
         )
     except OSError:
         return None
@@ -186,7 +186,8 @@ def entry_problem(entry: str) -> str | None:
     try:
         st = os.stat(entry)
     except OSError as exc:
-        return f"the entry script {entry} {'does not exist' if isinstance(exc, FileNotFoundError) else exc.strerror}"
+        why = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read: {exc.strerror}"
+        return f"the entry script {entry} {why}"
     if not stat.S_ISREG(st.st_mode):
         return f"the entry script {entry} is not a regular file"
     folder = os.path.dirname(entry)
