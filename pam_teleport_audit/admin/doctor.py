@@ -327,7 +327,9 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
     out = loadable.ldd(pam_python) or ""
     wrong = loadable.python_problem(pam_python, out)
     if wrong is not None:
-        yield Check("pam_python", FAIL, wrong, "install a pam_python built for Python 3 (libpam-python 1.1.0 or later)")
+        python2 = (loadable.libpython(out) or (3, 0, True))[0] < 3
+        fix = "install a pam_python built for Python 3 (libpam-python 1.1.0 or later)"
+        yield Check("pam_python", FAIL, wrong, fix if python2 else "apt-get install --reinstall libpam-python")
         return
     yield Check("pam_python", PASS, pam_python)
     python = embedded_python(pam_python, out)

@@ -85,12 +85,25 @@ def test_python_2_is_named_with_the_fix() -> None:
         assert loadable.python_problem("/p.so", good) is None
 
 
-def test_doctor_fails_a_python_2_pam_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("output", "says", "fix"),
+    [
+        (
+            LDD_UBUNTU_2204,
+            "pam_python.so embeds Python 2.7; this module needs a pam_python built",
+            "built for Python 3",
+        ),
+        (LDD_NOT_FOUND, "needs libpython3.13, which the dynamic loader does not find", "--reinstall libpam-python"),
+    ],
+)
+def test_doctor_fails_a_pam_python_that_cannot_run_the_module(
+    output: str, says: str, fix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pam_python.so").write_bytes(b"\x7fELF")
-    monkeypatch.setattr(loadable, "ldd", lambda path: LDD_UBUNTU_2204)
+    monkeypatch.setattr(loadable, "ldd", lambda path: output)
     checks = list(doctor.module_checks(str(tmp_path / "nowhere" / "pam_entry.py"), (str(tmp_path),)))
     assert [(c.name, c.status) for c in checks] == [("pam_python", doctor.FAIL)]
-    assert checks[0].message.startswith("pam_python.so embeds Python 2.7; this module needs a pam_python built")
+    assert says in checks[0].message and fix in checks[0].fix
 
 
 def mode(uid: int, gid: int, bits: int) -> os.stat_result:
