@@ -31,12 +31,11 @@ LDD_DEBIAN_12 = """\
 \t/lib64/ld-linux-x86-64.so.2 (0x00007fc62ce9c000)
 \tlibcap-ng.so.0 => /lib/x86_64-linux-gnu/libcap-ng.so.0 (0x00007fc62cde3000)
 """
+# Debian 13, its first lines (the rest as Debian 12's).
 LDD_DEBIAN_13 = """\
 \tlinux-vdso.so.1 (0x00007f5ca56fd000)
 \tlibpam.so.0 => /lib/x86_64-linux-gnu/libpam.so.0 (0x00007f5ca56d1000)
 \tlibpython3.13.so.1.0 => /lib/x86_64-linux-gnu/libpython3.13.so.1.0 (0x00007f5ca4f32000)
-\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f5ca4d3e000)
-\t/lib64/ld-linux-x86-64.so.2 (0x00007f5ca56ff000)
 """
 # Ubuntu 22.04 / 20.04: libpam-python 1.0.x Depends: libpython2.7. Not captured there (no such root here):
 # Debian's lines with the soname it links; tests/system/test_loadable_system.py runs the real ldd on a
