@@ -129,6 +129,11 @@ def ausearch_raw(*args: str) -> str:
     return proc.stdout
 
 
+# The kernel stamps a record with its coarse clock (auditsc.c: ktime_get_coarse_real_ts64), which
+# lags time.time() by up to one tick (10 ms at HZ=100), and the log cuts it to the millisecond.
+CLOCK_SLACK = 0.011
+
+
 def since_args(start: float) -> list[str]:
     """ausearch's -ts for an epoch time: it reads the date with strptime("%x"), in the C locale MM/DD/YY."""
     return ["-ts", *time.strftime("%m/%d/%y %H:%M:%S", time.localtime(int(start))).split()]
@@ -137,5 +142,5 @@ def since_args(start: float) -> list[str]:
 def records_since(start: float, *args: str) -> Iterator[AuditRecord]:
     """Records at or after the epoch time start (ausearch selects by second, this by millisecond)."""
     for record in parse_records(ausearch_raw(*since_args(start), *args)):
-        if record.time >= start - 0.001:  # log times are cut to the millisecond
+        if record.time >= start - CLOCK_SLACK:
             yield record
