@@ -293,7 +293,9 @@ def test_the_generator_mostly_produces_installable_files() -> None:
     """Guards the property above against passing by refusing everything."""
     ok = 0
 
-    @settings(max_examples=300, database=None, derandomize=True)  # a fixed sample: the ratio must not depend on luck
+    # A fixed sample: the ratio must not depend on luck. No deadline: this counts, it does not time (one
+    # example once took 731 ms under load in the Debian forky root, and failed the suite).
+    @settings(max_examples=300, database=None, derandomize=True, deadline=None)
     @given(pam_file())
     def count(data: bytes) -> None:
         nonlocal ok
