@@ -298,7 +298,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _error("search", str(exc), EXIT_USAGE)
     try:
-        with search.opened_logs(search.log_files(args.input)) as logs:
+        with search.opened_logs(search.log_files(args.input), rotated_live=not args.input) as logs:
             for log in logs:  # a damaged file, or one mistaken for a log, must not read as "no sessions"
                 if log.note:
                     print(f"search: {log.path}: {log.note}", file=sys.stderr)

@@ -274,8 +274,12 @@ def first_stamp(data: Log) -> tuple[int, int, int] | None:
 
 
 @contextlib.contextmanager
-def opened_logs(files: list[str]) -> Iterator[list[LogFile]]:
+def opened_logs(files: list[str], rotated_live: bool = False) -> Iterator[list[LogFile]]:
     """The files, each opened once, oldest first, without copies: what a search reads.
+
+    rotated_live: files is auditd's log (last) and its rotations, found by log_files. Then a
+    missing live log is named, not fatal, while a rotation is there: logrotate without `create`
+    leaves none until auditd reopens it, and until then auditd writes into the rotated file.
 
     Opened once, before anything is read: auditd may rotate (rename) them while a search
     reads them, and an open file keeps its contents.
@@ -289,7 +293,11 @@ def opened_logs(files: list[str]) -> Iterator[list[LogFile]]:
     audit.log.1 beside the audit.log.1.gz it is writing, or a copy. The longer is read.
     """
     with contextlib.ExitStack() as stack:
-        logs = sorted((open_log(path, stack) for path in files), key=lambda x: first_stamp(x.data) or (0, 0, 0))
+        gone = files[-1] if rotated_live and len(files) > 1 and not os.path.exists(files[-1]) else None
+        opened = [open_log(path, stack) for path in files if path != gone]
+        if gone is not None:
+            opened.append(LogFile(gone, b"", "does not exist: its rotations are read (logrotate without `create`?)"))
+        logs = sorted(opened, key=lambda x: first_stamp(x.data) or (0, 0, 0))
         kept: dict[tuple[int, int, int], LogFile] = {}
         for log in logs:
             stamp = first_stamp(log.data)

@@ -244,3 +244,24 @@ def test_every_logrotate_dateformat_and_auditds_numbers_are_found_and_nothing_el
     # By name (files without records keep it): auditd's numbers first, higher is older.
     numbered = ["audit.log.12", "audit.log.4.lzma", "audit.log.3.gz", "audit.log.2", "audit.log.1"]
     assert found[-1] == log and found[:5] == [str(tmp_path / n) for n in numbered]
+
+
+def test_a_live_log_gone_beside_its_rotations_is_named_and_the_rotations_read(tmp_path: Path) -> None:
+    """logrotate without `create` leaves no audit.log until auditd reopens it (auditd writes on into
+    the renamed file): the rotations are read and the missing log named; with no rotation it is an error."""
+    log = tmp_path / "audit.log"
+    (tmp_path / "audit.log.1.gz").write_bytes(gzip.compress(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
+    stamped(tmp_path / "audit.log-20261129", 1795902000)
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+    with opened_logs(log_files(None, str(conf)), rotated_live=True) as logs:
+        assert [(Path(x.path).name, x.note) for x in logs] == [
+            ("audit.log", "does not exist: its rotations are read (logrotate without `create`?)"),
+            ("audit.log.1.gz", None),
+            ("audit.log-20261129", None),
+        ]
+        assert len(_grep([x.data for x in logs], SES).splitlines()) == 2
+    for path in tmp_path.glob("audit.log?*"):
+        path.unlink()
+    with pytest.raises(FileNotFoundError), opened_logs(log_files(None, str(conf)), rotated_live=True):
+        pass
