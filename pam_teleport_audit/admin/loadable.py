@@ -122,12 +122,13 @@ def _group(gid: int) -> str:
         return f"gid {gid}"
 
 
-def _not_root_only(path: str, st: os.stat_result) -> str | None:
-    """Who but root can change path (None: nobody)."""
+def _not_root_only(path: str, st: os.stat_result, sticky_ok: bool = True) -> str | None:
+    """Who but root can change path (None: nobody). sticky_ok: false for the entry's own folder,
+    where a new file is a new module (it is first on sys.path while the in-PAM modules import)."""
     if st.st_uid not in ROOT_UIDS:
         return f"{path} is owned by {_owner(st.st_uid)}"
     # In a sticky folder only an entry's owner may rename or delete it: its root-owned entries are safe.
-    if stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
+    if sticky_ok and stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX:
         return None
     if st.st_mode & stat.S_IWGRP and st.st_gid != 0:
         return f"{path} is writable by group {_group(st.st_gid)}"
@@ -175,7 +176,7 @@ def writable_by_others(entry: str) -> list[str]:
             continue
         if stat.S_ISLNK(st.st_mode):
             continue  # its folder (checked) decides who may replace it, its target is checked resolved
-        why = _not_root_only(path, st)
+        why = _not_root_only(path, st, sticky_ok=path not in folders)
         if why is not None:
             found.append(why)
     return found

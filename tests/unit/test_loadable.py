@@ -158,6 +158,16 @@ def test_every_file_and_folder_pam_python_reads_is_checked(package: Path, where:
     assert loadable.writable_by_others(str(package)) == [f"{path} is writable by everyone"]
 
 
+def test_a_sticky_folder_is_root_s_above_the_entry_but_not_as_the_entry_s_own(package: Path) -> None:
+    """Anyone may add a file to a sticky folder: above the entry that changes nothing root owns, but
+    the entry's own folder is first on sys.path, where a new file is a module that can be imported."""
+    site = package.parents[1]
+    site.chmod(0o1777)
+    assert loadable.writable_by_others(str(package)) == []
+    package.parent.chmod(0o1777)
+    assert loadable.writable_by_others(str(package)) == [f"{package.parent} is writable by everyone"]
+
+
 def test_a_planted_bytecode_file_is_checked(package: Path) -> None:
     cache = package.parent / "__pycache__"
     cache.mkdir(mode=0o755)
