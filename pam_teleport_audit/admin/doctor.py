@@ -318,8 +318,8 @@ def rule_checks(rules_text: str | None = None) -> Iterator[Check]:
         yield Check("audit rules", PASS, f"no filter rule drops {'/'.join(OUR_TYPES)} records")
 
 
-def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[Check]:
-    """pam_python present, and our package importable by the Python it embeds."""
+def module_checks(entries: list[str], dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[Check]:
+    """pam_python present, and every entry script the lines name importable by the Python it embeds."""
     pam_python = find_pam_python(dirs)
     if pam_python is None:
         yield Check("pam_python", FAIL, "pam_python.so is not installed", "apt-get install libpam-python")
@@ -341,6 +341,12 @@ def module_checks(entry: str, dirs: tuple[str, ...] = MODULE_DIRS) -> Iterator[C
             "reinstall libpam-python and its python3 dependency",
         )
         return
+    for entry in entries:
+        yield from entry_checks(python, entry)
+
+
+def entry_checks(python: str, entry: str) -> Iterator[Check]:
+    """One entry script: it exists, the embedded Python imports the module beside it, only root can change it."""
     parent = os.path.dirname(os.path.dirname(entry))
     code = f"import sys; sys.path.insert(0, {parent!r}); import pam_teleport_audit.pam_module"
     # -B: as pam_python (dont_write_bytecode); the check must not write the bytecode it checks.
@@ -503,13 +509,16 @@ def _module_lines(path: str) -> list:  # list[pamfile.Line]
     return [x for x in lines if is_ours(x)]
 
 
-def entry_in(path: str) -> str | None:
-    """The entry script the PAM file's module lines name, if any."""
+def entries_in(path: str) -> list[str]:
+    """The entry scripts our lines name, in the file and in the files it includes, as `status` reads them."""
+    from .pamedit import status
+    from .pamstack import folder_resolver
+
     try:
-        lines = _module_lines(path)
+        with open(path, "rb") as f:
+            return status(f.read(), folder_resolver(path), path).scripts
     except OSError:
-        return None
-    return lines[0].args[0] if lines else None
+        return []
 
 
 def stanza_problem(path: str, state: Status) -> Check | None:
@@ -729,7 +738,7 @@ def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 
     checks = list(audit_checks())
     checks += rule_checks()
     checks += stanza_checks(path)
-    checks += module_checks(entry_in(path) or entry_script())
+    checks += module_checks(entries_in(path) or [entry_script()])
     checks += teleport_config_checks(teleport_config)
     if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
         checks.append(

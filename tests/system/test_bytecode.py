@@ -58,7 +58,7 @@ def traced_login(driver: Path, service: str, login: str, folder: Path, trace: Pa
 
 
 def bytecode_check(entry: Path) -> doctor.Check:
-    checks = {check.name: check for check in doctor.module_checks(str(entry))}
+    checks = {check.name: check for check in doctor.module_checks([str(entry)])}
     assert checks["module import"].status == doctor.PASS, checks
     return checks["bytecode"]
 

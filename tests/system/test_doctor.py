@@ -129,6 +129,20 @@ def test_stanza_missing_out_of_order_and_wrong_policy(host) -> None:
     assert code == 1 and status(checks, "failure policy") == "fail"
 
 
+def test_every_entry_script_on_our_lines_is_checked(host, tmp_path: Path) -> None:
+    """The session line naming another copy of the module than the account line: each copy is checked."""
+    pam_file, config = host
+    installed = pam_file.read_text()
+    missing = tmp_path / "gone" / "pam_teleport_audit" / "pam_entry.py"
+    session = next(x for x in installed.splitlines() if x.startswith("session") and entry_script() in x)
+    pam_file.write_text(installed.replace(session, session.replace(entry_script(), str(missing))))
+    code, checks = doctor(pam_file, config)
+    assert code == 1, checks
+    assert [c["status"] for c in checks["module import"]] == ["pass", "fail"], checks["module import"]
+    assert entry_script() in checks["module import"][0]["message"]
+    assert checks["module import"][1]["message"] == f"entry script {missing} does not exist"
+
+
 def test_teleport_config_without_pam(host) -> None:
     pam_file, config = host
     config.write_text("ssh_service:\n  enabled: true\n")

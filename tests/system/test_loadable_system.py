@@ -162,7 +162,7 @@ def python2_pam_python(tmp_path: Path) -> Path:
 def test_a_python_2_pam_python_is_named(python2_pam_python: Path, pam_service, driver, linux_user) -> None:
     ldd = loadable.ldd(str(python2_pam_python)) or ""
     assert "libpython2.7.so.1.0 => not found" in ldd, ldd
-    checks = list(doctor.module_checks(entry_script(), (str(python2_pam_python.parent),)))
+    checks = list(doctor.module_checks([entry_script()], (str(python2_pam_python.parent),)))
     assert [(c.name, c.status) for c in checks] == [("pam_python", doctor.FAIL)], checks
     assert checks[0].message == (
         "pam_python.so embeds Python 2.7; this module needs a pam_python built for Python 3, as Debian 12+ "

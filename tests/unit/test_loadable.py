@@ -100,7 +100,7 @@ def test_doctor_fails_a_pam_python_that_cannot_run_the_module(
 ) -> None:
     (tmp_path / "pam_python.so").write_bytes(b"\x7fELF")
     monkeypatch.setattr(loadable, "ldd", lambda path: output)
-    checks = list(doctor.module_checks(str(tmp_path / "nowhere" / "pam_entry.py"), (str(tmp_path),)))
+    checks = list(doctor.module_checks([str(tmp_path / "nowhere" / "pam_entry.py")], (str(tmp_path),)))
     assert [(c.name, c.status) for c in checks] == [("pam_python", doctor.FAIL)]
     assert says in checks[0].message and fix in checks[0].fix
 
