@@ -448,7 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         nargs="+",
         metavar="PATH",
-        help="audit log files, in any order: read oldest first (default: auditd's logs with the rotated ones)",
+        help="audit log files, in any order: read oldest first; a folder: its audit.log and the rotated ones "
+        "(default: auditd's logs with the rotated ones)",
     )
     find.add_argument(
         "--format", choices=("text", "json"), default="text", help="json: one object per session and line"

@@ -28,6 +28,7 @@ from __future__ import annotations
 import bz2
 import calendar
 import contextlib
+import errno
 import gzip
 import json
 import lzma
@@ -60,7 +61,8 @@ TIMELINE_TYPES = (
     "TTY",
     "USER_TTY",
 )
-DEFAULT_LOG = "/var/log/audit/audit.log"
+DEFAULT_LOG_NAME = "audit.log"
+DEFAULT_LOG = "/var/log/audit/" + DEFAULT_LOG_NAME
 # What one process writes before its session has a ses (Teleport's USER_LOGIN, our and libpam's
 # USER_ACCT, LOGIN) is joined to it only this far back: a pid is reused later.
 ACCOUNT_LOOKBACK = 60.0
@@ -314,14 +316,31 @@ def opened_logs(files: list[str], rotated_live: bool = False) -> Iterator[list[L
 
 
 def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
-    """The files to read: the given ones, or auditd's log with its rotated files (opened_logs orders them)."""
-    files = list(inputs or [])
-    if files:
-        return files
-    try:
-        log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
-    except OSError:
-        log = DEFAULT_LOG
+    """The files to read, opened_logs orders them: auditd's log with its rotations, or the given ones.
+
+    A given folder stands for the audit.log in it and its rotations (a copy of a host's
+    /var/log/audit, logrotate's `olddir`); a folder holding neither is an error.
+    """
+    if not inputs:
+        try:
+            log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
+        except OSError:
+            log = DEFAULT_LOG
+        return rotations(log)
+    files = []
+    for path in inputs:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        found = [name for name in rotations(os.path.join(path, DEFAULT_LOG_NAME)) if os.path.exists(name)]
+        if not found:
+            raise FileNotFoundError(errno.ENOENT, f"no {DEFAULT_LOG_NAME} nor a rotation of it in the folder", path)
+        files += found
+    return files
+
+
+def rotations(log: str) -> list[str]:
+    """log's rotated files in its folder, oldest first by name, then log itself (which may not exist)."""
     folder, base = os.path.split(log)
     pattern = re.compile(re.escape(base) + _ROTATED)
     rotated = [

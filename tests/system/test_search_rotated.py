@@ -37,20 +37,23 @@ def sessions(proc: subprocess.CompletedProcess[str]) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines()]
 
 
-def logrotate(folder: Path, dateformat: str, compress: tuple[str, str] | None) -> str:
-    """Rotate folder/audit.log with the real logrotate; the name it gave the rotated file."""
+def logrotate(folder: Path, dateformat: str, compress: tuple[str, str] | None, olddir: Path | None = None) -> str:
+    """Rotate folder/audit.log with the real logrotate (into olddir, if given); the name it gave the rotated file."""
     assert shutil.which("logrotate"), "logrotate is missing: scripts/host-setup installs it"
     conf = folder.parent / "logrotate.conf"
     lines = [f"{folder / 'audit.log'} {{", "rotate 10", "dateext", f"dateformat {dateformat}"]
     if compress is not None:
         lines += ["compress", f"compresscmd {compress[0]}", f"compressext {compress[1]}"]
+    if olddir is not None:
+        lines.append(f"olddir {olddir}")
     conf.write_text("\n".join([*lines, "}"]) + "\n")
-    before = set(os.listdir(folder))
+    into = olddir or folder
+    before = set(os.listdir(into))
     run = subprocess.run(
         ["logrotate", "-f", "-s", str(folder.parent / "state"), str(conf)], capture_output=True, text=True
     )
     assert run.returncode == 0, run.stderr
-    (made,) = set(os.listdir(folder)) - before
+    (made,) = set(os.listdir(into)) - before
     return made
 
 
@@ -118,3 +121,32 @@ def test_without_zstd_the_zst_rotations_are_named_on_stderr_as_not_read(tmp_path
     assert not partial["start_in_log"] and partial["end"] == reference[0]["end"]
     text = run_search("--teleport-user", "alice", "--input", str(zst), path=str(empty))
     assert (text.returncode, text.stdout) == (0, "no sessions found\n") and "not read" in text.stderr
+
+
+def test_folders_given_are_read_whole_logrotate_olddir_included(tmp_path: Path) -> None:
+    """`--input FOLDER ...`: each folder's audit.log and its rotations, such as a copy of a host's
+    /var/log/audit and the olddir logrotate moved the older rotations to (no audit.log in it)."""
+    whole = [str(FIXTURES / "enriched" / "audit.log.1"), str(FIXTURES / "enriched" / "audit.log")]
+    lines = b"".join(Path(f).read_bytes() for f in whole).splitlines(keepends=True)
+    pieces = [b"".join(lines[i : i + 18]) for i in range(0, len(lines), 18)]
+    folder, olddir = tmp_path / "audit", tmp_path / "archive"
+    folder.mkdir(mode=0o700)
+    olddir.mkdir(mode=0o700)
+    log = folder / "audit.log"
+    for piece, (dateformat, compress, _) in zip(pieces[:-2], LOGROTATE, strict=False):
+        log.write_bytes(piece)
+        logrotate(folder, dateformat, compress, olddir)
+    log.write_bytes(pieces[-2])
+    log.rename(folder / "audit.log.1")
+    log.write_bytes(pieces[-1])
+    assert len(os.listdir(olddir)) == len(pieces) - 2 >= 2, os.listdir(olddir)
+    for user in USERS:
+        reference = sessions(run_search("--teleport-user", user, "--format", "json", "--input", *whole))
+        got = run_search("--teleport-user", user, "--format", "json", "--input", str(folder), str(olddir))
+        assert sessions(got) == reference and got.stderr == "", user
+    # Without the olddir the sessions that began in it are not whole: the folder alone reads less.
+    alone = run_search("--teleport-user", "alice", "--format", "json", "--input", str(folder))
+    assert sessions(alone) != sessions(run_search("--teleport-user", "alice", "--format", "json", "--input", *whole))
+    nothing = run_search("--teleport-user", "alice", "--input", str(tmp_path))
+    assert nothing.returncode == 5, nothing.stderr
+    assert f"no audit.log nor a rotation of it in the folder: '{tmp_path}'" in nothing.stderr

@@ -181,10 +181,10 @@ CASES = [
         [fake_auparse],
     ),
     Case(
-        "search input is a folder",
+        "search input is a folder without an audit log",
         ["search", "--teleport-user", "u", "--input", "{tmp}"],
         cli.EXIT_IO,
-        "cannot read the audit log: [Errno 21]",
+        "cannot read the audit log: [Errno 2] no audit.log nor a rotation of it in the folder: '{tmp}'",
         [fake_auparse],
     ),
     Case(

@@ -265,3 +265,34 @@ def test_a_live_log_gone_beside_its_rotations_is_named_and_the_rotations_read(tm
         path.unlink()
     with pytest.raises(FileNotFoundError), opened_logs(log_files(None, str(conf)), rotated_live=True):
         pass
+
+
+def test_a_folder_given_stands_for_its_audit_log_and_rotations(tmp_path: Path) -> None:
+    """A copy of a host's /var/log/audit, or logrotate's olddir (rotations only), named as a folder."""
+    host = tmp_path / "host1"
+    host.mkdir()
+    log = stamped(host / "audit.log", 1795903000)
+    one = stamped(host / "audit.log.1", 1795902000)
+    (host / "audit.log-20261128.gz").write_bytes(gzip.compress(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
+    (host / "audit.log.bak").write_text("")  # not a rotation
+    (host / "notes.txt").write_text("")
+    old = tmp_path / "old"  # olddir: no audit.log in it
+    old.mkdir()
+    older = stamped(old / "audit.log-20261101", 1795800000)
+    single = stamped(tmp_path / "other.log", 1795904000)
+    found = log_files([str(host), str(old), single])
+    assert found == [one, str(host / "audit.log-20261128.gz"), log, older, single]  # by name, as without --input
+    assert [Path(p).name for p in read_order(found)] == [
+        "audit.log-20261101",
+        "audit.log-20261128.gz",
+        "audit.log.1",
+        "audit.log",
+        "other.log",
+    ]
+
+
+def test_a_folder_without_an_audit_log_is_an_error_that_names_it(tmp_path: Path) -> None:
+    (tmp_path / "audit.log.bak").write_text("")
+    with pytest.raises(FileNotFoundError) as raised:
+        log_files([str(tmp_path)])
+    assert raised.value.filename == str(tmp_path) and "no audit.log nor a rotation of it" in str(raised.value)
