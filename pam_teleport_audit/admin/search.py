@@ -202,7 +202,16 @@ _DECOMPRESS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
     ".xz": lzma.open,
     ".lzma": lzma.open,
 }
-_COMMANDS = {".zst": ("zstd", "zstd"), ".lz4": ("lz4", "lz4")}
+# Read through `COMMAND -dc` (Python 3.11 has no module for them): extension -> (command, Debian package).
+# gzip reads compress(1)'s .Z as well.
+_COMMANDS = {
+    ".zst": ("zstd", "zstd"),
+    ".lz4": ("lz4", "lz4"),
+    ".lz": ("lzip", "lzip"),
+    ".lzo": ("lzop", "lzop"),
+    ".br": ("brotli", "brotli"),
+    ".Z": ("gzip", "gzip"),
+}
 # Rotated logs as auditd names them (audit.log.1), and as logrotate does, which some sites use instead
 # (max_log_file_action = ignore): numbered the same way, or with dateext, whose dateformat may be
 # -%Y%m%d (the default), -%Y%m%d%H, -%Y-%m-%d, .%Y%m%d, -%s, ...: a separator, then digits in groups
@@ -265,7 +274,9 @@ def _decompress_command(command: str, package: str, compressed: IO[bytes], out: 
     if proc.returncode == 0:
         return None
     said = (proc.stderr.decode("utf-8", "replace").strip().splitlines() or ["no message"])[-1]
-    said = re.sub(r"^(?:zstd: )?/\*stdin\*\\ ?: ?", "", said)  # zstd's name for standard input
+    # Without the command's name, nor its name for standard input (zstd's /*stdin*\, lzip's (stdin), lzop's <stdin>).
+    said = re.sub(r"(?:^[\w.-]+: )?(?:/\*stdin\*\\|\(stdin\)|<stdin>) ?:? ?", " ", said.removeprefix(f"{command}: "))
+    said = said.strip(" :") or "no message"
     return f"damaged or incomplete ({command} exit {proc.returncode}: {said}): read up to the damage"
 
 

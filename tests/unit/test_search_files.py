@@ -7,10 +7,12 @@ import gzip
 import lzma
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit.admin import search
 from pam_teleport_audit.admin.search import _grep, log_files, opened_logs
 
 A = "type=USER_ACCT msg=audit(1795900000.000:1): pid=5 uid=0 auid=1 ses=7 msg='op=x teleportUser=alice res=success'"
@@ -129,22 +131,32 @@ def test_a_file_that_is_not_a_log_a_damaged_one_and_a_copy_are_named(tmp_path: P
     assert len(copies) == 2 and read.count(b"msg=audit(1795902999.250:") == 1
 
 
-def zstd(data: bytes) -> bytes:
-    return subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+def packed_by(*argv: str) -> Callable[[bytes], bytes]:
+    """A compressor's command line, reading standard input and writing standard output."""
+    return lambda data: subprocess.run(argv, input=data, capture_output=True, check=True).stdout
 
 
-def lz4(data: bytes) -> bytes:
-    return subprocess.run(["lz4", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+zstd = packed_by("zstd", "-q", "-c")
+# What logrotate's compresscmd makes (COMMAND -c), and what search reads it with (COMMAND -dc).
+BY_COMMAND = {
+    ".zst": zstd,
+    ".lz4": packed_by("lz4", "-q", "-c"),
+    ".lz": packed_by("lzip", "-c"),
+    ".lzo": packed_by("lzop", "-c"),
+    ".br": packed_by("brotli", "-c"),
+    ".Z": packed_by("compress", "-c", "-f"),  # -f: even when it saves nothing
+}
 
 
 def lzma_alone(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_ALONE)
 
 
-@pytest.mark.parametrize("ext, pack", [(".zst", zstd), (".lz4", lz4), (".lzma", lzma_alone)])
-def test_rotations_compressed_with_zstd_lz4_or_lzma_are_found_and_read(tmp_path: Path, ext: str, pack) -> None:
-    """logrotate with compresscmd /usr/bin/zstd, compressext .zst (or lz4): read through the command,
-    Python 3.11 has no module for them; lzma, xz's older format, with the standard library."""
+@pytest.mark.parametrize("ext, pack", [*BY_COMMAND.items(), (".lzma", lzma_alone)])
+def test_rotations_compressed_by_a_command_or_as_lzma_are_found_and_read(tmp_path: Path, ext: str, pack) -> None:
+    """logrotate with compresscmd /usr/bin/zstd, compressext .zst (or lz4, lzip, lzop, brotli,
+    compress): read through the command, Python 3.11 has no module for them; lzma, xz's older
+    format, with the standard library."""
     log = stamped(tmp_path / "audit.log", 1795903000)
     (tmp_path / f"audit.log.1{ext}").write_bytes(pack(Path(stamped(tmp_path / "x", 1795902000)).read_bytes()))
     (tmp_path / f"audit.log-20261128{ext}").write_bytes(pack(Path(stamped(tmp_path / "x", 1795901000)).read_bytes()))
@@ -159,6 +171,22 @@ def test_rotations_compressed_with_zstd_lz4_or_lzma_are_found_and_read(tmp_path:
         lines = _grep([x.data for x in logs], SES).splitlines()
     want = [f"msg=audit({s}.250:{s % 1000}):" for s in (1795901000, 1795902000, 1795903000)]
     assert [line.split()[1] for line in lines] == want
+
+
+# compress(1)'s .Z has no end marker: a cut one reads as a shorter log, for gzip as for any reader.
+@pytest.mark.parametrize("ext", [ext for ext in BY_COMMAND if ext != ".Z"])
+def test_a_cut_file_read_through_a_command_is_named_without_the_commands_stdin(tmp_path: Path, ext: str) -> None:
+    whole = Path(stamped(tmp_path / "x", *range(1795900000, 1795900400))).read_bytes()
+    packed = BY_COMMAND[ext](whole)
+    cut = tmp_path / f"audit.log.1{ext}"
+    cut.write_bytes(packed[: len(packed) // 2])  # logrotate still writing it
+    with opened_logs([str(cut)]) as (log,):
+        note = log.note or ""
+        read = bytes(log.data)
+    command = search._COMMANDS[ext][0]
+    assert note.startswith(f"damaged or incomplete ({command} exit ") and note.endswith("): read up to the damage")
+    assert "stdin" not in note and f"{command}: " not in note and ": )" not in note, note
+    assert whole.startswith(read)
 
 
 def test_a_cut_or_damaged_zstd_file_is_read_up_to_the_damage_and_named(tmp_path: Path) -> None:
