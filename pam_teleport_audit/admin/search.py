@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from ..pam_module import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, bare_value
+from . import logrotate
 from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record
 
 # Record types a session timeline is made of.
@@ -326,18 +327,27 @@ def opened_logs(files: list[str], rotated_live: bool = False) -> Iterator[list[L
         yield logs
 
 
-def log_files(inputs: Iterable[str] | None, auditd_conf: str = "/etc/audit/auditd.conf") -> list[str]:
+def log_files(
+    inputs: Iterable[str] | None,
+    auditd_conf: str = "/etc/audit/auditd.conf",
+    logrotate_conf: str = logrotate.DEFAULT_CONF,
+) -> list[str]:
     """The files to read, opened_logs orders them: auditd's log with its rotations, or the given ones.
 
-    A given folder stands for the audit.log in it and its rotations (a copy of a host's
-    /var/log/audit, logrotate's `olddir`); a folder holding neither is an error.
+    Without inputs: auditd's log_file, its rotations beside it, and those in the folder logrotate
+    moves them to, if its configuration has an `olddir` for the log. A given folder stands for the
+    audit.log in it and its rotations (a copy of a host's /var/log/audit, logrotate's `olddir`); a
+    folder holding neither is an error.
     """
     if not inputs:
         try:
             log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
         except OSError:
             log = DEFAULT_LOG
-        return rotations(log)
+        moved = logrotate.olddir(log, logrotate_conf)
+        elsewhere = moved is not None and os.path.isdir(moved) and moved != os.path.dirname(os.path.normpath(log))
+        older = rotations(os.path.join(moved, os.path.basename(log)))[:-1] if elsewhere else []
+        return older + rotations(log)
     files = []
     for path in inputs:
         if not os.path.isdir(path):

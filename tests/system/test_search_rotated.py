@@ -150,3 +150,43 @@ def test_folders_given_are_read_whole_logrotate_olddir_included(tmp_path: Path) 
     nothing = run_search("--teleport-user", "alice", "--input", str(tmp_path))
     assert nothing.returncode == 5, nothing.stderr
     assert f"no audit.log nor a rotation of it in the folder: '{tmp_path}'" in nothing.stderr
+
+
+def test_without_input_the_olddir_of_logrotates_configuration_is_read(tmp_path: Path) -> None:
+    """A site rotating the audit log with logrotate into an olddir, set the way sites set it: a
+    relative olddir in a file of an included folder. The real logrotate moves each rotation there;
+    search, without --input, finds every one of them from logrotate's configuration."""
+    whole = [str(FIXTURES / "enriched" / "audit.log.1"), str(FIXTURES / "enriched" / "audit.log")]
+    lines = b"".join(Path(f).read_bytes() for f in whole).splitlines(keepends=True)
+    pieces = [b"".join(lines[i : i + 18]) for i in range(0, len(lines), 18)]
+    folder = tmp_path / "audit"
+    (tmp_path / "audit-archive").mkdir(mode=0o700)
+    folder.mkdir(mode=0o700)
+    log = folder / "audit.log"
+    included = tmp_path / "logrotate.d"
+    included.mkdir()
+    main = tmp_path / "logrotate.conf"
+    main.write_text(f"weekly\nrotate 4\ncreate\ninclude {included}\n")
+    (included / "auditd.dpkg-old").write_text(f"{log} {{\n  olddir /nonexistent\n}}\n")  # logrotate skips it
+    for piece, (dateformat, compress, _) in zip(pieces[:-1], LOGROTATE, strict=False):
+        log.write_bytes(piece)
+        block = [f'"{log}" {{', "  rotate 10", "  olddir ../audit-archive", "  dateext", f"  dateformat {dateformat}"]
+        if compress is not None:
+            block += ["  compress", f"  compresscmd {compress[0]}", f"  compressext {compress[1]}"]
+        (included / "auditd").write_text("\n".join([*block, "  postrotate", "    true", "  endscript", "}"]) + "\n")
+        run = subprocess.run(["logrotate", "-f", "-s", str(tmp_path / "state"), str(main)], capture_output=True)
+        assert run.returncode == 0, run.stderr
+    log.write_bytes(pieces[-1])
+    moved = sorted(os.listdir(tmp_path / "audit-archive"))
+    assert len(moved) == len(pieces) - 1 >= 2 and os.listdir(folder) == ["audit.log"], moved
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"log_file = {log}\n")
+
+    found = search.log_files(None, str(conf), str(main))
+    assert sorted(Path(p).name for p in found) == sorted([*moved, "audit.log"])
+    for user in USERS:
+        reference = sessions(run_search("--teleport-user", user, "--format", "json", "--input", *whole))
+        got = run_search("--teleport-user", user, "--format", "json", "--input", *found)
+        assert sessions(got) == reference and got.stderr == "", user
+    # Without the configuration only audit.log is found.
+    assert search.log_files(None, str(conf), str(tmp_path / "none")) == [str(log)]
