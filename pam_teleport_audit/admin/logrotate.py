@@ -85,16 +85,13 @@ class _Reader:
                 continue
             if block is None:
                 opened = line.endswith("{")
-                words = _words(line.removesuffix("{")) if opened else _words(line)
-                if opened or (words and words[0].startswith(("/", '"', "'", "~"))):
-                    patterns += words  # a block's patterns, maybe over several lines before its `{`
+                if opened or line.startswith(("/", '"', "'", "~")):
+                    # A block's patterns, maybe over several lines, then its `{`.
+                    patterns += _words(line.removesuffix("{"))
                     if opened:
                         block, patterns = (patterns, self.default), []
                     continue
-                if patterns and line == "{":
-                    block, patterns = (patterns, self.default), []
-                    continue
-                found = self._top_level(words)
+                found = self._top_level(_words(line))
                 if found is not None:
                     return found
                 continue
