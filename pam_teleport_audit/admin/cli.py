@@ -329,7 +329,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if args.selftest:
             from . import selftest
 
-            path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(args.teleport_config) or 'sshd'}"
+            config = doctor.teleport_config_of(args.teleport_config)
+            path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(config) or 'sshd'}"
             checks += selftest.doctor_checks(path, args.login)
     except OSError as exc:
         return _error("doctor", f"I/O error: {exc}", EXIT_IO)
@@ -402,8 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument(
         "--teleport-config",
         metavar="PATH",
-        default="/etc/teleport.yaml",
-        help="Teleport's config file (default: %(default)s)",
+        help="Teleport's config file (default: the --config of the running `teleport start`, else /etc/teleport.yaml)",
     )
     doc.add_argument(
         "--expected-senders",

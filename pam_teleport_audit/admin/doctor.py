@@ -422,6 +422,61 @@ def teleport_processes(
         yield int(entry), exe, uid, loginuid
 
 
+def start_config(argv: list[str]) -> str | None:
+    """The config file of a `teleport start` command line (-c, --config, else Teleport's default); None
+    for any other command line (`teleport exec`, `teleport networking`, ...)."""
+    positional = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
+    if positional != "start":
+        return None
+    config = DEFAULT_TELEPORT_CONFIG
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg in ("-c", "--config") and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.partition("=")[2]
+        elif arg.startswith("-c") and not arg.startswith("--") and len(arg) > 2:
+            config = arg[2:]
+    return config
+
+
+def running_configs(proc: str = "/proc") -> list[tuple[int, str]]:
+    """(pid, absolute config path) of each running `teleport start`, in pid order."""
+    found = []
+    for pid, _exe, _uid, _loginuid in teleport_processes(proc):
+        try:
+            with open(f"{proc}/{pid}/cmdline", "rb") as f:
+                argv = [os.fsdecode(arg) for arg in f.read().split(b"\0")[:-1]]
+            config = start_config(argv)
+            if config is not None:
+                found.append((pid, os.path.join(os.readlink(f"{proc}/{pid}/cwd"), config)))  # as Teleport opens it
+        except OSError:
+            continue  # gone
+    return sorted(found)
+
+
+def teleport_config_of(given: str | None, proc: str = "/proc") -> str:
+    """The Teleport config doctor reads: the one given, else the running daemon's, else the default."""
+    if given:
+        return given
+    running = running_configs(proc)
+    return running[0][1] if running else DEFAULT_TELEPORT_CONFIG
+
+
+def config_choice_checks(config: str, proc: str = "/proc") -> Iterator[Check]:
+    """A running Teleport that reads another config than the one checked: what doctor says of it is not
+    what that Teleport does."""
+    for pid, path in running_configs(proc):
+        if os.path.normpath(path) != os.path.normpath(config):
+            yield Check(
+                "teleport config",
+                WARN,
+                f"teleport pid {pid} runs with {path}, not {config}: the checks above are not of its config",
+                f"run doctor with --teleport-config {shlex.quote(path)}",
+            )
+
+
 def process_checks(proc: str = "/proc") -> Iterator[Check]:
     found = list(teleport_processes(proc))
     if not found:
@@ -486,7 +541,7 @@ def teleport_config_checks(path: str) -> Iterator[Check]:
             "set ssh_service.pam.enabled: true and restart Teleport",
         )
     else:
-        yield Check("teleport config", PASS, f"PAM enabled, service {service} (/etc/pam.d/{service})")
+        yield Check("teleport config", PASS, f"{path}: PAM enabled, service {service} (/etc/pam.d/{service})")
 
 
 def pam_service_of(path: str) -> str | None:
@@ -729,10 +784,12 @@ def _comm(proc: str, pid: str) -> str:
     return read_text(f"{proc}/{pid}/comm").strip()
 
 
-def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 0) -> list[Check]:
-    """Every check, in the order an administrator fixes things. expected_senders: a collector's fleet."""
+def run_all(pam_file: str | None, teleport_config: str | None, expected_senders: int = 0) -> list[Check]:
+    """Every check, in the order an administrator fixes things. teleport_config: None for the running
+    `teleport start`'s (teleport_config_of). expected_senders: a collector's fleet."""
     from .stanza import entry_script
 
+    teleport_config = teleport_config_of(teleport_config)
     service = pam_service_of(teleport_config)
     path = pam_file or f"/etc/pam.d/{service or 'sshd'}"
     checks = list(audit_checks())
@@ -740,6 +797,7 @@ def run_all(pam_file: str | None, teleport_config: str, expected_senders: int = 
     checks += stanza_checks(path)
     checks += module_checks(entries_in(path) or [entry_script()])
     checks += teleport_config_checks(teleport_config)
+    checks += config_choice_checks(teleport_config)
     if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
         checks.append(
             Check(

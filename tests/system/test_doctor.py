@@ -19,7 +19,8 @@ from .test_faults import auditd_stopped
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
 
 
-def doctor(pam_file: Path, config: Path, prefix: tuple[str, ...] = ()) -> tuple[int, dict[str, list[dict]]]:
+def doctor(pam_file: Path, config: Path | None, prefix: tuple[str, ...] = ()) -> tuple[int, dict[str, list[dict]]]:
+    """doctor --json on pam_file; config None: no --teleport-config (doctor finds Teleport's)."""
     proc = subprocess.run(
         [
             *prefix,
@@ -30,8 +31,7 @@ def doctor(pam_file: Path, config: Path, prefix: tuple[str, ...] = ()) -> tuple[
             "--json",
             "--pam-file",
             str(pam_file),
-            "--teleport-config",
-            str(config),
+            *(["--teleport-config", str(config)] if config else []),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -163,6 +163,37 @@ def test_a_teleport_process_with_its_loginuid_set(host, driver, linux_user) -> N
     ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
     assert ours and all(c["status"] == "fail" and "loginuid" in c["message"] for c in ours), checks
     assert code == 1
+
+
+def test_the_config_of_the_running_teleport_is_the_one_checked(host, tmp_path: Path) -> None:
+    """A `teleport start --config` other than /etc/teleport.yaml, running: doctor reads that config
+    when none is given, and warns when the one given is not it."""
+    pam_file, good = host
+    program = tmp_path / "bin" / "teleport"
+    program.parent.mkdir()
+    source = tmp_path / "daemon.c"
+    source.write_text("#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n")
+    subprocess.run(["gcc", "-o", str(program), str(source)], check=True)
+    running = tmp_path / "etc" / "teleport.yaml"  # relative on the command line, from the daemon's folder
+    running.parent.mkdir()
+    running.write_text("version: v3\nssh_service:\n  enabled: true\n")  # PAM not enabled
+    daemon = subprocess.Popen([str(program), "start", "--config", "etc/teleport.yaml"], cwd=tmp_path)
+    try:
+        time.sleep(0.2)
+        _, checks = doctor(pam_file, None)
+        # That config's service (sshd, the default) is not the PAM file checked here: said too.
+        assert [(c["status"], c["message"]) for c in checks["teleport config"]] == [
+            ("fail", f"ssh_service.pam.enabled is not true in {running}"),
+            ("warn", f"Teleport uses /etc/pam.d/sshd, not {pam_file}"),
+        ]
+        _, checks = doctor(pam_file, good)
+        assert [c["status"] for c in checks["teleport config"]] == ["pass", "warn"], checks["teleport config"]
+        assert checks["teleport config"][1]["message"].startswith(
+            f"teleport pid {daemon.pid} runs with {running}, not {good}"
+        )
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_remote_logging_on_a_sender(tmp_path: Path) -> None:

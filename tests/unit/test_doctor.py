@@ -199,6 +199,48 @@ def test_missing_teleport_config(tmp_path: Path) -> None:
     assert check.status == "warn"
 
 
+@pytest.mark.parametrize(
+    ("argv", "config"),
+    [
+        (["teleport", "start"], "/etc/teleport.yaml"),
+        (["/usr/local/bin/teleport", "start", "--config", "/etc/teleport/t.yaml"], "/etc/teleport/t.yaml"),
+        (["teleport", "start", "--config=/srv/t.yaml", "--pid-file=/run/teleport.pid"], "/srv/t.yaml"),
+        (["teleport", "start", "-c", "t.yaml"], "t.yaml"),
+        (["teleport", "start", "-c/srv/t.yaml"], "/srv/t.yaml"),
+        (["teleport", "--debug", "start", "-d", "--config", "/a.yaml"], "/a.yaml"),
+        (["teleport", "start", "--", "--config", "/not-a-flag.yaml"], "/etc/teleport.yaml"),
+        (["teleport", "exec"], None),  # the session child
+        (["teleport", "networking"], None),
+        (["teleport"], None),
+        (["teleport", "configure", "--output", "/etc/teleport.yaml"], None),
+    ],
+)
+def test_the_config_of_a_teleport_command_line(argv: list[str], config: str | None) -> None:
+    assert doctor.start_config(argv) == config
+
+
+def test_the_running_daemons_config_is_the_one_checked(tmp_path: Path) -> None:
+    """Found from /proc: `teleport start`'s own --config (relative to its working folder), never a
+    session child's command line; a config given that differs from the running one is warned of."""
+    proc, work = tmp_path / "proc", tmp_path / "work"
+    proc.mkdir()
+    work.mkdir()
+    assert doctor.teleport_config_of(None, str(proc)) == doctor.DEFAULT_TELEPORT_CONFIG
+    for pid, argv in ((30, ["teleport", "exec"]), (20, ["teleport", "start", "-c", "conf/t.yaml", "-d"])):
+        fake_proc(proc, pid, "/opt/teleport/default/bin/teleport", 4294967295)
+        (proc / str(pid) / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
+        (proc / str(pid) / "cwd").symlink_to(work)
+    running = str(work / "conf" / "t.yaml")
+    assert doctor.running_configs(str(proc)) == [(20, running)]
+    assert doctor.teleport_config_of(None, str(proc)) == running
+    assert doctor.teleport_config_of("/etc/other.yaml", str(proc)) == "/etc/other.yaml"
+    assert list(doctor.config_choice_checks(running, str(proc))) == []
+    (warning,) = doctor.config_choice_checks("/etc/teleport.yaml", str(proc))
+    assert (warning.name, warning.status) == ("teleport config", "warn")
+    assert warning.message.startswith(f"teleport pid 20 runs with {running}, not /etc/teleport.yaml")
+    assert warning.fix == f"run doctor with --teleport-config {running}"
+
+
 def test_check_line_has_the_fix_only_when_not_passing() -> None:
     assert doctor.Check("x", "pass", "fine", "do y").line() == "PASS  x: fine."
     assert doctor.Check("x", "fail", "broken", "do y").line() == "FAIL  x: broken. Fix: do y"
