@@ -329,7 +329,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if args.selftest:
             from . import selftest
 
-            config = doctor.teleport_config_of(args.teleport_config)
+            config = doctor.teleport_config_of(args.teleport_config, doctor.running_configs())
             path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(config) or 'sshd'}"
             checks += selftest.doctor_checks(path, args.login)
     except OSError as exc:

@@ -456,18 +456,17 @@ def running_configs(proc: str = "/proc") -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def teleport_config_of(given: str | None, proc: str = "/proc") -> str:
+def teleport_config_of(given: str | None, running: list[tuple[int, str]]) -> str:
     """The Teleport config doctor reads: the one given, else the running daemon's, else the default."""
     if given:
         return given
-    running = running_configs(proc)
     return running[0][1] if running else DEFAULT_TELEPORT_CONFIG
 
 
-def config_choice_checks(config: str, proc: str = "/proc") -> Iterator[Check]:
+def config_choice_checks(config: str, running: list[tuple[int, str]]) -> Iterator[Check]:
     """A running Teleport that reads another config than the one checked: what doctor says of it is not
     what that Teleport does."""
-    for pid, path in running_configs(proc):
+    for pid, path in running:
         if os.path.normpath(path) != os.path.normpath(config):
             yield Check(
                 "teleport config",
@@ -789,7 +788,8 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
     `teleport start`'s (teleport_config_of). expected_senders: a collector's fleet."""
     from .stanza import entry_script
 
-    teleport_config = teleport_config_of(teleport_config)
+    running = running_configs()
+    teleport_config = teleport_config_of(teleport_config, running)
     service = pam_service_of(teleport_config)
     path = pam_file or f"/etc/pam.d/{service or 'sshd'}"
     checks = list(audit_checks())
@@ -797,7 +797,7 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
     checks += stanza_checks(path)
     checks += module_checks(entries_in(path) or [entry_script()])
     checks += teleport_config_checks(teleport_config)
-    checks += config_choice_checks(teleport_config)
+    checks += config_choice_checks(teleport_config, running)
     if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
         checks.append(
             Check(

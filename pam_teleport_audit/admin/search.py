@@ -345,9 +345,9 @@ def log_files(
         except OSError:
             log = DEFAULT_LOG
         moved = logrotate.olddir(log, logrotate_conf)
-        elsewhere = moved is not None and os.path.isdir(moved) and moved != os.path.dirname(os.path.normpath(log))
-        older = rotations(os.path.join(moved, os.path.basename(log)))[:-1] if elsewhere else []
-        return older + rotations(log)
+        if moved is None or not os.path.isdir(moved) or moved == os.path.dirname(os.path.normpath(log)):
+            return rotations(log)
+        return rotations(os.path.join(moved, os.path.basename(log)))[:-1] + rotations(log)  # the older first
     files = []
     for path in inputs:
         if not os.path.isdir(path):

@@ -225,17 +225,19 @@ def test_the_running_daemons_config_is_the_one_checked(tmp_path: Path) -> None:
     proc, work = tmp_path / "proc", tmp_path / "work"
     proc.mkdir()
     work.mkdir()
-    assert doctor.teleport_config_of(None, str(proc)) == doctor.DEFAULT_TELEPORT_CONFIG
+    assert doctor.running_configs(str(proc)) == []
+    assert doctor.teleport_config_of(None, []) == doctor.DEFAULT_TELEPORT_CONFIG
     for pid, argv in ((30, ["teleport", "exec"]), (20, ["teleport", "start", "-c", "conf/t.yaml", "-d"])):
         fake_proc(proc, pid, "/opt/teleport/default/bin/teleport", 4294967295)
         (proc / str(pid) / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
         (proc / str(pid) / "cwd").symlink_to(work)
     running = str(work / "conf" / "t.yaml")
-    assert doctor.running_configs(str(proc)) == [(20, running)]
-    assert doctor.teleport_config_of(None, str(proc)) == running
-    assert doctor.teleport_config_of("/etc/other.yaml", str(proc)) == "/etc/other.yaml"
-    assert list(doctor.config_choice_checks(running, str(proc))) == []
-    (warning,) = doctor.config_choice_checks("/etc/teleport.yaml", str(proc))
+    found = doctor.running_configs(str(proc))
+    assert found == [(20, running)]
+    assert doctor.teleport_config_of(None, found) == running
+    assert doctor.teleport_config_of("/etc/other.yaml", found) == "/etc/other.yaml"
+    assert list(doctor.config_choice_checks(running, found)) == []
+    (warning,) = doctor.config_choice_checks("/etc/teleport.yaml", found)
     assert (warning.name, warning.status) == ("teleport config", "warn")
     assert warning.message.startswith(f"teleport pid 20 runs with {running}, not /etc/teleport.yaml")
     assert warning.fix == f"run doctor with --teleport-config {running}"

@@ -324,3 +324,23 @@ def test_a_folder_without_an_audit_log_is_an_error_that_names_it(tmp_path: Path)
     with pytest.raises(FileNotFoundError) as raised:
         log_files([str(tmp_path)])
     assert raised.value.filename == str(tmp_path) and "no audit.log nor a rotation of it" in str(raised.value)
+
+
+def test_logrotates_olddir_adds_its_rotations_once(tmp_path: Path) -> None:
+    """olddir elsewhere: its rotations come first; olddir naming the log's own folder adds nothing twice."""
+    folder, archive = tmp_path / "audit", tmp_path / "archive"
+    folder.mkdir()
+    archive.mkdir()
+    log = stamped(folder / "audit.log", 1795903000)
+    one = stamped(folder / "audit.log.1", 1795902000)
+    old = stamped(archive / "audit.log-20261101", 1795901000)
+    stamped(archive / "other.log-20261101", 1795900000)  # not a rotation of the log
+    auditd = tmp_path / "auditd.conf"
+    auditd.write_text(f"log_file = {log}\n")
+    rotate = tmp_path / "logrotate.conf"
+    rotate.write_text(f"{log} {{\n  olddir ../archive\n}}\n")
+    assert log_files(None, str(auditd), str(rotate)) == [old, one, log]
+    rotate.write_text(f"{log} {{\n  olddir .\n}}\n")
+    assert log_files(None, str(auditd), str(rotate)) == [one, log]
+    rotate.write_text(f"{log} {{\n  olddir ../missing\n}}\n")
+    assert log_files(None, str(auditd), str(rotate)) == [one, log]
