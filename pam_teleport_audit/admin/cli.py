@@ -327,10 +327,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         checks = doctor.run_all(args.pam_file, args.teleport_config, args.expected_senders)
         if args.selftest:
-            from . import selftest
+            from . import selftest, teleportconf
 
-            config = doctor.teleport_config_of(args.teleport_config, doctor.running_configs())
-            path = args.pam_file or f"/etc/pam.d/{doctor.pam_service_of(config) or 'sshd'}"
+            config = teleportconf.chosen(args.teleport_config, teleportconf.daemons())
+            path = args.pam_file or teleportconf.service_file(config)
             checks += selftest.doctor_checks(path, args.login)
     except OSError as exc:
         return _error("doctor", f"I/O error: {exc}", EXIT_IO)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..pam_module import DEFAULT_TELEPORT_NAME, DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive
-from . import bytecode, loadable, pamstack
+from ..pam_module import AuditError, AuditSocket, daemon_alive
+from . import bytecode, loadable, pamstack, teleportconf
 from .auditlog import UNSET_ID, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
@@ -33,7 +33,6 @@ RECOMMENDED_BACKLOG = 8192
 # it takes no audit message at all from outside the initial user namespace (audit_netlink_ok).
 CAP_AUDIT_WRITE = 29
 INITIAL_UID_MAP = ["0", "0", "4294967295"]  # /proc/PID/uid_map in the initial user namespace
-DEFAULT_TELEPORT_CONFIG = "/etc/teleport.yaml"
 
 
 @dataclass(frozen=True)
@@ -403,156 +402,101 @@ def bytecode_check(python: str, folder: str) -> Check:
     )
 
 
-def teleport_processes(
-    proc: str = "/proc", names: tuple[str, ...] = (DEFAULT_TELEPORT_NAME,)
-) -> Iterator[tuple[int, str, int, int]]:
-    """(pid, exe, uid, loginuid) of running processes whose program is named teleport."""
-    for entry in os.listdir(proc):
-        if not entry.isdigit():
-            continue
-        try:
-            exe = os.readlink(f"{proc}/{entry}/exe").removesuffix(DELETED_SUFFIX)
-            if os.path.basename(exe) not in names:
-                continue
-            with open(f"{proc}/{entry}/loginuid") as f:
-                loginuid = int(f.read().strip())
-            uid = os.stat(f"{proc}/{entry}").st_uid
-        except (OSError, ValueError):
-            continue  # gone, or a kernel thread
-        yield int(entry), exe, uid, loginuid
-
-
-def start_config(argv: list[str]) -> str | None:
-    """The config file of a `teleport start` command line (-c, --config, else Teleport's default); None
-    for any other command line (`teleport exec`, `teleport networking`, ...)."""
-    positional = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
-    if positional != "start":
-        return None
-    config = DEFAULT_TELEPORT_CONFIG
-    for i, arg in enumerate(argv):
-        if arg == "--":
-            break
-        if arg in ("-c", "--config") and i + 1 < len(argv):
-            config = argv[i + 1]
-        elif arg.startswith("--config="):
-            config = arg.partition("=")[2]
-        elif arg.startswith("-c") and not arg.startswith("--") and len(arg) > 2:
-            config = arg[2:]
-    return config
-
-
-def running_configs(proc: str = "/proc") -> list[tuple[int, str]]:
-    """(pid, absolute config path) of each running `teleport start`, in pid order."""
-    found = []
-    for pid, _exe, _uid, _loginuid in teleport_processes(proc):
-        try:
-            with open(f"{proc}/{pid}/cmdline", "rb") as f:
-                argv = [os.fsdecode(arg) for arg in f.read().split(b"\0")[:-1]]
-            config = start_config(argv)
-            if config is not None:
-                found.append((pid, os.path.join(os.readlink(f"{proc}/{pid}/cwd"), config)))  # as Teleport opens it
-        except OSError:
-            continue  # gone
-    return sorted(found)
-
-
-def teleport_config_of(given: str | None, running: list[tuple[int, str]]) -> str:
-    """The Teleport config doctor reads: the one given, else the running daemon's, else the default."""
-    if given:
-        return given
-    return running[0][1] if running else DEFAULT_TELEPORT_CONFIG
-
-
-def config_choice_checks(config: str, running: list[tuple[int, str]]) -> Iterator[Check]:
+def config_choice_checks(config: teleportconf.Source, running: list[teleportconf.Daemon]) -> Iterator[Check]:
     """A running Teleport that reads another config than the one checked: what doctor says of it is not
     what that Teleport does."""
-    for pid, path in running:
-        if os.path.normpath(path) != os.path.normpath(config):
-            yield Check(
-                "teleport config",
-                WARN,
-                f"teleport pid {pid} runs with {path}, not {config}: the checks above are not of its config",
-                f"run doctor with --teleport-config {shlex.quote(path)}",
-            )
+    for daemon in running:
+        source = daemon.source
+        if source.inline is None and config.inline is None:
+            if os.path.normpath(source.path) == os.path.normpath(config.path):
+                continue
+            fix = f"run doctor with --teleport-config {shlex.quote(source.path)}"
+        elif source == config:
+            continue
+        else:
+            fix = "run doctor without --teleport-config"
+        what = source.path if source.inline is None else f"its {source.via}"
+        message = f"teleport pid {daemon.pid} runs with {what}, not {config}: the checks above are not of its config"
+        yield Check("teleport config", WARN, message, fix)
 
 
-def process_checks(proc: str = "/proc") -> Iterator[Check]:
-    found = list(teleport_processes(proc))
-    if not found:
+def process_checks(running: list[teleportconf.Daemon], proc: str = "/proc") -> Iterator[Check]:
+    """Each running `teleport start`: whether its sessions can have a correct ses and write records.
+    Its session children are not judged: pam_loginuid sets their loginuid, and `teleport networking`
+    runs as the login user, by design."""
+    if not running:
         yield Check(
             "teleport processes",
             WARN,
-            "no running process named teleport",
+            "no running `teleport start`",
             "start Teleport (as root, from systemd) and run doctor again",
         )
         return
-    for pid, exe, uid, loginuid in found:
-        name = f"teleport pid {pid}"
-        if uid != 0:
+    for daemon in running:
+        name = f"teleport pid {daemon.pid}"
+        if daemon.uid != 0:
             yield Check(
-                name, FAIL, f"{exe} runs as uid {uid}: it cannot run PAM or write audit records", "run Teleport as root"
+                name,
+                FAIL,
+                f"{daemon.exe} runs as uid {daemon.uid}: it cannot run PAM or write audit records",
+                "run Teleport as root",
             )
             continue
-        problems = [audit_write_problem(proc, pid)]  # each one its own line: each needs its own fix
-        if loginuid != UNSET_ID:
+        problems = [audit_write_problem(proc, daemon.pid)]  # each one its own line: each needs its own fix
+        if daemon.loginuid != UNSET_ID:
             problems.append(
                 (
-                    f"its loginuid is {loginuid}, so pam_loginuid cannot give sessions a correct ses",
+                    f"its loginuid is {daemon.loginuid}, so pam_loginuid cannot give sessions a correct ses",
                     "start Teleport from systemd (or another daemon manager), not from a login shell",
                 )
             )
         for message, fix in filter(None, problems):
             yield Check(name, FAIL, message, fix)
         if not any(problems):
-            yield Check(name, PASS, f"{exe} runs as root with loginuid unset, and may write audit records")
+            yield Check(name, PASS, f"{daemon.exe} runs as root with loginuid unset, and may write audit records")
 
 
-def teleport_config_checks(path: str) -> Iterator[Check]:
-    """ssh_service.pam in Teleport's config; yields the PAM service name's file as the last Check's message."""
+def teleport_config_checks(source: teleportconf.Source) -> Iterator[Check]:
+    """ssh_service.pam in Teleport's configuration, as Teleport reads it."""
     try:
-        import yaml
+        settings = teleportconf.pam_settings(teleportconf.read(source))
     except ImportError:
         yield Check("teleport config", WARN, "cannot read YAML", "apt-get install python3-yaml")
         return
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
     except FileNotFoundError:
         yield Check(
             "teleport config",
             WARN,
-            f"{path} does not exist",
+            f"{source} does not exist",
             "pass --teleport-config with the path Teleport is started with",
         )
         return
-    except (OSError, yaml.YAMLError) as exc:
-        yield Check("teleport config", FAIL, f"cannot read {path}: {exc}", "fix the file's YAML")
+    except teleportconf.ConfigError as exc:
+        yield Check("teleport config", FAIL, str(exc), "fix the configuration's YAML")
         return
-    ssh = config.get("ssh_service") or {} if isinstance(config, dict) else {}
-    pam = ssh.get("pam") or {} if isinstance(ssh, dict) else {}
-    enabled = isinstance(pam, dict) and pam.get("enabled") in (True, "yes", "true")
-    service = str(pam.get("service_name") or "sshd") if isinstance(pam, dict) else "sshd"
-    if not enabled:
+    if not settings.enabled:
         yield Check(
             "teleport config",
             FAIL,
-            f"ssh_service.pam.enabled is not true in {path}",
+            f"ssh_service.pam.enabled is not true in {source}",
             "set ssh_service.pam.enabled: true and restart Teleport",
         )
-    else:
-        yield Check("teleport config", PASS, f"{path}: PAM enabled, service {service} (/etc/pam.d/{service})")
-
-
-def pam_service_of(path: str) -> str | None:
-    """The PAM service name Teleport's config names (default sshd), None when unreadable."""
-    try:
-        import yaml
-
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-        return str(((config.get("ssh_service") or {}).get("pam") or {}).get("service_name") or "sshd")
-    except Exception:
-        return None
+    for name in settings.overridden:
+        # Teleport sets its own value, then environment:'s: the record would say what that one says,
+        # and a TELEPORT_LOGIN other than the login makes the module believe nothing at all.
+        yield Check(
+            "teleport config",
+            FAIL,
+            f"ssh_service.pam.environment in {source} sets {name}, which replaces the value Teleport "
+            "passes: records would not name the Teleport user and login as Teleport knows them",
+            f"remove {name} from ssh_service.pam.environment and restart Teleport",
+        )
+    if settings.enabled and not settings.overridden:
+        yield Check(
+            "teleport config",
+            PASS,
+            f"{source}: PAM enabled, service {settings.service} (/etc/pam.d/{settings.service})",
+        )
 
 
 def _module_lines(path: str) -> list:  # list[pamfile.Line]
@@ -785,19 +729,19 @@ def _comm(proc: str, pid: str) -> str:
 
 def run_all(pam_file: str | None, teleport_config: str | None, expected_senders: int = 0) -> list[Check]:
     """Every check, in the order an administrator fixes things. teleport_config: None for the running
-    `teleport start`'s (teleport_config_of). expected_senders: a collector's fleet."""
+    `teleport start`'s (teleportconf.chosen). expected_senders: a collector's fleet."""
     from .stanza import entry_script
 
-    running = running_configs()
-    teleport_config = teleport_config_of(teleport_config, running)
-    service = pam_service_of(teleport_config)
-    path = pam_file or f"/etc/pam.d/{service or 'sshd'}"
+    running = teleportconf.daemons()
+    config = teleportconf.chosen(teleport_config, running)
+    service = teleportconf.pam_service(config)
+    path = pam_file or teleportconf.service_file(config)
     checks = list(audit_checks())
     checks += rule_checks()
     checks += stanza_checks(path)
     checks += module_checks(entries_in(path) or [entry_script()])
-    checks += teleport_config_checks(teleport_config)
-    checks += config_choice_checks(teleport_config, running)
+    checks += teleport_config_checks(config)
+    checks += config_choice_checks(config, running)
     if service is not None and pam_file is not None and path != f"/etc/pam.d/{service}":
         checks.append(
             Check(
@@ -807,7 +751,7 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
                 f"check /etc/pam.d/{service}, or set ssh_service.pam.service_name",
             )
         )
-    checks += process_checks()
+    checks += process_checks(running)
     checks += log_disk_checks()
     checks += remote_checks()
     from .fleetcheck import checks as fleet_checks  # here: fleetcheck imports this module

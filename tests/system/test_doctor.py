@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,50 +152,115 @@ def test_teleport_config_without_pam(host) -> None:
     assert code == 1 and status(checks, "teleport config") == "fail"
 
 
-def test_a_teleport_process_with_its_loginuid_set(host, driver, linux_user) -> None:
-    """The C stand-in, named teleport, sits in a session: pam_loginuid has set its loginuid."""
-    pam_file, config = host
-    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        code, checks = doctor(pam_file, config)
-    finally:
-        proc.wait(timeout=30)
-    ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
-    assert ours and all(c["status"] == "fail" and "loginuid" in c["message"] for c in ours), checks
-    assert code == 1
-
-
-def test_the_config_of_the_running_teleport_is_the_one_checked(host, tmp_path: Path) -> None:
-    """A `teleport start --config` other than /etc/teleport.yaml, running: doctor reads that config
-    when none is given, and warns when the one given is not it."""
-    pam_file, good = host
+@pytest.fixture
+def fake_daemon(tmp_path: Path):
+    """A program named teleport that only sleeps, started as `teleport start ARGS` (root's, 0755)."""
     program = tmp_path / "bin" / "teleport"
     program.parent.mkdir()
     source = tmp_path / "daemon.c"
     source.write_text("#include <unistd.h>\nint main(void) { sleep(60); return 0; }\n")
     subprocess.run(["gcc", "-o", str(program), str(source)], check=True)
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, prefix: tuple[str, ...] = (), **kw: Any) -> subprocess.Popen:
+        started.append(subprocess.Popen([*prefix, str(program), "start", *args], **kw))
+        time.sleep(0.2)
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+        daemon.wait()
+
+
+def set_loginuid() -> None:
+    with open("/proc/self/loginuid", "w") as f:
+        f.write("1000")
+
+
+def test_a_teleport_daemon_with_its_loginuid_set(host, fake_daemon, driver, linux_user) -> None:
+    """`teleport start` run from a login shell (loginuid 1000) fails; a live session's child, whose
+    loginuid pam_loginuid set, as it does in every Teleport session, is not judged."""
+    pam_file, config = host
+    daemon = fake_daemon("--config", str(config), preexec_fn=set_loginuid)
+    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
+    session = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        code, checks = doctor(pam_file, config)
+    finally:
+        session.wait(timeout=30)
+    assert session.returncode == 0
+    ours = {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
+    assert list(ours) == [f"teleport pid {daemon.pid}"], checks
+    assert [(c["status"], c["message"]) for c in ours[f"teleport pid {daemon.pid}"]] == [
+        ("fail", "its loginuid is 1000, so pam_loginuid cannot give sessions a correct ses")
+    ]
+    assert code == 1
+
+
+def test_live_sessions_do_not_fail_a_sound_daemon(host, fake_daemon, driver, linux_user) -> None:
+    """A daemon started as systemd does, with a session going on: doctor passes it."""
+    pam_file, config = host
+    daemon = fake_daemon("--config", str(config))
+    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
+    session = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        _, checks = doctor(pam_file, config)
+    finally:
+        session.wait(timeout=30)
+    ours = {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
+    assert [(name, [c["status"] for c in cs]) for name, cs in ours.items()] == [
+        (f"teleport pid {daemon.pid}", ["pass"])
+    ], checks
+
+
+def test_a_config_string_is_the_config_checked(host, fake_daemon) -> None:
+    """`teleport start` given its configuration as --config-string, or in TELEPORT_CONFIG (from a
+    systemd EnvironmentFile): that replaces the file Teleport would read, and is what doctor checks."""
+    pam_file, good = host
+    text = good.read_text()
+    assert text.count("    enabled: true\n") == 1
+    off = base64.b64encode(text.replace("    enabled: true\n", "    enabled: no\n").encode()).decode()
+    on = base64.b64encode(good.read_bytes()).decode()
+    daemon = fake_daemon("--config", str(good), env={"TELEPORT_CONFIG": off, "PATH": "/usr/bin:/bin"})
+    code, checks = doctor(pam_file, None)
+    assert [(c["status"], c["message"]) for c in checks["teleport config"]] == [
+        ("fail", f"ssh_service.pam.enabled is not true in teleport pid {daemon.pid}'s TELEPORT_CONFIG"),
+    ]
+    assert code == 1
+    daemon.kill()
+    daemon.wait()
+    daemon = fake_daemon(f"--config-string={on}")
+    _, checks = doctor(pam_file, None)
+    assert [c["status"] for c in checks["teleport config"]] == ["pass"], checks["teleport config"]
+    _, checks = doctor(pam_file, good)  # the file given is not what runs: said
+    assert [c["status"] for c in checks["teleport config"]] == ["pass", "warn"], checks["teleport config"]
+    assert checks["teleport config"][1]["message"].startswith(
+        f"teleport pid {daemon.pid} runs with its --config-string, not {good}"
+    )
+
+
+def test_the_config_of_the_running_teleport_is_the_one_checked(host, tmp_path: Path, fake_daemon) -> None:
+    """A `teleport start --config` other than /etc/teleport.yaml, running: doctor reads that config
+    when none is given, and warns when the one given is not it."""
+    pam_file, good = host
     running = tmp_path / "etc" / "teleport.yaml"  # relative on the command line, from the daemon's folder
     running.parent.mkdir()
     running.write_text("version: v3\nssh_service:\n  enabled: true\n")  # PAM not enabled
-    daemon = subprocess.Popen([str(program), "start", "--config", "etc/teleport.yaml"], cwd=tmp_path)
-    try:
-        time.sleep(0.2)
-        _, checks = doctor(pam_file, None)
-        # That config's service (sshd, the default) is not the PAM file checked here: said too.
-        assert [(c["status"], c["message"]) for c in checks["teleport config"]] == [
-            ("fail", f"ssh_service.pam.enabled is not true in {running}"),
-            ("warn", f"Teleport uses /etc/pam.d/sshd, not {pam_file}"),
-        ]
-        _, checks = doctor(pam_file, good)
-        assert [c["status"] for c in checks["teleport config"]] == ["pass", "warn"], checks["teleport config"]
-        assert checks["teleport config"][1]["message"].startswith(
-            f"teleport pid {daemon.pid} runs with {running}, not {good}"
-        )
-    finally:
-        daemon.kill()
-        daemon.wait()
+    daemon = fake_daemon("--config", "etc/teleport.yaml", cwd=tmp_path)
+    _, checks = doctor(pam_file, None)
+    # That config's service (sshd, the default) is not the PAM file checked here: said too.
+    assert [(c["status"], c["message"]) for c in checks["teleport config"]] == [
+        ("fail", f"ssh_service.pam.enabled is not true in {running}"),
+        ("warn", f"Teleport uses /etc/pam.d/sshd, not {pam_file}"),
+    ]
+    _, checks = doctor(pam_file, good)
+    assert [c["status"] for c in checks["teleport config"]] == ["pass", "warn"], checks["teleport config"]
+    assert checks["teleport config"][1]["message"].startswith(
+        f"teleport pid {daemon.pid} runs with {running}, not {good}"
+    )
 
 
 def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
@@ -294,29 +361,29 @@ def test_where_the_kernel_will_not_answer(host, prefix: tuple[str, ...], verdict
         assert code == 1
 
 
-def test_a_teleport_process_without_cap_audit_write(host, driver, linux_user, syslog_catcher) -> None:
-    """The C stand-in, named teleport, runs a session without CAP_AUDIT_WRITE in its bounding set:
-    doctor names it, and indeed nothing of the session reaches the log."""
+def test_a_teleport_process_without_cap_audit_write(host, fake_daemon, driver, linux_user, syslog_catcher) -> None:
+    """`teleport start` without CAP_AUDIT_WRITE in its bounding set (its session children inherit it):
+    doctor names it, and indeed nothing of such a session reaches the log."""
     pam_file, config = host
     pam_file.write_text(
         pam_file.read_text().replace(entry_script(), f"{entry_script()} log_socket={syslog_catcher.path}")
     )
+    without = ("capsh", "--drop=cap_audit_write", "--", "-c", 'exec "$0" "$@"')
+    daemon = fake_daemon("--config", str(config), prefix=without)
     tp_user = unique("nocap-")
     argv = driver_argv(driver, pam_file.name, linux_user(), user=tp_user, lines=["sleep 3"])
     started = time.time()
-    proc = subprocess.Popen(
-        ["capsh", "--drop=cap_audit_write", "--", "-c", 'exec "$0" "$@"', *argv], stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([*without, *argv], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
         code, checks = doctor(pam_file, config)
     finally:
         out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out  # fail-open: the login went on
-    ours = [c for name, cs in checks.items() if name.startswith("teleport pid") for c in cs]
-    # In its session its loginuid is set too (pam_loginuid): a line for each problem.
-    assert ours and all(c["status"] == "fail" for c in ours), checks
-    assert any("CAP_AUDIT_WRITE is not in its capability bounding set" in c["message"] for c in ours), ours
+    ours = {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
+    assert list(ours) == [f"teleport pid {daemon.pid}"], checks  # the session child is not judged
+    (check,) = ours[f"teleport pid {daemon.pid}"]
+    assert check["status"] == "fail" and "CAP_AUDIT_WRITE is not in its capability bounding set" in check["message"]
     assert code == 1
     assert any("audit record not written: [errno 1]" in line for line in syslog_catcher.lines())
     # The kernel refused them at the send (the line above): a second's wait for them is enough.

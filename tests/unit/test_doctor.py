@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from pam_teleport_audit.admin import doctor
+from pam_teleport_audit.admin import doctor, teleportconf
 from pam_teleport_audit.pam_module import AuditError
 
 if TYPE_CHECKING:
@@ -140,22 +141,41 @@ def test_unanswered_audit_status(
 
 
 def fake_proc(
-    root: Path, pid: int, exe: str, loginuid: int, cap_bnd: str = ALL_CAPS, uid_map: str = "0 0 4294967295"
-) -> None:
+    root: Path,
+    pid: int,
+    exe: str,
+    loginuid: int,
+    cap_bnd: str = ALL_CAPS,
+    uid_map: str = "0 0 4294967295",
+    argv: tuple[str, ...] = ("teleport", "start"),
+    environ: tuple[str, ...] = (),
+) -> Path:
     folder = root / str(pid)
     folder.mkdir()
     (folder / "exe").symlink_to(exe)
     (folder / "loginuid").write_text(f"{loginuid}\n")
     (folder / "status").write_text(f"Name:\tteleport\nCapEff:\t{cap_bnd}\nCapBnd:\t{cap_bnd}\n")
     (folder / "uid_map").write_text(f"         {uid_map.replace(' ', '          ')}\n")
+    (folder / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
+    (folder / "environ").write_bytes(b"".join(item.encode() + b"\0" for item in environ))
+    (folder / "cwd").symlink_to(root)
+    return folder
 
 
 def test_teleport_processes(tmp_path: Path) -> None:
-    assert statuses(list(doctor.process_checks(str(tmp_path)))) == {"teleport processes": "warn"}
+    """Only `teleport start` is judged: a live session's `teleport exec` has the loginuid pam_loginuid
+    gave it, and `teleport networking` runs as the login user, both by design."""
+    assert statuses(list(doctor.process_checks(teleportconf.daemons(str(tmp_path)), str(tmp_path)))) == {
+        "teleport processes": "warn"
+    }
     fake_proc(tmp_path, 10, "/usr/local/bin/teleport", 4294967295)
     fake_proc(tmp_path, 11, "/usr/local/bin/teleport", 1000)
     fake_proc(tmp_path, 12, "/usr/sbin/sshd", 1000)
-    checks = list(doctor.process_checks(str(tmp_path)))
+    fake_proc(tmp_path, 13, "/usr/local/bin/teleport", 1000, argv=("/usr/local/bin/teleport", "exec"))
+    fake_proc(tmp_path, 14, "/usr/local/bin/teleport", 1000, argv=("/usr/local/bin/teleport", "networking"))
+    running = teleportconf.daemons(str(tmp_path))
+    assert [daemon.pid for daemon in running] == [10, 11]
+    checks = list(doctor.process_checks(running, str(tmp_path)))
     by_pid = {c.name: c for c in checks}
     assert set(by_pid) == {"teleport pid 10", "teleport pid 11"}
     assert by_pid["teleport pid 11"].status == "fail" and "loginuid is 1000" in by_pid["teleport pid 11"].message
@@ -173,29 +193,51 @@ def test_teleport_processes(tmp_path: Path) -> None:
 )
 def test_a_teleport_process_the_kernel_takes_no_record_from(tmp_path: Path, cap_bnd: str, uid_map: str, says: str):
     fake_proc(tmp_path, 10, "/usr/local/bin/teleport", 4294967295, cap_bnd, uid_map)
-    (check,) = doctor.process_checks(str(tmp_path))
+    (check,) = doctor.process_checks(teleportconf.daemons(str(tmp_path)), str(tmp_path))
     assert check.status == "fail" and says in check.message, check
+
+
+PAM_ON = "ssh_service:\n  pam:\n    enabled: true\n"
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("ssh_service:\n  pam:\n    enabled: true\n", "pass"),
-        ("ssh_service:\n  pam:\n    enabled: yes\n    service_name: teleport\n", "pass"),
-        ("ssh_service:\n  enabled: true\n", "fail"),
-        ("ssh_service: [unclosed\n", "fail"),
-        ("", "fail"),
+        (PAM_ON, ["pass"]),
+        ("ssh_service:\n  pam:\n    enabled: yes\n    service_name: teleport\n", ["pass"]),
+        # Teleport's ParseBool (api/utils), case-insensitive: all of these enable PAM ...
+        *(
+            (f"ssh_service:\n  pam:\n    enabled: {word}\n", ["pass"])
+            for word in ("on", "Yes", "TRUE", "y", "yeah", "1")
+        ),
+        ('ssh_service:\n  pam:\n    enabled: "on"\n', ["pass"]),
+        # ... and anything else leaves it off.
+        *(
+            (f"ssh_service:\n  pam:\n    enabled: {word}\n", ["fail"])
+            for word in ("no", "off", "0", "2", "enabled", '""')
+        ),
+        ("ssh_service:\n  pam:\n    enabled: [true]\n", ["fail"]),
+        ("ssh_service:\n  enabled: true\n", ["fail"]),
+        ("ssh_service: [unclosed\n", ["fail"]),
+        ("", ["fail"]),
+        # environment: entries are applied after Teleport's own TELEPORT_* values.
+        (PAM_ON + "    environment:\n      TELEPORT_USERNAME: '{{external.email}}'\n", ["fail"]),
+        (PAM_ON + "    environment:\n      TELEPORT_LOGIN: root\n      TELEPORT_ROLES: x\n", ["fail", "fail"]),
+        (PAM_ON + "    environment:\n      DEPARTMENT: '{{external.dept}}'\n", ["pass"]),
     ],
 )
-def test_teleport_config(tmp_path: Path, text: str, expected: str) -> None:
+def test_teleport_config(tmp_path: Path, text: str, expected: list[str]) -> None:
     path = tmp_path / "teleport.yaml"
     path.write_text(text)
-    (check,) = doctor.teleport_config_checks(str(path))
-    assert check.status == expected, check
+    checks = list(doctor.teleport_config_checks(teleportconf.Source(str(path))))
+    assert [check.status for check in checks] == expected, checks
+    for check in checks:
+        if "environment" in check.message:
+            assert check.message.endswith("as Teleport knows them") and check.fix.startswith("remove TELEPORT_")
 
 
 def test_missing_teleport_config(tmp_path: Path) -> None:
-    (check,) = doctor.teleport_config_checks(str(tmp_path / "none.yaml"))
+    (check,) = doctor.teleport_config_checks(teleportconf.Source(str(tmp_path / "none.yaml")))
     assert check.status == "warn"
 
 
@@ -216,7 +258,22 @@ def test_missing_teleport_config(tmp_path: Path) -> None:
     ],
 )
 def test_the_config_of_a_teleport_command_line(argv: list[str], config: str | None) -> None:
-    assert doctor.start_config(argv) == config
+    assert teleportconf.start_config(argv) == config
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        (["teleport", "start"], {}, None),
+        (["teleport", "start", "--config-string", "QQ=="], {}, ("QQ==", "--config-string")),
+        (["teleport", "start", "--config-string=QQ=="], {"TELEPORT_CONFIG": "Qg=="}, ("QQ==", "--config-string")),
+        (["teleport", "start"], {"TELEPORT_CONFIG": "Qg=="}, ("Qg==", "TELEPORT_CONFIG")),
+        (["teleport", "start"], {"TELEPORT_CONFIG": ""}, None),  # empty: kingpin leaves the flag unset
+        (["teleport", "start", "--", "--config-string", "QQ=="], {}, None),
+    ],
+)
+def test_a_config_string(argv: list[str], environ: dict[str, str], expected: tuple[str, str] | None) -> None:
+    assert teleportconf.config_string(argv, environ) == expected
 
 
 def test_the_running_daemons_config_is_the_one_checked(tmp_path: Path) -> None:
@@ -225,22 +282,46 @@ def test_the_running_daemons_config_is_the_one_checked(tmp_path: Path) -> None:
     proc, work = tmp_path / "proc", tmp_path / "work"
     proc.mkdir()
     work.mkdir()
-    assert doctor.running_configs(str(proc)) == []
-    assert doctor.teleport_config_of(None, []) == doctor.DEFAULT_TELEPORT_CONFIG
-    for pid, argv in ((30, ["teleport", "exec"]), (20, ["teleport", "start", "-c", "conf/t.yaml", "-d"])):
-        fake_proc(proc, pid, "/opt/teleport/default/bin/teleport", 4294967295)
-        (proc / str(pid) / "cmdline").write_bytes(b"".join(arg.encode() + b"\0" for arg in argv))
-        (proc / str(pid) / "cwd").symlink_to(work)
+    assert teleportconf.daemons(str(proc)) == []
+    assert teleportconf.chosen(None, []) == teleportconf.Source(teleportconf.DEFAULT_CONFIG)
+    for pid, argv in ((30, ("teleport", "exec")), (20, ("teleport", "start", "-c", "conf/t.yaml", "-d"))):
+        folder = fake_proc(proc, pid, "/opt/teleport/default/bin/teleport", 4294967295, argv=argv)
+        (folder / "cwd").unlink()
+        (folder / "cwd").symlink_to(work)
     running = str(work / "conf" / "t.yaml")
-    found = doctor.running_configs(str(proc))
-    assert found == [(20, running)]
-    assert doctor.teleport_config_of(None, found) == running
-    assert doctor.teleport_config_of("/etc/other.yaml", found) == "/etc/other.yaml"
-    assert list(doctor.config_choice_checks(running, found)) == []
-    (warning,) = doctor.config_choice_checks("/etc/teleport.yaml", found)
+    found = teleportconf.daemons(str(proc))
+    assert [(daemon.pid, daemon.source) for daemon in found] == [(20, teleportconf.Source(running, pid=20))]
+    config = teleportconf.chosen(None, found)
+    assert config.path == running and config.inline is None
+    assert teleportconf.chosen("/etc/other.yaml", found) == teleportconf.Source("/etc/other.yaml")
+    assert list(doctor.config_choice_checks(config, found)) == []
+    (warning,) = doctor.config_choice_checks(teleportconf.Source("/etc/teleport.yaml"), found)
     assert (warning.name, warning.status) == ("teleport config", "warn")
     assert warning.message.startswith(f"teleport pid 20 runs with {running}, not /etc/teleport.yaml")
     assert warning.fix == f"run doctor with --teleport-config {running}"
+
+
+def test_a_config_string_replaces_the_file(tmp_path: Path) -> None:
+    """`--config-string` (or TELEPORT_CONFIG in its environment) is what Teleport reads, whatever file
+    is on disk: doctor checks that, and says so when another config is given."""
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (tmp_path / "teleport.yaml").write_text(PAM_ON)  # on disk: PAM on; not what runs
+    inline = base64.b64encode(b"ssh_service:\n  pam:\n    enabled: off\n").decode()
+    fake_proc(proc, 40, "/usr/local/bin/teleport", 4294967295, environ=("HOME=/root", f"TELEPORT_CONFIG={inline}"))
+    (daemon,) = teleportconf.daemons(str(proc))
+    config = teleportconf.chosen(None, [daemon])
+    assert (config.inline, config.via, str(config)) == (inline, "TELEPORT_CONFIG", "teleport pid 40's TELEPORT_CONFIG")
+    (check,) = doctor.teleport_config_checks(config)
+    assert (check.status, check.message) == (
+        "fail",
+        "ssh_service.pam.enabled is not true in teleport pid 40's TELEPORT_CONFIG",
+    )
+    given = teleportconf.Source(str(tmp_path / "teleport.yaml"))
+    (warning,) = doctor.config_choice_checks(given, [daemon])
+    assert warning.message.startswith(f"teleport pid 40 runs with its TELEPORT_CONFIG, not {given.path}")
+    (check,) = doctor.teleport_config_checks(teleportconf.Source("/x", "not base64!", "--config-string", 40))
+    assert check.status == "fail" and check.message.startswith("cannot read teleport pid 40's --config-string: ")
 
 
 def test_check_line_has_the_fix_only_when_not_passing() -> None:
