@@ -38,7 +38,7 @@ def send(records: list[tuple[int, str]]) -> int:
     return 0
 
 
-def load(scope: dict) -> object:
+def load(scope: dict, exe: str, args: list[str]) -> object:  # pam_loader.load's signature
     del sys.path[0]
 
     def acct_mgmt(pamh: object, flags: int, args: list[str]) -> int:

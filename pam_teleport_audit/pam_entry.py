@@ -8,9 +8,10 @@ def pam_sm_acct_mgmt(pamh, flags, args):
         exe = os.readlink("/proc/self/exe").removesuffix(" (deleted)")
     except OSError:
         return 25
-    if exe.endswith("/teleport") or exe.startswith("/memfd:") or "teleport_exe=" + exe in args:
+    # With teleport_exe= any binary may be listed, through a symlink too: pam_loader resolves the paths.
+    if exe.endswith("/teleport") or exe.startswith("/memfd:") or "teleport_exe=/" in " ".join(args):
         sys.path.insert(0, os.path.dirname(__file__))
-        return __import__("pam_loader").load(globals())(pamh, flags, args)  # the module's, from now on
+        return __import__("pam_loader").load(globals(), exe, args)(pamh, flags, args)  # the module's from now on
     return 25
 
 

@@ -8,17 +8,19 @@ every Teleport login (docs/benchmarks.md). The admin side and the tests import
 the same files as pam_teleport_audit.pam_module.
 """
 
+import os
 import sys
 
 # This folder's modules that PAM imports by these top-level names.
 IN_PAM_MODULES = ("pam_loader", "pam_module", "pam_fallback")
+PAM_IGNORE = 25  # pam_module.py's value: a binary that is not Teleport does not load it
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-def load(scope: "dict[str, object]") -> "Callable[..., int]":
+def load(scope: "dict[str, object]", exe: str, args: "list[str]") -> "Callable[..., int]":
     """Put one PAM handle's pam_sm_* functions in pam_entry.py's globals; return its pam_sm_acct_mgmt.
 
     pam_python looks each pam_sm_* up by name at each call, so from then on the
@@ -27,16 +29,22 @@ def load(scope: "dict[str, object]") -> "Callable[..., int]":
     top-level names leave sys.modules: the interpreter is shared with any other
     pam_python module of the same PAM handle, whose own `pam_module` ours must
     not shadow. The functions keep their module's globals without the entry.
+    A binary that pam_entry.py let through only for a teleport_exe= option is
+    not loaded for unless one of those paths is it, or resolves to it (a
+    symlink, as teleport-update makes): /proc/self/exe names the file itself.
     """
     folder = __file__.rpartition("/")[0]
     try:
-        import pam_module
+        if not exe.endswith("/teleport") and not exe.startswith("/memfd:") and exe not in listed(args):
+            return not_teleport
+        try:
+            import pam_module
 
-        scope.update(pam_module.entry_points())
-    except Exception as exc:  # a broken module must not break logins, nor go unnoticed
-        import pam_fallback
+            scope.update(pam_module.entry_points())
+        except Exception as exc:  # a broken module must not break logins, nor go unnoticed
+            import pam_fallback
 
-        scope.update(pam_fallback.entry_points(repr(exc)))
+            scope.update(pam_fallback.entry_points(repr(exc)))
     finally:
         if sys.path and sys.path[0] == folder:
             del sys.path[0]
@@ -44,3 +52,12 @@ def load(scope: "dict[str, object]") -> "Callable[..., int]":
             if getattr(sys.modules.get(name), "__file__", "").rpartition("/")[0] == folder:
                 del sys.modules[name]
     return scope["pam_sm_acct_mgmt"]  # type: ignore[return-value]
+
+
+def not_teleport(pamh: object, flags: int, args: "list[str]") -> int:
+    return PAM_IGNORE
+
+
+def listed(args: "list[str]") -> "list[str]":
+    """The files the teleport_exe= paths name, symlinks resolved."""
+    return [os.path.realpath(arg[len("teleport_exe=") :]) for arg in args if arg.startswith("teleport_exe=/")]

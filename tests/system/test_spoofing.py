@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pam_teleport_audit.admin.auditlog import decode_value
 from pam_teleport_audit.admin.stanza import entry_script
 
@@ -93,11 +95,15 @@ def test_teleport_outside_the_configured_path_is_not_trusted(driver, pam_service
     assert [r["teleportUser"] for r in records if "teleportUser" in r.fields] == [genuine] * 3
 
 
-def test_teleport_exe_may_name_the_symlink_teleport_update_makes(driver, pam_service, linux_user, tmp_path) -> None:
+@pytest.mark.parametrize("name", ["teleport", "teleport-18.1.0"])
+def test_teleport_exe_may_name_the_symlink_teleport_update_makes(
+    driver, pam_service, linux_user, tmp_path, name
+) -> None:
     """teleport-update installs each version under /opt/teleport and links /usr/local/bin/teleport to
-    it; the unit starts the link, /proc/self/exe names the version's file."""
+    it; the unit starts the link, /proc/self/exe names the version's file, whatever its name: the
+    entry script resolves the link before it decides not to load the module."""
     login = linux_user()
-    real = tmp_path / "opt" / "teleport" / "versions" / "18.1.0" / "bin" / "teleport"
+    real = tmp_path / "opt" / "teleport" / "versions" / "18.1.0" / "bin" / name
     real.parent.mkdir(parents=True)
     shutil.copy2(driver, real)
     link = tmp_path / "usr-local-bin" / "teleport"

@@ -73,12 +73,18 @@ def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
         ("/usr/local/bin/tsh (deleted)", ["teleport_exe=/usr/local/bin/tsh"], True),
         ("/usr/local/bin/tsh", ["teleport_exe=/usr/local/bin/tsh2"], False),
         ("/usr/sbin/sshd", ["debug", "teleport_exe=/usr/local/bin/teleport"], False),
+        # teleport-update's link: /proc/self/exe names the file it resolves to, whatever its name.
+        ("/srv/tp/teleport-18.1", ["teleport_exe=/srv/tp/link"], True),
+        ("/srv/tp/teleport-17.9", ["teleport_exe=/srv/tp/link"], False),
     ],
 )
 def test_only_what_may_be_teleport_loads_the_module(monkeypatch, sink, exe, options, loaded) -> None:  # noqa: F811
     scope = exec_entry(SCRIPT)
-    real = os.readlink
+    real, realpath = os.readlink, os.path.realpath
     monkeypatch.setattr(os, "readlink", lambda path: exe if path == "/proc/self/exe" else real(path))
+    monkeypatch.setattr(
+        os.path, "realpath", lambda path: "/srv/tp/teleport-18.1" if path == "/srv/tp/link" else realpath(path)
+    )
     assert scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(SCRIPT), *options]) == 25
     assert ("pam_sm_end" in scope) is loaded
 
