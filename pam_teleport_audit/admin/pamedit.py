@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import pamstack
@@ -272,6 +273,27 @@ def _find(lines: list[Line], module: str, type_: str = "session") -> int | None:
     return next((k for k, x in enumerate(lines) if x.type == type_ and x.module_name == module), None)
 
 
+def _is_loginuid(line: Line) -> bool:
+    return line.module_name == "pam_loginuid"
+
+
+def _brought_by(
+    lines: list[Line], path: str, resolve: Resolver, wanted: Callable[[Line], bool]
+) -> list[tuple[int, pamstack.Entry]]:
+    """(index of the line of this file, entry) for each session entry that wanted() picks, includes followed."""
+    return [
+        (k, e)
+        for k, x in enumerate(lines)
+        for e in pamstack.brought(path, x, "session", resolve)
+        if e.unknown is None and wanted(e.line)
+    ]
+
+
+def _no_loginuid(lines: list[Line]) -> str:
+    """Why install refuses a file without pam_loginuid in its session stack (a CR LF file says so)."""
+    return "no pam_loginuid in the session stack of this file, includes followed: the session block must follow it"
+
+
 def _check_stanza(stanza: Stanza) -> None:
     problems = stanza.problems()
     if problems:
@@ -309,14 +331,13 @@ def install(
 
     loginuid = _find(base, "pam_loginuid")
     if loginuid is None:
-        raise Refusal("no pam_loginuid in the session stack of this file: the session block must follow it")
+        # Arch and Gentoo: pam_loginuid is in system-login, which sshd's `session include
+        # system-remote-login` brings in: the block goes after that line (the checks below decide).
+        loginuid = next((k for k, _ in _brought_by(base, path, resolve, _is_loginuid)), None)
+    if loginuid is None:
+        raise Refusal(_no_loginuid(base))
     # pam_tty_audit may come from an include (RHEL compliance playbooks put it in password-auth).
-    ttys = [
-        (k, e)
-        for k, x in enumerate(base)
-        for e in pamstack.brought(path, x, "session", resolve)
-        if is_tty_audit(e.line)
-    ]
+    ttys = _brought_by(base, path, resolve, is_tty_audit)
     existing_tty = ttys[-1][0] if ttys else None
     keystrokes: str | None = None
     for k, entry in ttys:

@@ -39,6 +39,8 @@ LAYOUTS = {
     "rhel-9-tty-audit": ("rhel-9-tty-audit/sshd", "rhel-9-tty-audit"),
     "substack": ("hard/substack-sshd", "hard"),
     "session-sufficient": ("hard/session-sufficient", "hard"),
+    # pam_loginuid only in system-login, through sshd's `session include system-remote-login`
+    "arch": ("arch/sshd", "arch"),
 }
 
 
@@ -65,15 +67,19 @@ def for_this_host(data: bytes, names: dict[str, str]) -> bytes:
 
 def materialise(sshd: str, folder: str, pam_service: Callable[[str], str]) -> tuple[str, dict[str, str]]:
     """Scratch copies of a layout's files under /etc/pam.d: the sshd-like service's name, and the
-    scratch name of each file it includes."""
-    data = (FIXTURES / sshd).read_bytes()
-    wanted = {x.module for x in parse(data) if x.kind is Kind.AT_INCLUDE or (x.kind is Kind.RULE and x.is_include)}
+    scratch name of each file it includes, directly or through another included file (Arch:
+    sshd -> system-remote-login -> system-login -> system-auth)."""
     names: dict[str, str] = {}
-    for name in sorted(n for n in wanted if n):
-        source = FIXTURES / folder / name
-        assert source.is_file(), f"{sshd}: {name} is not in {folder}"
-        names[name] = pam_service(for_this_host(source.read_bytes(), {}).decode())
-    return pam_service(for_this_host(data, names).decode()), names
+
+    def copy(data: bytes) -> str:
+        wanted = {x.module for x in parse(data) if x.kind is Kind.AT_INCLUDE or (x.kind is Kind.RULE and x.is_include)}
+        for name in sorted(n for n in wanted if n and n not in names):
+            source = FIXTURES / folder / name
+            assert source.is_file(), f"{sshd}: {name} is not in {folder}"
+            names[name] = copy(source.read_bytes())
+        return pam_service(for_this_host(data, names).decode())
+
+    return copy((FIXTURES / sshd).read_bytes()), names
 
 
 def pam_cli(*argv: str) -> subprocess.CompletedProcess[str]:

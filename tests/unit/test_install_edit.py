@@ -67,6 +67,34 @@ def test_stock_files_install_uninstall_and_status(distro: str, folder: str) -> N
     assert uninstall(done).data == original
 
 
+ARCH = includes("arch")
+
+
+def test_arch_session_block_follows_the_include_that_brings_pam_loginuid() -> None:
+    """Arch (and Gentoo): sshd only includes system-remote-login, whose system-login holds pam_loginuid.
+
+    The old install refused ("no pam_loginuid in the session stack") although libpam runs it there.
+    """
+    original = fixture("arch/sshd")
+    done = install(original, STANZA, ARCH).data
+    lines = done.decode().splitlines()
+    at = lines.index("session   include   system-remote-login")
+    assert lines[at + 1 : at + 5] == STANZA.block("session")
+    account = lines.index("account   include   system-remote-login")
+    assert lines[account - 3 : account] == STANZA.block("account")
+    assert status(done, ARCH).installed is True
+    assert install(done, STANZA, ARCH).data == done
+    assert uninstall(done).data == original
+
+
+def test_an_include_that_brings_pam_loginuid_after_a_sufficient_is_still_refused() -> None:
+    """The block after the including line is kept only when the reachability proof accepts it."""
+    files = {"login": b"session sufficient pam_rootok.so\nsession optional pam_loginuid.so\n"}
+    data = b"account required pam_unix.so\nsession include login\n"
+    with pytest.raises(Refusal, match="can be skipped"):
+        install(data, STANZA, pamstack.dict_resolver(files))
+
+
 def test_rhel_account_block_comes_before_every_account_line() -> None:
     lines = install(fixture("rhel-9/sshd"), STANZA, includes("rhel-9-sssd")).data.decode().splitlines()
     at = lines.index("account    required     pam_sepermit.so")
