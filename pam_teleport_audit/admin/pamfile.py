@@ -15,8 +15,9 @@ the logical line in libpam 1.6+ (pam_line.c): such a line is marked invalid,
 as the two versions run different stacks from it; lines longer than its 1024-byte buffer are read in pieces
 (marked invalid here). Tokens are separated by space, tab or newline. A line
 is `[-]type control module [args...]` or `@include name`;
-type, control words and `@include` match case-insensitively; a control may be
-`[value=action ...]`, and an argument `[text with spaces]`.
+type, control words and `@include` match case-insensitively (strcasecmp); a control may be
+`[value=action ...]`, whose values and actions match case-sensitively (strncmp in libpam's
+_pam_parse_control), and an argument `[text with spaces]`.
 """
 
 from __future__ import annotations
@@ -156,18 +157,29 @@ def _tokens(text: bytes) -> list[bytes]:
 
 
 def _parse_actions(token: str) -> dict[str, str]:
+    """The value=action pairs of a [...] control, matched case-sensitively as libpam does.
+
+    libpam's _pam_parse_control (pam_misc.c) compares values and actions with strncmp, unlike the
+    control words (strcasecmp): `[SUCCESS=ok]` is a parse error there, which makes every action `bad`.
+    """
     actions: dict[str, str] = {}
     for item in token[1:-1].split():
         value, eq, action = item.partition("=")
-        value, action = value.lower(), action.lower()
         if not eq or value not in CONTROL_VALUES:
-            raise ValueError(f"unknown control value {item!r}")
+            raise ValueError(f"unknown control value {item!r}{_case_hint(value, CONTROL_VALUES)}")
         if action not in CONTROL_ACTIONS and not (action.isdigit() and int(action) > 0):
-            raise ValueError(f"unknown control action {item!r}")
+            raise ValueError(f"unknown control action {item!r}{_case_hint(action, CONTROL_ACTIONS)}")
         actions[value] = action
     if not actions:
         raise ValueError("empty [] control")
     return actions
+
+
+def _case_hint(word: str, known: frozenset[str]) -> str:
+    """A note when word is a known one in another case (libpam: a parse error all the same)."""
+    if word not in known and word.lower() in known:
+        return f" (libpam matches [value=action] case-sensitively: write {word.lower()!r})"
+    return ""
 
 
 def _classify(raw: bytes, number: int, logical: bytes, comment: bytes) -> Line:

@@ -95,6 +95,22 @@ def test_an_include_that_brings_pam_loginuid_after_a_sufficient_is_still_refused
         install(data, STANZA, pamstack.dict_resolver(files))
 
 
+def test_a_mixed_case_control_value_is_refused_in_the_file_and_in_an_included_one() -> None:
+    """Arch's system-auth with `[SUCCESS=1 default=ignore]`: libpam cannot parse it (strncmp in
+    _pam_parse_control), which makes every action of the line `bad`; the old parser lowercased it and
+    installed. Now the line is invalid: a login through it cannot be proven to reach ours."""
+    files = {name: fixture(f"arch/{name}") for name in ("system-remote-login", "system-login", "system-auth")}
+    old = b"-account   [success=1 default=ignore]  pam_systemd_home.so"
+    assert old in files["system-auth"]
+    files["system-auth"] = files["system-auth"].replace(old, old.replace(b"success", b"SUCCESS"))
+    with pytest.raises(Refusal, match=r"cannot be proven to run.*case-sensitively"):
+        install(fixture("arch/sshd"), STANZA, pamstack.dict_resolver(files))
+    mixed = fixture("debian-12/sshd").replace(b"[success=ok ignore=ignore", b"[success=ok IGNORE=ignore")
+    assert mixed != fixture("debian-12/sshd")
+    with pytest.raises(Refusal, match=r"cannot be parsed .*case-sensitively"):
+        install(mixed, STANZA, DEBIAN)
+
+
 def test_rhel_account_block_comes_before_every_account_line() -> None:
     lines = install(fixture("rhel-9/sshd"), STANZA, includes("rhel-9-sssd")).data.decode().splitlines()
     at = lines.index("account    required     pam_sepermit.so")

@@ -103,6 +103,25 @@ def test_what_libpam_rejects_is_invalid(text: bytes, error: str) -> None:
     assert line.error is not None and error in line.error
 
 
+@pytest.mark.parametrize(
+    "control",
+    ["[SUCCESS=ok default=ignore]", "[success=OK default=ignore]", "[Default=bad]", "[success=1 default=Ignore]"],
+)
+def test_control_values_and_actions_are_case_sensitive_as_in_libpam(control: str) -> None:
+    """libpam's _pam_parse_control (pam_misc.c) uses strncmp: a mixed-case value or action is a parse
+    error there (every action becomes `bad`), so the line is invalid here too."""
+    (line,) = parse(f"session    {control}    pam_loginuid.so\n".encode())
+    assert line.kind is Kind.INVALID
+    assert line.error is not None and "case-sensitively" in line.error
+
+
+def test_control_words_stay_case_insensitive_as_in_libpam() -> None:
+    """The control words are compared with strcasecmp."""
+    for word in ("Required", "REQUISITE", "Sufficient", "optional", "Include", "SUBSTACK"):
+        (line,) = parse(f"session {word} pam_x.so\n".encode())
+        assert line.kind is Kind.RULE, word
+
+
 def test_crlf_endings_are_kept_and_the_cr_is_read_as_libpam_reads_it() -> None:
     """libpam splits on space, tab and LF: the CR stays in the last token, a CR-only line is invalid."""
     lines = parse(b"session required pam_loginuid.so\r\naccount optional pam_x.so a\r\n\r\n")
