@@ -3,7 +3,8 @@
 Temporary file in the same folder (rename is atomic only within one file
 system), fsync, rename over the target, fsync of the folder (so the rename
 itself survives a power cut). The new file gets the old one's owner, mode and
-SELinux label before it becomes visible. A lock on the folder serialises our
+every extended attribute (SELinux label, POSIX ACLs, user.*, trusted.*,
+security.*) before it becomes visible; one that cannot be set fails the write. A lock on the folder serialises our
 own concurrent runs, so two read-edit-write cycles cannot interleave.
 """
 
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 
 from .pamedit import Refusal
 
-SELINUX_XATTR = "security.selinux"
+ACL_XATTR = "system.posix_acl_access"
 TEMP_PREFIX = ".pam-teleport-audit."
 # Backups live outside /etc/pam.d: there libpam would read one as a service of its own, and the
 # package's prerm (which looks for our stanza in /etc/pam.d) would refuse removal for good.
@@ -75,14 +76,38 @@ def folder_lock(path: str, timeout: float = 30.0) -> Iterator[None]:
         os.close(fd)
 
 
-def _copy_label(source: str, fd: int) -> None:
+def _xattrs(source: str) -> dict[str, bytes]:
+    """Every extended attribute of source: SELinux label, POSIX ACLs, user.*, trusted.*, security.*."""
     try:
-        label = os.getxattr(source, SELINUX_XATTR, follow_symlinks=False)
+        names = os.listxattr(source, follow_symlinks=False)
     except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return  # no label to keep
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return {}  # a file system without extended attributes: nothing to keep
         raise
-    os.setxattr(fd, SELINUX_XATTR, label)
+    return {name: os.getxattr(source, name, follow_symlinks=False) for name in names}
+
+
+def _copy_xattrs(source: str, fd: int, target: str) -> None:
+    """Give the new file exactly the old one's extended attributes, or fail the write.
+
+    An ACL or attribute dropped silently would change who may read the file, or what a
+    security module thinks of it; so one that cannot be set stops the run (nothing replaced).
+    An access ACL the new file inherited from the folder's default ACL is removed when the old
+    file had none. A label the new file got from the policy is kept when the old one had none.
+    """
+    wanted = _xattrs(source)
+    for name, value in wanted.items():
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"cannot give the new file the extended attribute {name} that {target} has ({exc.strerror}); "
+                "not replaced, so as not to drop it",
+            ) from None
+    if ACL_XATTR not in wanted:
+        with contextlib.suppress(OSError):  # ENODATA: none inherited
+            os.removexattr(fd, ACL_XATTR)
 
 
 def _fsync_folder(folder: str) -> None:
@@ -94,7 +119,7 @@ def _fsync_folder(folder: str) -> None:
 
 
 def _write_new(
-    path: str, data: bytes, like: os.stat_result, label_from: str | None, hook: Hook, mode: int | None = None
+    path: str, data: bytes, like: os.stat_result, xattrs_from: str | None, hook: Hook, mode: int | None = None
 ) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(folder, f"{TEMP_PREFIX}{os.path.basename(path)}.{os.getpid()}")
@@ -105,11 +130,13 @@ def _write_new(
         while view:
             view = view[os.write(fd, view) :]
         hook("temp-written")
-        # Owner and mode before the label and the rename: never visible with the wrong ones.
+        # Owner, extended attributes, then mode, all before the rename: never visible with the wrong
+        # ones. Attributes after fchown (a chown drops security.capability); mode last, which sets
+        # the ACL's mask to the group bits, as the old file's mode shows them.
         os.fchown(fd, like.st_uid, like.st_gid)
+        if xattrs_from is not None:
+            _copy_xattrs(xattrs_from, fd, path)
         os.fchmod(fd, stat.S_IMODE(like.st_mode) if mode is None else mode)
-        if label_from is not None:
-            _copy_label(label_from, fd)
         os.fsync(fd)
         hook("temp-synced")
     except BaseException:
