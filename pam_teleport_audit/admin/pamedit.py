@@ -238,8 +238,13 @@ def _insert(lines: list[Line], at: int, block: list[bytes]) -> list[Line]:
 
 
 def _above_comments(lines: list[Line], at: int) -> int:
-    """Index of the first of the comment-only lines right above `at` (they describe that line)."""
+    """Index of the first of the comment-only lines right above `at` (they describe that line).
+
+    Not above a first line `#%PAM-1.0`: that header describes the file, and stays its first line.
+    """
     while at > 0 and lines[at - 1].kind is Kind.BLANK and lines[at - 1].comment.strip():
+        if at == 1 and lines[0].raw.startswith(b"#%PAM"):
+            break
         at -= 1
     return at
 

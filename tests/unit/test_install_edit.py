@@ -111,6 +111,22 @@ def test_a_mixed_case_control_value_is_refused_in_the_file_and_in_an_included_on
         install(mixed, STANZA, DEBIAN)
 
 
+@pytest.mark.parametrize("header", [b"#%PAM-1.0\n", b"#%PAM-1.0\r\n", b"#%PAM-1.0 (sshd)\n"])
+def test_the_account_block_never_goes_above_the_pam_header(header: bytes) -> None:
+    """A file whose first account line follows `#%PAM-1.0` (the red-team's hdr/sshd): the old install
+    took the header for that line's comment and put the account block above it, on line 1."""
+    original = header + b"account    required     pam_nologin.so\nsession    required     pam_loginuid.so\n"
+    done = install(original, STANZA).data
+    assert done.startswith(header)
+    lines = done.decode().splitlines()
+    assert lines[1:4] == STANZA.block("account") and lines[4] == "account    required     pam_nologin.so"
+    assert uninstall(done).data == original
+    # A comment between the header and the line still goes with the line.
+    described = header + b"# Disallow non-root logins when /etc/nologin exists.\n" + original[len(header) :]
+    lines = install(described, STANZA).data.decode().splitlines()
+    assert lines[1:4] == STANZA.block("account") and lines[4].startswith("# Disallow")
+
+
 def test_rhel_account_block_comes_before_every_account_line() -> None:
     lines = install(fixture("rhel-9/sshd"), STANZA, includes("rhel-9-sssd")).data.decode().splitlines()
     at = lines.index("account    required     pam_sepermit.so")
