@@ -15,6 +15,7 @@ import errno
 import fcntl
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -110,6 +111,49 @@ def _copy_xattrs(source: str, fd: int, target: str) -> None:
             os.removexattr(fd, ACL_XATTR)
 
 
+# linux/fs.h: the inode flags chattr sets (+i immutable, +a append only); either makes a rename fail with EPERM.
+FS_IOC_GETFLAGS = 0x80086601
+FS_IMMUTABLE_FL = 0x10
+FS_APPEND_FL = 0x20
+
+
+def _inode_flags(path: str) -> int | None:
+    """The file's chattr flags (None: unreadable, e.g. a file system without them)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int.from_bytes(buf[:4], sys.byteorder)
+
+
+def _eperm_reason(exc: OSError, path: str) -> OSError:
+    """EPERM explained: root gets it for a file or folder marked immutable or append-only (chattr +i, +a)."""
+    if exc.errno != errno.EPERM:
+        return exc
+    for where in (path, os.path.dirname(os.path.abspath(path))):
+        flags = _inode_flags(where)
+        if flags is not None and flags & (FS_IMMUTABLE_FL | FS_APPEND_FL):
+            what, flag = ("immutable", "i") if flags & FS_IMMUTABLE_FL else ("append-only", "a")
+            return OSError(
+                errno.EPERM,
+                f"{where} is {what} (`lsattr -d {where}` shows '{flag}'): remove the flag with "
+                f"`chattr -{flag} {where}`, run again, then set it back if it is wanted",
+            )
+    if os.geteuid() == 0:
+        return OSError(
+            errno.EPERM,
+            f"{exc.strerror} ({path}): root is refused this, so the file or its folder is likely marked immutable "
+            f"(`lsattr -d {path}`; `chattr -i` removes the flag)",
+        )
+    return exc
+
+
 def _fsync_folder(folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
@@ -188,7 +232,10 @@ def replace_file(path: str, data: bytes, *, backup_dir: str | None = None, hook:
         saved = os.path.join(folder, f"{os.path.basename(path)}.{stamp}")
         with open(path, "rb") as old:
             _write_new(saved, old.read(), like, None, _no_hook, mode=0o600)
-    _write_new(path, data, like, path, hook or _no_hook)
+    try:
+        _write_new(path, data, like, path, hook or _no_hook)
+    except PermissionError as exc:
+        raise _eperm_reason(exc, path) from None
     return saved
 
 

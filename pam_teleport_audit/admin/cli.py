@@ -147,10 +147,12 @@ def _edit(args: argparse.Namespace, edit: Callable[[bytes], Result]) -> int:
                 info["backup"] = atomicwrite.replace_file(path, result.data, backup_dir=backup_dir)
                 info["changed"] = True
     except Refusal as exc:
-        info.update(error=f"refused, {path} left unchanged: {exc}", reason=str(exc), refused=True)
+        # Nothing was written: the edit's notes (the keystrokes pam_tty_audit will record, blocks replaced)
+        # would describe a change that did not happen.
+        info.update(error=f"refused, {path} left unchanged: {exc}", reason=str(exc), refused=True, notes=[])
         return _report(args, EXIT_REFUSED, info)
     except OSError as exc:
-        info.update(error=f"I/O error, {path} left unchanged: {exc}", reason=str(exc), refused=False)
+        info.update(error=f"I/O error, {path} left unchanged: {exc}", reason=str(exc), refused=False, notes=[])
         return _report(args, EXIT_IO, info)
     info["would_change"] = changed
     verb = "would change" if args.check and changed else ("changed" if changed else "unchanged")

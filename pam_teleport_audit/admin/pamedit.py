@@ -296,7 +296,16 @@ def _brought_by(
 
 def _no_loginuid(lines: list[Line]) -> str:
     """Why install refuses a file without pam_loginuid in its session stack (a CR LF file says so)."""
-    return "no pam_loginuid in the session stack of this file, includes followed: the session block must follow it"
+    why = "no pam_loginuid in the session stack of this file, includes followed: the session block must follow it"
+    crlf = [x for x in lines if x.kind is Kind.RULE and x.ending == b"\r\n"]
+    if crlf:
+        # libpam ends lines at LF only: `pam_loginuid.so\r` names no module, so it is not pam_loginuid.
+        why += (
+            f"; its lines end in CR LF (line {crlf[0].number} {crlf[0].text!r}), and libpam reads the CR as part "
+            "of each line's last word (`pam_loginuid.so\\r` is no module it can load): convert the file to LF "
+            "endings (e.g. `dos2unix`), then run install again"
+        )
+    return why
 
 
 def _check_stanza(stanza: Stanza) -> None:

@@ -251,3 +251,47 @@ def test_tty_patterns_that_would_break_the_line_are_usage_errors(pam: Path, bad:
         cli.main(["install", "--pam-file", str(pam), "--tty-audit", bad])
     assert caught.value.code == cli.EXIT_USAGE
     assert pam.read_bytes() == DEBIAN
+
+
+def test_a_crlf_file_is_refused_saying_it_is_crlf(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """RHEL 9's sshd saved with CR LF (no blank line, so no line is invalid): its `pam_loginuid.so\\r` is
+    not pam_loginuid for libpam. The old message said only "no pam_loginuid in the session stack"."""
+    folder = pam.parent
+    for name in ("password-auth", "postlogin"):
+        shutil.copy(FIXTURES / "rhel-9-sssd" / name, folder / name)
+    crlf = (FIXTURES / "rhel-9" / "sshd").read_bytes().replace(b"\n", b"\r\n")
+    pam.write_bytes(crlf)
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--entry", ENTRY)
+    assert code == cli.EXIT_REFUSED
+    assert "no pam_loginuid" in out["reason"] and "end in CR LF" in out["reason"] and "dos2unix" in out["reason"]
+    assert pam.read_bytes() == crlf
+
+
+def test_no_keystrokes_note_when_nothing_is_written(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The edit was worked out (and would add pam_tty_audit enable=*), then the write was refused: the old
+    install still printed "note: pam_tty_audit enable=* records the keystrokes…"."""
+    os.link(pam, pam.parent / "other-name")
+    code = cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_REFUSED and "hard links" in err
+    assert "note:" not in err and "records the keystrokes" not in err
+    code, out = run(capsys, "install", "--pam-file", str(pam), "--entry", ENTRY)
+    assert code == cli.EXIT_REFUSED and out["notes"] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None, reason="chattr +i needs root")
+def test_an_immutable_file_is_named_as_such(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """chattr +i: root's rename fails with EPERM. Say the file is immutable and how to clear it, and no note."""
+    import subprocess
+
+    subprocess.run(["chattr", "+i", str(pam)], check=True)
+    try:
+        code = cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY])
+        err = capsys.readouterr().err
+    finally:
+        subprocess.run(["chattr", "-i", str(pam)], check=True)
+    assert code == cli.EXIT_IO
+    assert f"{pam} is immutable" in err and f"chattr -i {pam}" in err
+    assert "note:" not in err
+    assert pam.read_bytes() == DEBIAN
+    assert not [p for p in pam.parent.iterdir() if p.name.startswith(".pam-teleport-audit.")]
