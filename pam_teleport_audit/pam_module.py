@@ -160,7 +160,8 @@ RECORD_TYPE = {
 }
 # teleportChild=: argv[1] of the Teleport child running PAM.
 CHILD_EXEC = "exec"
-CHILD_NETWORKING = "networking"  # port, agent and X11 forwarding
+CHILD_NETWORKING = "networking"  # port, agent and X11 forwarding (Teleport 17+)
+CHILD_FORWARD = "forward"  # port forwarding, one child per channel (Teleport 16 and older)
 # PAM_TTY that OpenSSH's sshd sets for every session (auth-pam.c).
 SSH_TTY_ITEM = "ssh"
 
@@ -343,13 +344,14 @@ def login_uid(path: str = "/proc/self/loginuid") -> "bytes | None":
 
 
 def child_kind(cmdline: str = "/proc/self/cmdline") -> str:
-    """teleportChild=: networking for `teleport networking` (port, agent, X11 forwarding)."""
+    """teleportChild=: Teleport's forwarding children by their argv[1], else exec."""
     try:
         with open(cmdline, "rb") as file:
             argv = file.read().split(b"\0")
     except OSError:
         return CHILD_EXEC
-    return CHILD_NETWORKING if argv[1:2] == [CHILD_NETWORKING.encode()] else CHILD_EXEC
+    word = argv[1].decode(errors="replace") if len(argv) > 1 else ""
+    return word if word in (CHILD_NETWORKING, CHILD_FORWARD) else CHILD_EXEC
 
 
 # ---------------------------------------------------------------------------
@@ -868,6 +870,15 @@ class TeleportAuditModule:
         """One record per (op, success), on one socket."""
         identity = self.identity
         assert identity is not None
+        uid = os.geteuid()
+        if uid != 0:
+            # Teleport's networking child (17+) takes the login user's uid once its session is open and
+            # closes it as that user: the kernel then takes no record, libpam's USER_END included.
+            # Trying would only add an EPERM warning to every forwarding session.
+            ops = ", ".join(op for op, _ in outcomes)
+            why = "Teleport dropped root after opening the session (its networking child does)"
+            self._log(pamh, options, phase, LOG_INFO, f"{ops} not recorded: this process runs as uid {uid} now: {why}")
+            return
         rhost = pam_item(pamh, "rhost") or None
         fields: Fields = {  # op and success are each record's, below
             "op": "",

@@ -103,7 +103,7 @@ REFUSALS = {
     OP_SESSION_OPEN: "refused by a session module",
     "invalid_user": "refused by Teleport itself (invalid_user: no such login, or certificate or roles denied)",
 }
-CHILDREN = {"exec": "shell or command", "networking": "port/agent/X11 forwarding"}
+CHILDREN = {"exec": "shell or command", "networking": "port/agent/X11 forwarding", "forward": "port forwarding"}
 
 
 @dataclass
@@ -148,7 +148,7 @@ class Session:
     events: list[Event] = field(default_factory=list)
     input: list[Keystrokes] = field(default_factory=list)
     refused: str | None = None
-    child: str | None = None  # teleportChild: exec, or networking (port/agent/X11 forwarding)
+    child: str | None = None  # teleportChild: exec, networking (port/agent/X11 forwarding) or forward (Teleport 16)
     roles_omitted: int | None = None  # teleportRolesOmitted: roles cut to fit the record
     teleport_addr: str | None = None  # the client's ip:port, from Teleport's own USER_LOGIN
     start_in_log: bool = True  # False: the start rotated out; start is the first record left
@@ -860,6 +860,9 @@ def render_text(sessions: list[Session], host: str | None) -> str:
             )
         else:
             ended = f"ended {local_time(s.end)} ({s.end_result})" if s.end is not None else "not ended in the log"
+            if s.end is None and s.child == "networking" and s.login != "root":
+                # docs/records.md: Teleport 17+ closes it as the login user, whom the kernel takes no record from.
+                ended += " (Teleport closes forwarding sessions as the login user: no end is ever recorded)"
             began = "started" if s.start_in_log else "start not in the log, first record"
             out.append(
                 f"session {s.ses if s.ses is not None else '(no id)'} on {where}: Teleport user {s.teleport_user}"

@@ -12,7 +12,10 @@
  *
  * usage: teleport [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-]
  *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] login
- *   exec, networking  a leading word as Teleport's children have (argv[1]); skipped
+ *   exec, networking  a leading word as Teleport's children have (argv[1]); skipped. Like
+ *            `teleport networking` (session/reexec RunNetworking, Teleport 17+), the networking
+ *            child then drops root for the login user once open_session succeeded, so that
+ *            close_session and pam_end run as that user
  *   -R RHOST  set PAM_RHOST (Teleport never does; for the tests of field bounds)
  *   -A       pam_authenticate after pam_acct_mgmt, as Teleport does with use_pam_auth
  *   -n       no shell: acct_mgmt, open_session, close_session only
@@ -128,12 +131,27 @@ static int interleaved(int verbose, pam_handle_t *one, pam_handle_t *two) {
     return failed;
 }
 
+/* RunNetworking: PAM is opened as root, then the process takes the login user's groups, gid and uid. */
+static void drop_root(const char *login) {
+    struct passwd *pw = getpwnam(login);
+    if (!pw) {
+        fprintf(stderr, "no user %s\n", login);
+        exit(3);
+    }
+    if (getuid() == pw->pw_uid && getgid() == pw->pw_gid) return;
+    if (initgroups(login, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid)) {
+        perror("drop root");
+        exit(3);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL, *tpuser2 = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
     int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, authenticate = 0, opt;
+    int networking = argc > 1 && strcmp(argv[1], "networking") == 0;
     /* `teleport exec ...` / `teleport networking ...`: /proc/self/cmdline keeps the word. */
-    if (argc > 1 && (strcmp(argv[1], "exec") == 0 || strcmp(argv[1], "networking") == 0)) {
+    if (argc > 1 && (strcmp(argv[1], "exec") == 0 || networking)) {
         argv[1] = argv[0];
         argv++;
         argc--;
@@ -189,6 +207,7 @@ int main(int argc, char **argv) {
             pam_end(pamh, rc);
             return 40 + rc;
         }
+        if (networking) drop_root(login);
         if (shell) {
             int shell_rc = run_shell(login, lines, nlines);
             if (verbose) printf("shell=%d\n", shell_rc);

@@ -154,6 +154,27 @@ def test_networking_child_is_marked(sink) -> None:
     assert all(" teleportChild=networking res=success" in text for _, text in sink.records)
 
 
+def test_a_session_closed_after_root_was_dropped_is_not_attempted(sink, monkeypatch) -> None:
+    """Teleport 17+'s networking child closes its session as the login user: the kernel would refuse
+    the records (EPERM), so they are not sent; one line says why, and what was written stands."""
+    sink.child = "networking"
+    pamh = FakePamh(user="bob", env=Env(TELEPORT_USERNAME="alice", TELEPORT_LOGIN="bob", TELEPORT_ROLES="access"))
+    module = pam_module.TeleportAuditModule()
+    assert module.acct_mgmt(pamh, 0, [ENTRY]) == 25
+    assert module.open_session(pamh, 0, [ENTRY]) == 0
+    monkeypatch.setattr(pam_module.os, "geteuid", lambda: 1001)  # setuid(bob)
+    assert module.close_session(pamh, 0, [ENTRY]) == 0
+    assert module.end(pamh) == 0
+    assert ops(sink) == [(AUDIT_USER_ACCT, "teleport:accounting", "success")]
+    assert sink.logs == [
+        (
+            pam_module.LOG_INFO,
+            "pam_teleport_audit(sshd:session): teleport:session_open, teleport:session_close not recorded: this "
+            "process runs as uid 1001 now: Teleport dropped root after opening the session (its networking child does)",
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("argv", "child"),
     [
@@ -161,6 +182,8 @@ def test_networking_child_is_marked(sink) -> None:
         (b"/usr/local/bin/teleport\0exec\0", "exec"),
         (b"teleport\0", "exec"),
         (b"/x/teleport\0networkingx\0", "exec"),
+        (b"/usr/local/bin/teleport\0forward\0", "forward"),  # Teleport 16's port forwarding child
+        (b"/usr/local/bin/teleport\0\xff\0", "exec"),
     ],
 )
 def test_child_kind_reads_argv1(tmp_path, argv, child) -> None:

@@ -347,7 +347,10 @@ def test_text_shows_refusals_forwarding_cut_roles_and_teleports_address() -> Non
     assert "client ? ?, 203.0.113.7:53422 as Teleport recorded" in text[2]
     session = next(i for i, line in enumerate(text) if line.startswith("session 79 on node-1:"))
     assert text[session].endswith("roles access and 2 more (cut to fit the record)")
-    assert "not ended in the log" in text[session + 1]
+    # Teleport 17+ closes a forwarding session as the login user (tpdemo): said, not left to guess.
+    assert text[session + 1].endswith(
+        "not ended in the log (Teleport closes forwarding sessions as the login user: no end is ever recorded)"
+    )
     assert text[session + 2].endswith("pid 901, port/agent/X11 forwarding (teleport networking)")
     objects = [__import__("json").loads(line) for line in render_json(found, "node-1").splitlines()]
     assert [(o["ses"], o["refused"], o["child"], o["roles_omitted"], o["host"]) for o in objects] == [
