@@ -331,6 +331,9 @@ def program_path() -> str:
         return "?"
 
 
+UNSET_LOGINUID = b"4294967295"  # (uid_t)-1: no login has set it
+
+
 def login_uid(path: str = "/proc/self/loginuid") -> "bytes | None":
     """This process's loginuid as the kernel writes it; None when unreadable."""
     try:
@@ -644,8 +647,9 @@ def check_usable(timeout: float) -> None:
         raise problem
 
 
-def write_records(records: "list[tuple[int, str]]", timeout: float) -> None:
-    """Send user records on one socket; AuditError when one will not reach the audit log."""
+def write_records(records: "list[tuple[int, str]]", timeout: float) -> bool:
+    """Send user records on one socket; AuditError when one will not reach the audit log. False when
+    they were sent without the kernel saying whether audit is on (AUDIT_GET refused)."""
     # Every record is sent whenever the kernel would take it: an unanswered
     # AUDIT_GET does not stop the send (kernel_status), nor does a dead daemon
     # (the kernel log still gets them).
@@ -657,6 +661,7 @@ def write_records(records: "list[tuple[int, str]]", timeout: float) -> None:
                 audit.send_user(msg_type, text)
     if problem:
         raise problem
+    return status is not None
 
 
 # ---------------------------------------------------------------------------
@@ -820,6 +825,12 @@ class TeleportAuditModule:
             return PAM_IGNORE
         # Teleport opens a session only once acct_mgmt succeeded: the account outcome is known.
         self.opened = True
+        if self.loginuid not in (None, UNSET_LOGINUID) and login_uid() == self.loginuid:
+            # Set before PAM, by whoever started Teleport (Teleport warns of it too), to this login's
+            # uid: pam_loginuid then leaves it, and opens no session of its own.
+            uid = self.loginuid.decode(errors="replace")
+            why = f"Teleport runs with loginuid {uid}, which pam_loginuid left: this session has no session id"
+            self._log(pamh, options, "session", LOG_WARNING, f"{why} of its own (ses=); start Teleport from systemd")
         self._write(pamh, options, "session", [(OP_ACCOUNTING, True)])
         return PAM_SUCCESS
 
@@ -838,16 +849,17 @@ class TeleportAuditModule:
         if self.opened:  # refused by a session module after ours: Teleport closes only what opened
             self._write(pamh, options, "end", [(OP_SESSION_OPEN, False)])
         elif self.loginuid is not None and login_uid() != self.loginuid:
-            # pam_loginuid ran, so the account stack passed (Teleport opens a session only then),
-            # yet our session line never did: skipped by a jump, missing, or refused just before
-            # it. What is known is recorded; the session's outcome is not.
+            # pam_loginuid ran (or Teleport's enhanced session recording set it, after a session
+            # opened), so the account stack passed (Teleport opens a session only then), yet our
+            # session line never did: skipped by a jump, missing, or refused just before it. What is
+            # known is recorded; the session's outcome is not.
             self._write(pamh, options, "end", [(OP_ACCOUNTING, True)])
             self._log(
                 pamh,
                 options,
                 "end",
                 LOG_WARNING,
-                "the session stack ran (pam_loginuid) but our session line did not: the session's outcome "
+                "the session stack ran (the loginuid changed) but our session line did not: the session's outcome "
                 "is not recorded; run `pam-teleport-audit status` on this PAM file",
             )
         else:  # refused before the session stack: account stack, authentication, or its first modules
@@ -893,10 +905,12 @@ class TeleportAuditModule:
             "success": True,
         }
         records = [(RECORD_TYPE[op], record_text({**fields, "op": op, "success": ok})) for op, ok in outcomes]
-        write_records(records, options["timeout_ms"] / 1000)
+        verified = write_records(records, options["timeout_ms"] / 1000)
         if options["debug"]:
             ops = ", ".join(f"{op} res={'success' if ok else 'failed'}" for op, ok in outcomes)
-            self._debug(pamh, options, phase, f"recorded {ops} for Teleport user {identity['user']!r}")
+            # Unverified: the kernel acks a record even when audit is off, and would not say (AUDIT_GET).
+            how = "recorded" if verified else "sent, unverified (the kernel will not say whether audit is on),"
+            self._debug(pamh, options, phase, f"{how} {ops} for Teleport user {identity['user']!r}")
 
     @staticmethod
     def _set_items(pamh: "PamHandle", options: "Options") -> None:

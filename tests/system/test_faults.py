@@ -6,6 +6,7 @@ open_session when its record fails."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -27,6 +28,7 @@ from .conftest import (
     ROOT,
     audit_switched_off,
     driver_argv,
+    pid_records,
     unique,
     wait_for_records,
 )
@@ -330,3 +332,42 @@ def test_a_teleport_login_over_the_backlog_limit_is_recorded(driver, pam_service
         started, lambda rs: len([r for r in rs if r.get("teleportUser") == tp_user]) >= 3, "-x", str(driver)
     )
     assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
+
+
+def test_a_teleport_started_from_a_login_shell_is_warned_of(driver, pam_service, linux_user, syslog_catcher) -> None:
+    """Teleport's loginuid already set to the login's uid (started from that user's shell, not systemd):
+    pam_loginuid leaves it and opens no session, so the records carry the starter's ses. They are
+    written all the same, and one warning per login says why the session id is not the session's own."""
+    login = linux_user()
+    uid = pwd.getpwnam(login).pw_uid
+    service = pam_service(
+        EXAMPLE_SSHD.read_text().replace(INSTALLED_ENTRY, f"{entry_script()} log_socket={syslog_catcher.path}")
+    )
+    tp_user = unique("shell-")
+
+    def from_a_login_shell() -> None:
+        with open("/proc/self/loginuid", "w") as f:
+            f.write(str(uid))
+
+    started = time.time()
+    proc = subprocess.run(
+        driver_argv(driver, service, login, user=tp_user, shell=False),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=from_a_login_shell,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pid = int(proc.stdout.splitlines()[0].removeprefix("pid="))
+    records = pid_records(started, pid, expect=7)
+    ours = [r for r in records if r.get("teleportUser") == tp_user]
+    assert [r["op"] for r in ours] == OUR_OPS
+    # One LOGIN: the "shell's" own (in the child before exec); pam_loginuid opened no session, so our
+    # records carry that one's ses.
+    (shell,) = [r for r in records if r.type == "LOGIN"]
+    assert shell["old-auid"] == "4294967295" and shell["auid"] == str(uid)
+    assert {(r["auid"], r["ses"]) for r in ours} == {(str(uid), shell["ses"])}
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1 and lines[0].startswith("<84>"), lines
+    assert f"Teleport runs with loginuid {uid}, which pam_loginuid left: this session has no session id" in lines[0]

@@ -41,9 +41,13 @@ def test_audit_get_is_refused_in_a_pid_namespace_and_a_record_is_not() -> None:
     assert proc.stdout.split("\n")[:2] == ["AUDIT_GET errno=1", "record acked"]  # EPERM
 
 
-def test_a_teleport_login_in_a_pid_namespace_gives_our_three_records(driver, pam_service, linux_user) -> None:
+def test_a_teleport_login_in_a_pid_namespace_gives_our_three_records(
+    driver, pam_service, linux_user, syslog_catcher
+) -> None:
+    """And debug says they were sent unverified: there the kernel will not say whether audit is on,
+    and it acks a record even when audit is off."""
     login = linux_user()
-    service = pam_service(debian_stack())
+    service = pam_service(debian_stack(f"debug log_socket={syslog_catcher.path}"))
     tp_user = unique("container-")
     started = time.time()
     proc = subprocess.run(
@@ -67,3 +71,8 @@ def test_a_teleport_login_in_a_pid_namespace_gives_our_three_records(driver, pam
     pid = ours(records)[0]["pid"]
     libpam = [r["op"] for r in records if r.get("pid") == pid and r.get("op", "").startswith("PAM:")]
     assert libpam == ["PAM:accounting", "PAM:session_open", "PAM:session_close"]
+    said = [line.partition(": pam_teleport_audit(")[2] for line in syslog_catcher.lines()]
+    sent = [line for line in said if "for Teleport user" in line]
+    assert [line.partition("): ")[2].partition(" teleport:")[0] for line in sent] == [
+        "sent, unverified (the kernel will not say whether audit is on),"
+    ] * 2, said

@@ -48,6 +48,7 @@ def sink(monkeypatch):
             self.unusable: Exception | None = None  # what check_usable finds (fail_closed, acct_mgmt)
             self.exe = "/usr/local/bin/teleport"
             self.child = "exec"
+            self.verified = True  # write_records: the kernel said audit is on
 
     s = Sink()
 
@@ -55,6 +56,7 @@ def sink(monkeypatch):
         if s.error:
             raise s.error
         s.records.extend(records)
+        return s.verified
 
     def check(timeout):
         if s.unusable:
@@ -65,6 +67,7 @@ def sink(monkeypatch):
     monkeypatch.setattr(pam_module, "program_path", lambda: s.exe)
     monkeypatch.setattr(pam_module, "child_kind", lambda: s.child)
     monkeypatch.setattr(pam_module.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(pam_module, "login_uid", lambda: pam_module.UNSET_LOGINUID)  # Teleport from systemd
     monkeypatch.setattr(pam_module, "syslog", lambda prio, ident, text, path: s.logs.append((prio, text)))
     return s
 
@@ -370,6 +373,42 @@ def test_debug_explains_decisions(sink) -> None:
     sink.exe = "/usr/sbin/sshd"
     login(pam_module.TeleportAuditModule(), FakePamh(), "debug")
     assert "not a trusted Teleport binary" in sink.logs[0][1]
+
+
+@pytest.mark.parametrize("verified", [True, False])
+def test_debug_says_whether_the_kernel_confirmed_audit_is_on(sink, verified) -> None:
+    """In a pid namespace, or without CAP_AUDIT_CONTROL, AUDIT_GET is refused: the records are sent and
+    acked, but an ack does not prove audit is on, so debug does not say "recorded"."""
+    sink.verified = verified
+    login(pam_module.TeleportAuditModule(), FakePamh(), "debug")
+    lines = [text for _, text in sink.logs if "teleport:accounting res=success" in text]
+    how = "recorded" if verified else "sent, unverified (the kernel will not say whether audit is on),"
+    assert lines == [
+        f"pam_teleport_audit(sshd:session): {how} teleport:accounting res=success for Teleport user 'alice'"
+    ]
+
+
+def test_a_teleport_started_from_a_login_shell_is_warned_of(sink, monkeypatch) -> None:
+    """Its loginuid is set to the login's uid: pam_loginuid leaves it, and the session shares the
+    starter's ses. Recorded all the same, with one warning per login; a loginuid pam_loginuid
+    changes (another uid) gives the session its own ses, and no warning."""
+    loginuid = [b"1000"]
+    monkeypatch.setattr(pam_module, "login_uid", lambda: loginuid[0])
+    assert login(pam_module.TeleportAuditModule(), FakePamh()) == [25, 0, 0]
+    assert len(sink.records) == 3
+    assert sink.logs == [
+        (
+            pam_module.LOG_WARNING,
+            "pam_teleport_audit(sshd:session): Teleport runs with loginuid 1000, which pam_loginuid left: this "
+            "session has no session id of its own (ses=); start Teleport from systemd",
+        )
+    ]
+    sink.logs.clear()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(FakePamh(), 0, [ENTRY])
+    loginuid[0] = b"0"  # pam_loginuid, for root
+    module.open_session(FakePamh(), 0, [ENTRY])
+    assert sink.logs == []
 
 
 def test_non_utf8_names_keep_their_bytes(sink) -> None:
