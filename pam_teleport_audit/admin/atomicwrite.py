@@ -47,7 +47,15 @@ def check_replaceable(path: str) -> os.stat_result:
     except FileNotFoundError:
         raise Refusal(f"{path} does not exist") from None
     if stat.S_ISLNK(st.st_mode):
-        raise Refusal(f"{path} is a symbolic link to {os.readlink(path)!r}: pass the real file with --pam-file")
+        target, real = os.readlink(path), os.path.realpath(path)
+        if os.path.dirname(real) != os.path.dirname(os.path.abspath(path)):
+            # libpam resolves the includes of a file it reads through the link in the link's folder:
+            # the target, checked in its own folder, would be another stack.
+            raise Refusal(
+                f"{path} is a symbolic link to {target!r}, outside its folder, where libpam still resolves its "
+                f"includes: replace the link by a copy (`cp --remove-destination {real} {path}`), then run again"
+            )
+        raise Refusal(f"{path} is a symbolic link to {target!r}: pass the real file with --pam-file")
     if not stat.S_ISREG(st.st_mode):
         raise Refusal(f"{path} is not a regular file")
     if st.st_nlink > 1:

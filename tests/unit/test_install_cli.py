@@ -94,8 +94,24 @@ def test_symlink_is_refused_and_left(pam: Path, capsys: pytest.CaptureFixture[st
     link = pam.parent / "sshd-link"
     link.symlink_to(pam)
     code, out = run(capsys, "install", "--pam-file", str(link))
-    assert code == cli.EXIT_REFUSED and "symbolic link" in out["reason"]
+    assert code == cli.EXIT_REFUSED and out["reason"].endswith("pass the real file with --pam-file")
     assert link.is_symlink() and pam.read_bytes() == DEBIAN
+
+
+def test_a_symlink_out_of_its_folder_is_refused_with_the_fix_that_works(
+    pam: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/etc/pam.d/sshd -> /srv/pam/sshd: libpam resolves its includes in /etc/pam.d, so passing the
+    target (whose folder lacks them) cannot work; the fix is a copy in place of the link."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = pam.parent / "sshd-link"
+    link.symlink_to(elsewhere / "sshd")
+    (elsewhere / "sshd").write_bytes(DEBIAN)
+    code, out = run(capsys, "install", "--pam-file", str(link))
+    assert code == cli.EXIT_REFUSED
+    assert out["reason"].endswith(f"`cp --remove-destination {elsewhere / 'sshd'} {link}`), then run again")
+    assert link.is_symlink() and (elsewhere / "sshd").read_bytes() == DEBIAN
 
 
 def test_hard_link_and_non_regular_are_refused(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
