@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shlex
 import stat
 import sys
 import time
@@ -23,6 +24,9 @@ from datetime import UTC, datetime
 from .pamedit import Refusal
 
 ACL_XATTR = "system.posix_acl_access"
+# Not copied: the kernel computes them for the new file (IMA's hash of its bytes, EVM's HMAC of
+# its inode); the old file's would not match it, and an IMA appraisal would then deny reading it.
+KERNEL_XATTRS = frozenset({"security.ima", "security.evm"})
 TEMP_PREFIX = ".pam-teleport-audit."
 # Backups live outside /etc/pam.d: there libpam would read one as a service of its own, and the
 # package's prerm (which looks for our stanza in /etc/pam.d) would refuse removal for good.
@@ -48,12 +52,13 @@ def check_replaceable(path: str) -> os.stat_result:
         raise Refusal(f"{path} does not exist") from None
     if stat.S_ISLNK(st.st_mode):
         target, real = os.readlink(path), os.path.realpath(path)
-        if os.path.dirname(real) != os.path.dirname(os.path.abspath(path)):
+        if os.path.dirname(real) != os.path.realpath(os.path.dirname(os.path.abspath(path))):
             # libpam resolves the includes of a file it reads through the link in the link's folder:
             # the target, checked in its own folder, would be another stack.
             raise Refusal(
                 f"{path} is a symbolic link to {target!r}, outside its folder, where libpam still resolves its "
-                f"includes: replace the link by a copy (`cp --remove-destination {real} {path}`), then run again"
+                f"includes: replace the link by a copy (`cp --remove-destination {shlex.quote(real)} "
+                f"{shlex.quote(path)}`), then run again"
             )
         raise Refusal(f"{path} is a symbolic link to {target!r}: pass the real file with --pam-file")
     if not stat.S_ISREG(st.st_mode):
@@ -93,7 +98,12 @@ def _xattrs(source: str) -> dict[str, bytes]:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return {}  # a file system without extended attributes: nothing to keep
         raise
-    return {name: os.getxattr(source, name, follow_symlinks=False) for name in names}
+    return {name: os.getxattr(source, name, follow_symlinks=False) for name in names if name not in KERNEL_XATTRS}
+
+
+class AttributeCopyError(OSError):
+    """An attribute of the old file the new one cannot get: not immutability (an OSError subclass,
+    so that EPERM stays this type rather than PermissionError)."""
 
 
 def _copy_xattrs(source: str, fd: int, target: str) -> None:
@@ -109,7 +119,7 @@ def _copy_xattrs(source: str, fd: int, target: str) -> None:
         try:
             os.setxattr(fd, name, value)
         except OSError as exc:
-            raise OSError(
+            raise AttributeCopyError(
                 exc.errno,
                 f"cannot give the new file the extended attribute {name} that {target} has ({exc.strerror}); "
                 "not replaced, so as not to drop it",
@@ -142,7 +152,7 @@ def _inode_flags(path: str) -> int | None:
 
 def _eperm_reason(exc: OSError, path: str) -> OSError:
     """EPERM explained: root gets it for a file or folder marked immutable or append-only (chattr +i, +a)."""
-    if exc.errno != errno.EPERM:
+    if exc.errno != errno.EPERM or isinstance(exc, AttributeCopyError):
         return exc
     for where in (path, os.path.dirname(os.path.abspath(path))):
         flags = _inode_flags(where)
@@ -242,7 +252,10 @@ def replace_file(path: str, data: bytes, *, backup_dir: str | None = None, hook:
             _write_new(saved, old.read(), like, None, _no_hook, mode=0o600)
     try:
         _write_new(path, data, like, path, hook or _no_hook)
-    except PermissionError as exc:
+    except OSError as exc:
+        if saved is not None:  # the file is left unchanged: a backup of it would only mislead
+            with contextlib.suppress(OSError):
+                os.unlink(saved)
         raise _eperm_reason(exc, path) from None
     return saved
 

@@ -112,7 +112,35 @@ def test_an_attribute_that_cannot_be_set_fails_the_write(
     monkeypatch.setattr(atomicwrite.os, "setxattr", refuse_user)
     code, out = install(pam, capsys)
     assert code == cli.EXIT_IO
-    assert "extended attribute user.pam-teleport-audit-test" in out["reason"]
+    assert out["reason"].endswith(
+        "extended attribute user.pam-teleport-audit-test that " + str(pam) + " has (Operation not permitted); "
+        "not replaced, so as not to drop it"
+    )  # an EPERM of the attribute, not taken for an immutable file
     assert "left unchanged" in out["error"]
     assert pam.read_bytes() == original and xattrs(pam) == before
     assert not [p for p in pam.parent.iterdir() if p.name.startswith(atomicwrite.TEMP_PREFIX)]
+
+
+def test_a_failed_write_leaves_no_backup(
+    pam: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is left unchanged: a backup of it beside would only say it was replaced."""
+    backups = tmp_path / "backups"
+    monkeypatch.setattr(atomicwrite.os, "setxattr", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "EIO")))
+    code = cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY, "--backup-dir", str(backups), "--json"])
+    assert code == cli.EXIT_IO, capsys.readouterr().out
+    assert list(backups.iterdir()) == []
+
+
+def test_attributes_the_kernel_computes_are_not_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMA's hash of the old bytes on the new ones would make an appraisal deny reading the file; EVM's
+    HMAC is the old inode's. Everything else is copied."""
+    path = tmp_path / "sshd"
+    path.write_bytes(b"old\n")
+    held = {"security.ima": b"\x04hash", "security.evm": b"\x02hmac", "user.kept": b"yes"}
+    monkeypatch.setattr(atomicwrite.os, "listxattr", lambda *a, **k: list(held))
+    monkeypatch.setattr(atomicwrite.os, "getxattr", lambda _path, name, **k: held[name])
+    set_on_new: dict[str, bytes] = {}
+    monkeypatch.setattr(atomicwrite.os, "setxattr", lambda _fd, name, value, *a, **k: set_on_new.update({name: value}))
+    atomicwrite.replace_file(str(path), b"new\n")
+    assert path.read_bytes() == b"new\n" and set_on_new == {"user.kept": b"yes"}
