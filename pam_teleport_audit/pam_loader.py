@@ -59,5 +59,10 @@ def not_teleport(pamh: object, flags: int, args: "list[str]") -> int:
 
 
 def listed(args: "list[str]") -> "list[str]":
-    """The files the teleport_exe= paths name, symlinks resolved."""
-    return [os.path.realpath(arg[len("teleport_exe=") :]) for arg in args if arg.startswith("teleport_exe=/")]
+    """Each teleport_exe= path and the file it resolves to (pam_module's exe_is_teleport, by which the
+    path itself names a binary that was replaced while it runs); none when resolving fails."""
+    paths = [arg[len("teleport_exe=") :] for arg in args if arg.startswith("teleport_exe=/")]
+    try:
+        return paths + [os.path.realpath(path) for path in paths]
+    except OSError:  # a link removed while it is resolved: this login is not let through by it
+        return paths

@@ -76,6 +76,8 @@ def test_each_handle_gets_its_own_state(sink) -> None:  # noqa: F811
         # teleport-update's link: /proc/self/exe names the file it resolves to, whatever its name.
         ("/srv/tp/teleport-18.1", ["teleport_exe=/srv/tp/link"], True),
         ("/srv/tp/teleport-17.9", ["teleport_exe=/srv/tp/link"], False),
+        # a listed file replaced by a link while the old binary runs: still the listed path itself
+        ("/srv/tp/link (deleted)", ["teleport_exe=/srv/tp/link"], True),
     ],
 )
 def test_only_what_may_be_teleport_loads_the_module(monkeypatch, sink, exe, options, loaded) -> None:  # noqa: F811
@@ -164,7 +166,7 @@ def test_a_broken_loader_is_left_to_pam_python(tmp_path: Path) -> None:
     try:
         with pytest.raises(SyntaxError):
             scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(copy / "pam_entry.py"), THIS_EXE])  # type: ignore[operator]
-        # A login that is not Teleport's never meets it.
+        # A login that is not Teleport's never meets it (unless the line has teleport_exe=: README).
         assert scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(copy / "pam_entry.py")]) == 25  # type: ignore[operator]
     finally:  # the failed import left the folder on sys.path
         while str(copy) in sys.path:

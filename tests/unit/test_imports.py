@@ -40,7 +40,7 @@ CHILD = """
 import os, sys, traceback  # what pam_python has loaded; json only once the imports are counted
 imported = set()  # every import from here on, even of a module that later leaves sys.modules
 sys.addaudithook(lambda event, args: imported.add(args[0]) if event == "import" else None)
-path, teleport = sys.argv[1], sys.argv[2] == "teleport"
+path, kind = sys.argv[1], sys.argv[2]
 
 
 class Env(dict):
@@ -54,7 +54,8 @@ class Pamh:
 
 scope = {"__file__": path, "__name__": "pam_entry"}
 exec(compile(open(path).read(), path, "exec"), scope)
-args = [path, "debug"] + (["teleport_exe=" + os.readlink("/proc/self/exe")] if teleport else [])
+listing = {"teleport": os.readlink("/proc/self/exe"), "elsewhere": "/nonexistent/bin/teleport-node"}.get(kind)
+args = [path, "debug"] + (["teleport_exe=" + listing] if listing else [])
 codes = [scope["pam_sm_acct_mgmt"](Pamh(), 0, args)]
 loaded = "pam_sm_end" in scope
 if loaded:
@@ -73,9 +74,11 @@ print(json.dumps({"new": new, "codes": codes, "loaded": loaded, "left": ours}))
 """
 
 
-def in_pam_imports(entry: Path, teleport: bool) -> dict:
+def in_pam_imports(entry: Path, teleport: bool, kind: str = "") -> dict:
+    """kind: teleport (this interpreter listed with teleport_exe=), other (no option), elsewhere
+    (teleport_exe= naming another binary)."""
     proc = subprocess.run(
-        [PAM_PYTHON, "-I", "-c", CHILD, str(entry), "teleport" if teleport else "other"],
+        [PAM_PYTHON, "-I", "-c", CHILD, str(entry), kind or ("teleport" if teleport else "other")],
         capture_output=True,
         text=True,
         check=True,
@@ -99,6 +102,13 @@ def loaded_at_pam_python_start() -> set[str]:
 def test_a_login_that_is_not_teleport_imports_nothing() -> None:
     got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=False)
     assert got == {"new": [], "codes": [25, 25, 25], "loaded": False, "left": []}
+
+
+def test_with_teleport_exe_a_login_that_is_not_teleport_imports_only_the_loader() -> None:
+    """teleport_exe= lets every binary through to pam_loader.py, which resolves the listed paths
+    (symlinks) and goes no further for one that is not listed; nothing of it is left behind."""
+    got = in_pam_imports(ROOT / "pam_teleport_audit" / "pam_entry.py", teleport=False, kind="elsewhere")
+    assert got == {"new": ["pam_loader"], "codes": [25, 25, 25], "loaded": False, "left": []}
 
 
 def test_a_teleport_login_imports_only_the_allowlist() -> None:
