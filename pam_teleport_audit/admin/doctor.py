@@ -407,15 +407,13 @@ def config_choice_checks(config: teleportconf.Source, running: list[teleportconf
     what that Teleport does."""
     for daemon in running:
         source = daemon.source
-        if source.inline is None and config.inline is None:
-            if os.path.normpath(source.path) == os.path.normpath(config.path):
-                continue
-            fix = f"run doctor with --teleport-config {shlex.quote(source.path)}"
-        elif source == config:
+        if teleportconf.same_config(source, config):
             continue
+        if source.inline is None:
+            what, fix = source.path, f"run doctor with --teleport-config {shlex.quote(source.path)}"
         else:
-            fix = "run doctor without --teleport-config"
-        what = source.path if source.inline is None else f"its {source.via}"
+            what = f"its {source.via}"
+            fix = f"decode its {source.via} (base64 -d) into a file and run doctor with --teleport-config FILE"
         message = f"teleport pid {daemon.pid} runs with {what}, not {config}: the checks above are not of its config"
         yield Check("teleport config", WARN, message, fix)
 

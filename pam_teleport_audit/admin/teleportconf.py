@@ -27,6 +27,11 @@ CONFIG_STRING_FLAG = "--config-string"
 CONFIG_STRING_ENV = "TELEPORT_CONFIG"
 # api/utils ParseBool, compared lower-case: anything else is false to Teleport.
 TRUE_WORDS = frozenset({"yes", "yeah", "y", "true", "1", "on"})
+# YAML's null: Teleport's string field stays empty (its default then applies).
+YAML_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+# `teleport start`'s short flags that take a value (-c config, -r roles, -l listen-ip); kingpin lets
+# booleans (-d) bundle before one of them: `-dc FILE`, `-dcFILE`.
+SHORT_VALUE_FLAGS = frozenset("crl")
 IDENTITY_VARIABLES = (ENV_TELEPORT_USERNAME, ENV_TELEPORT_LOGIN, ENV_TELEPORT_ROLES)
 
 
@@ -78,12 +83,16 @@ def start_config(argv: list[str]) -> str | None:
     for i, arg in enumerate(argv):
         if arg == "--":
             break
-        if arg in ("-c", "--config") and i + 1 < len(argv):
+        if arg == "--config" and i + 1 < len(argv):
             config = argv[i + 1]
         elif arg.startswith("--config="):
             config = arg.partition("=")[2]
-        elif arg.startswith("-c") and not arg.startswith("--") and len(arg) > 2:
-            config = arg[2:]
+        elif arg.startswith("-") and not arg.startswith("--"):
+            for k, flag in enumerate(arg[1:], 2):
+                if flag in SHORT_VALUE_FLAGS:  # its value: the rest of the bundle, else the next argument
+                    value = arg[k:] or (argv[i + 1] if i + 1 < len(argv) else "")
+                    config = value if flag == "c" and value else config
+                    break
     return config
 
 
@@ -124,7 +133,10 @@ def daemons(proc: str = "/proc", names: tuple[str, ...] = (DEFAULT_TELEPORT_NAME
             path = start_config(argv)
             if path is None:
                 continue  # a session child: its loginuid and uid are its session's, by design
-            environ = dict(item.partition("=")[::2] for item in _nul_separated(f"{folder}/environ"))
+            environ: dict[str, str] = {}
+            for item in _nul_separated(f"{folder}/environ"):
+                name, _, value = item.partition("=")
+                environ.setdefault(name, value)  # the first, as getenv(3) finds it
             with open(f"{folder}/loginuid") as f:
                 loginuid = int(f.read().strip())
             uid = os.stat(folder).st_uid
@@ -155,7 +167,8 @@ def read(source: Source) -> dict[str, object]:
             with open(source.path, encoding="utf-8") as f:
                 text = f.read()
         else:
-            text = base64.b64decode(source.inline, validate=True).decode("utf-8")
+            # Go's StdEncoding skips line breaks: `base64 FILE` wraps its output at 76 columns.
+            text = base64.b64decode(source.inline.replace("\r", "").replace("\n", ""), validate=True).decode("utf-8")
         config = yaml.load(text, Loader=yaml.BaseLoader)
     except FileNotFoundError:
         raise
@@ -170,14 +183,24 @@ def pam_settings(config: dict[str, object]) -> PamSettings:
     pam = ssh.get("pam") if isinstance(ssh, dict) else None
     if not isinstance(pam, dict):
         return PamSettings(False, DEFAULT_PAM_SERVICE, ())
-    enabled = pam.get("enabled")
-    service = pam.get("service_name")
     environment = pam.get("environment")
     return PamSettings(
-        isinstance(enabled, str) and enabled.lower() in TRUE_WORDS,
-        service if isinstance(service, str) and service else DEFAULT_PAM_SERVICE,
+        _string(pam.get("enabled")).lower() in TRUE_WORDS,
+        _string(pam.get("service_name")) or DEFAULT_PAM_SERVICE,
         tuple(name for name in IDENTITY_VARIABLES if isinstance(environment, dict) and name in environment),
     )
+
+
+def _string(value: object) -> str:
+    """A scalar as Teleport's string field gets it: empty for a YAML null or a non-scalar."""
+    return value if isinstance(value, str) and value not in YAML_NULLS else ""
+
+
+def same_config(a: Source, b: Source) -> bool:
+    """Whether two sources give Teleport the same configuration (the same file, or the same text)."""
+    if a.inline is not None or b.inline is not None:
+        return a.inline == b.inline
+    return os.path.normpath(a.path) == os.path.normpath(b.path)
 
 
 def pam_service(source: Source) -> str | None:

@@ -178,12 +178,10 @@ def set_loginuid() -> None:
         f.write("1000")
 
 
-def test_a_teleport_daemon_with_its_loginuid_set(host, fake_daemon, driver, linux_user) -> None:
-    """`teleport start` run from a login shell (loginuid 1000) fails; a live session's child, whose
-    loginuid pam_loginuid set, as it does in every Teleport session, is not judged."""
-    pam_file, config = host
-    daemon = fake_daemon("--config", str(config), preexec_fn=set_loginuid)
-    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
+def doctor_during_a_session(pam_file: Path, config: Path, driver: Path, login: str) -> tuple[int, dict]:
+    """doctor while a Teleport-like session runs through pam_file; returns its exit code and the
+    checks of teleport processes, by name."""
+    argv = driver_argv(driver, pam_file.name, login, user=unique("doc-"), lines=["sleep 3"])
     session = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -191,8 +189,16 @@ def test_a_teleport_daemon_with_its_loginuid_set(host, fake_daemon, driver, linu
     finally:
         session.wait(timeout=30)
     assert session.returncode == 0
-    ours = {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
-    assert list(ours) == [f"teleport pid {daemon.pid}"], checks
+    return code, {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
+
+
+def test_a_teleport_daemon_with_its_loginuid_set(host, fake_daemon, driver, linux_user) -> None:
+    """`teleport start` run from a login shell (loginuid 1000) fails; a live session's child, whose
+    loginuid pam_loginuid set, as it does in every Teleport session, is not judged."""
+    pam_file, config = host
+    daemon = fake_daemon("--config", str(config), preexec_fn=set_loginuid)
+    code, ours = doctor_during_a_session(pam_file, config, driver, linux_user())
+    assert list(ours) == [f"teleport pid {daemon.pid}"], ours
     assert [(c["status"], c["message"]) for c in ours[f"teleport pid {daemon.pid}"]] == [
         ("fail", "its loginuid is 1000, so pam_loginuid cannot give sessions a correct ses")
     ]
@@ -203,17 +209,10 @@ def test_live_sessions_do_not_fail_a_sound_daemon(host, fake_daemon, driver, lin
     """A daemon started as systemd does, with a session going on: doctor passes it."""
     pam_file, config = host
     daemon = fake_daemon("--config", str(config))
-    argv = driver_argv(driver, pam_file.name, linux_user(), user=unique("doc-"), lines=["sleep 3"])
-    session = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.0)
-        _, checks = doctor(pam_file, config)
-    finally:
-        session.wait(timeout=30)
-    ours = {name: cs for name, cs in checks.items() if name.startswith("teleport pid")}
+    _, ours = doctor_during_a_session(pam_file, config, driver, linux_user())
     assert [(name, [c["status"] for c in cs]) for name, cs in ours.items()] == [
         (f"teleport pid {daemon.pid}", ["pass"])
-    ], checks
+    ], ours
 
 
 def test_a_config_string_is_the_config_checked(host, fake_daemon) -> None:

@@ -224,6 +224,8 @@ PAM_ON = "ssh_service:\n  pam:\n    enabled: true\n"
         (PAM_ON + "    environment:\n      TELEPORT_USERNAME: '{{external.email}}'\n", ["fail"]),
         (PAM_ON + "    environment:\n      TELEPORT_LOGIN: root\n      TELEPORT_ROLES: x\n", ["fail", "fail"]),
         (PAM_ON + "    environment:\n      DEPARTMENT: '{{external.dept}}'\n", ["pass"]),
+        # YAML null: Teleport's string stays empty, so PAM is off, and the service is sshd
+        ("ssh_service:\n  pam:\n    enabled: ~\n", ["fail"]),
     ],
 )
 def test_teleport_config(tmp_path: Path, text: str, expected: list[str]) -> None:
@@ -251,6 +253,11 @@ def test_missing_teleport_config(tmp_path: Path) -> None:
         (["teleport", "start", "-c/srv/t.yaml"], "/srv/t.yaml"),
         (["teleport", "--debug", "start", "-d", "--config", "/a.yaml"], "/a.yaml"),
         (["teleport", "start", "--", "--config", "/not-a-flag.yaml"], "/etc/teleport.yaml"),
+        # kingpin bundles booleans before a flag that takes a value
+        (["teleport", "start", "-dc", "/b.yaml"], "/b.yaml"),
+        (["teleport", "start", "-dc/b.yaml"], "/b.yaml"),
+        (["teleport", "start", "-r", "node", "-c", "/c.yaml"], "/c.yaml"),
+        (["teleport", "start", "-dr", "node"], "/etc/teleport.yaml"),
         (["teleport", "exec"], None),  # the session child
         (["teleport", "networking"], None),
         (["teleport"], None),
@@ -353,3 +360,34 @@ def test_log_disk(tmp_path: Path, conf: str, free: float, verdict: str, says: st
     (tmp_path / "auditd.conf").write_text(f"log_file = /var/log/audit/audit.log\n{conf}")
     (check,) = doctor.log_disk_checks(str(tmp_path), lambda folder: FakeDisk(free))  # type: ignore[arg-type,return-value]
     assert (check.name, check.status) == ("audit log disk", verdict) and says in check.message, check
+
+
+@pytest.mark.parametrize(("value", "service"), [("~", "sshd"), ("null", "sshd"), ("", "sshd"), ("tp", "tp")])
+def test_a_null_service_name_is_teleports_default(tmp_path: Path, value: str, service: str) -> None:
+    path = tmp_path / "teleport.yaml"
+    path.write_text(f"ssh_service:\n  pam:\n    enabled: yes\n    service_name: {value}\n")
+    assert teleportconf.service_file(teleportconf.Source(str(path))) == f"/etc/pam.d/{service}"
+
+
+def test_a_wrapped_config_string_is_read_as_teleport_reads_it(tmp_path: Path) -> None:
+    """`TELEPORT_CONFIG="$(base64 teleport.yaml)"`: GNU base64 wraps at 76 columns; Go skips line breaks."""
+    text = PAM_ON + "    service_name: " + "x" * 100 + "\n"
+    wrapped = base64.encodebytes(text.encode()).decode()  # lines of 76
+    assert "\n" in wrapped.strip()
+    source = teleportconf.Source("/x", wrapped, "TELEPORT_CONFIG", 7)
+    assert teleportconf.pam_settings(teleportconf.read(source)).service == "x" * 100
+
+
+def test_two_daemons_with_the_same_config_are_not_warned_of(tmp_path: Path) -> None:
+    """The same text by flag in one and by environment in the other, or the same file: one config."""
+    inline = base64.b64encode(PAM_ON.encode()).decode()
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_proc(proc, 50, "/usr/local/bin/teleport", 4294967295, argv=("teleport", "start", f"--config-string={inline}"))
+    fake_proc(
+        proc, 51, "/usr/local/bin/teleport", 4294967295, environ=(f"TELEPORT_CONFIG={inline}", "TELEPORT_CONFIG=x")
+    )
+    running = teleportconf.daemons(str(proc))
+    assert [d.source.via for d in running] == ["--config-string", "TELEPORT_CONFIG"]
+    assert running[1].source.inline == inline  # the first of a duplicated variable, as getenv finds it
+    assert list(doctor.config_choice_checks(teleportconf.chosen(None, running), running)) == []
