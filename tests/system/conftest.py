@@ -155,11 +155,18 @@ def driver_argv(
     return [*argv, *extra, login]
 
 
-def run_driver(driver: Path, service: str, login: str, **kw: Any) -> Session:
-    """One Teleport-like session through the real PAM stack."""
+def run_driver(
+    driver: Path, service: str, login: str, *, preexec_fn: Callable[[], None] | None = None, **kw: Any
+) -> Session:
+    """One Teleport-like session through the real PAM stack (preexec_fn: run in the child before exec)."""
     started = time.time()
     proc = subprocess.run(
-        driver_argv(driver, service, login, **kw), capture_output=True, text=True, timeout=60, check=False
+        driver_argv(driver, service, login, **kw),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=preexec_fn,
     )
     steps = {}
     pid = 0

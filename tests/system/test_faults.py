@@ -29,6 +29,7 @@ from .conftest import (
     audit_switched_off,
     driver_argv,
     pid_records,
+    run_driver,
     unique,
     wait_for_records,
 )
@@ -349,18 +350,9 @@ def test_a_teleport_started_from_a_login_shell_is_warned_of(driver, pam_service,
         with open("/proc/self/loginuid", "w") as f:
             f.write(str(uid))
 
-    started = time.time()
-    proc = subprocess.run(
-        driver_argv(driver, service, login, user=tp_user, shell=False),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=from_a_login_shell,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    pid = int(proc.stdout.splitlines()[0].removeprefix("pid="))
-    records = pid_records(started, pid, expect=7)
+    session = run_driver(driver, service, login, user=tp_user, shell=False, preexec_fn=from_a_login_shell)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
     ours = [r for r in records if r.get("teleportUser") == tp_user]
     assert [r["op"] for r in ours] == OUR_OPS
     # One LOGIN: the "shell's" own (in the child before exec); pam_loginuid opened no session, so our
