@@ -51,13 +51,16 @@ class AuditRecord:
 
 
 def read_conf(path: str) -> dict[str, str]:
-    """The `key = value` lines of an audit config file (auditd.conf, audisp-remote.conf, plugins)."""
+    """The `key = value` lines of an audit config file (auditd.conf, audisp-remote.conf, plugins).
+
+    Keys in lower case: auditd and its plugins look them up with strcasecmp (`LOG_FILE = ...` is
+    auditd's log_file)."""
     values = {}
     with open(path) as f:
         for line in f:
             key, sep, value = line.partition("=")
             if sep and not key.strip().startswith("#"):
-                values[key.strip()] = value.strip()
+                values[key.strip().lower()] = value.strip()
     return values
 
 

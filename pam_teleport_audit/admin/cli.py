@@ -299,6 +299,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         until = search.parse_time(args.until) if args.until else None
     except ValueError as exc:
         return _error("search", str(exc), EXIT_USAGE)
+    # This host's own log: what auditd.conf says about it (no log kept, records of other hosts).
+    conf = search.auditd_conf() if not args.input else {}
+    if conf.get("write_logs", "yes").lower() == "no":
+        print(search.NO_LOG_NOTE, file=sys.stderr)
     try:
         with search.opened_logs(search.log_files(args.input), rotated_live=not args.input) as logs:
             for log in logs:  # a damaged file, or one mistaken for a log, must not read as "no sessions"
@@ -311,11 +315,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _error("search", f"cannot read the audit log: {exc}", EXIT_IO)
     # Records from this machine's own logs carry no node=: name them after this host, in the
     # output and for --node alike.
-    host = None if args.input else os.uname().nodename
+    # Not on a collector (tcp_listen_port): there a record without node= may come from any sender.
+    collector = search.receives_remote(conf)
+    host = None if args.input or collector else os.uname().nodename
     # Every record, not only from --since on: a session that started before it must be seen to
     # start there, not taken for one whose start is not in the log.
     records = search.iter_records(parser)
     sessions = search.find_sessions(records, args.teleport_user, since=since, until=until, node=args.node, local=host)
+    if collector and any(s.node is None for s in sessions):
+        print(search.UNNAMED_NOTE, file=sys.stderr)
     render = search.render_json if args.format == "json" else search.render_text
     sys.stdout.write(render(sessions, host))
     return EXIT_OK

@@ -667,6 +667,54 @@ def log_disk_checks(
         yield Check("audit log disk", PASS, f"{free:.0f} MB free in {folder}")
 
 
+def active_plugins(audit_dir: str, conf: dict[str, str]) -> list[str]:
+    """The names of auditd's plugins that are active (plugin_dir/*.conf with active = yes)."""
+    folder = conf.get("plugin_dir") or os.path.join(audit_dir, "plugins.d")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        if not name.endswith(".conf"):
+            continue
+        try:
+            if read_conf(os.path.join(folder, name)).get("active", "no").lower() == "yes":
+                found.append(name.removesuffix(".conf"))
+        except OSError:
+            continue
+    return found
+
+
+def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
+    """Does auditd keep a log here at all? With write_logs = no it hands records to its plugins
+    only: search on this host then reads a log that has stopped (or none)."""
+    try:
+        conf = read_conf(os.path.join(audit_dir, "auditd.conf"))
+    except OSError:
+        return  # no auditd.conf: the auditd check says what is wrong
+    log = conf.get("log_file") or "/var/log/audit/audit.log"
+    if conf.get("write_logs", "yes").lower() != "no":
+        yield Check("audit log", PASS, f"auditd writes {log} (log_format {conf.get('log_format', 'RAW')})")
+        return
+    plugins = active_plugins(audit_dir, conf)
+    if not plugins:
+        yield Check(
+            "audit log",
+            FAIL,
+            "write_logs = no and no plugin is active: auditd keeps no record, ours included",
+            "set write_logs = yes in auditd.conf (or activate au-remote), then `auditctl --signal reload`",
+        )
+        return
+    yield Check(
+        "audit log",
+        WARN,
+        f"write_logs = no: auditd keeps no log on this host and hands records only to {', '.join(plugins)}: "
+        f"`pam-teleport-audit search` here finds nothing new (it reads {log}); search where they are stored",
+        "set write_logs = yes to keep a local copy, or search on the collector",
+    )
+
+
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
     """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
     try:
@@ -686,6 +734,21 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
             "install audispd-plugins and set remote_server in audisp-remote.conf",
         )
         return
+    try:
+        name_format = read_conf(os.path.join(audit_dir, "auditd.conf")).get("name_format", "none").lower()
+    except OSError:
+        name_format = "none"
+    if name_format == "none":
+        yield Check(
+            "node name",
+            FAIL,
+            "au-remote is active but auditd.conf has name_format = none: records reach the collector without "
+            "node=, so search there cannot tell this host's sessions from another's (hosts reuse the same ses "
+            "and pid) and names them after the collector",
+            "set name_format = hostname in /etc/audit/auditd.conf, then `auditctl --signal reload`",
+        )
+    else:
+        yield Check("node name", PASS, f"name_format = {name_format}: the collector gets node= with every record")
     server, port = remote.get("remote_server", ""), remote.get("port", "60")
     if not server:
         yield Check(
@@ -750,6 +813,7 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
             )
         )
     checks += process_checks(running)
+    checks += log_write_checks()
     checks += log_disk_checks()
     checks += remote_checks()
     from .fleetcheck import checks as fleet_checks  # here: fleetcheck imports this module

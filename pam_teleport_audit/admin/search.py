@@ -327,6 +327,31 @@ def opened_logs(files: list[str], rotated_live: bool = False) -> Iterator[list[L
         yield logs
 
 
+NO_LOG_NOTE = (
+    "search: auditd.conf has write_logs = no: auditd keeps no log on this host (records go only to its plugins, "
+    "e.g. au-remote or syslog), so what is read here stops where logging stopped: search where they are stored"
+)
+UNNAMED_NOTE = (
+    "search: this host's auditd takes records from other hosts (tcp_listen_port), and some records have no node= "
+    "(a sender with name_format = none, or this host's own): their host is shown as ?, and sessions of "
+    "different hosts with the same ses or pid cannot be told apart"
+)
+
+
+def auditd_conf(path: str = "/etc/audit/auditd.conf") -> dict[str, str]:
+    """auditd.conf's settings; none when it cannot be read."""
+    try:
+        return read_conf(path)
+    except OSError:
+        return {}
+
+
+def receives_remote(conf: dict[str, str]) -> bool:
+    """Whether auditd with this configuration takes records from other hosts (a collector)."""
+    port = conf.get("tcp_listen_port", "").strip()
+    return port.isdigit() and int(port) > 0
+
+
 def log_files(
     inputs: Iterable[str] | None,
     auditd_conf: str = "/etc/audit/auditd.conf",

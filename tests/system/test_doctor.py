@@ -271,6 +271,7 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
     conf = tmp_path / "audit"
     (conf / "plugins.d").mkdir(parents=True)
     plugin = conf / "plugins.d" / "au-remote.conf"
+    (conf / "auditd.conf").write_text("name_format = hostname\n")
 
     def checks() -> dict[str, str]:
         return {c.name: c.status for c in doctor.remote_checks(str(conf), timeout=1.0)}
@@ -280,7 +281,7 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
 
     plugin.write_text("active = yes\ndirection = out\npath = /sbin/audisp-remote\n")
     (conf / "audisp-remote.conf").write_text("remote_server =\nport = 60\n")
-    assert checks() == {"remote logging": "fail"}
+    assert checks() == {"node name": "pass", "remote logging": "fail"}
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -290,7 +291,7 @@ def test_remote_logging_on_a_sender(tmp_path: Path) -> None:
     sender = subprocess.Popen(audisp_remote(conf / "audisp-remote.conf"), stdin=subprocess.PIPE)
     try:
         time.sleep(0.5)
-        assert checks() == {"remote logging": "pass", "remote collector": "pass"}
+        assert checks() == {"node name": "pass", "remote logging": "pass", "remote collector": "pass"}
         listener.close()
         assert checks()["remote collector"] == "fail"
     finally:

@@ -522,3 +522,45 @@ def test_since_lists_a_session_by_its_real_start_even_when_it_ran_into_the_windo
     (whole,) = json_sessions(*args, "--since", f"@{t - 60}")
     assert whole["start_in_log"] and whole["ses"] == 101 and whole["start"] == search.iso(t + 0.002)
     assert [k["text"] for k in whole["input"]] == ["id\n", "whoami\n"]
+
+
+def search_with_auditd_conf(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """search as an administrator runs it on a host whose /etc/audit/auditd.conf is conf (bound over the
+    real one in a private mount namespace: the host's file is never touched)."""
+    from .namespaces import private_mounts
+
+    script = f"mount --bind {conf} /etc/audit/auditd.conf && exec /usr/bin/python3 -m pam_teleport_audit search"
+    return subprocess.run(
+        [*private_mounts(script + "".join(f" '{a}'" for a in args))], capture_output=True, text=True, cwd=ROOT
+    )
+
+
+def test_this_hosts_log_as_auditd_conf_names_it_in_any_case_and_what_it_says_about_it(tmp_path) -> None:
+    """auditd reads its keywords in any case (strcasecmp): `LOG_FILE = ...` is the log search reads.
+    write_logs = no: auditd keeps no log, said on stderr. A collector (tcp_listen_port): records
+    without node= may come from any sender, so they are not labelled as this host's."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    for name in ("audit.log.1", "audit.log"):
+        (folder / name).write_bytes((FIXTURES / "raw" / name).read_bytes())
+    (reference,) = json_sessions("--teleport-user", "alice", "--input", str(folder))
+    conf = tmp_path / "auditd.conf"
+    args = ("--teleport-user", "alice", "--format", "json")
+
+    conf.write_text(f"LOG_FILE = {folder / 'audit.log'}\nWrite_Logs = Yes\n")
+    proc = search_with_auditd_conf(str(conf), *args)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    (session,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert session == {**reference, "host": os.uname().nodename}
+
+    conf.write_text(f"log_file = {folder / 'audit.log'}\nwrite_logs = NO\n")
+    proc = search_with_auditd_conf(str(conf), *args)
+    assert proc.returncode == 0 and "write_logs = no: auditd keeps no log on this host" in proc.stderr, proc.stderr
+
+    conf.write_text(f"log_file = {folder / 'audit.log'}\ntcp_listen_port = 60\n")
+    proc = search_with_auditd_conf(str(conf), *args)
+    (session,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert session == {**reference, "host": None}
+    assert "some records have no node=" in proc.stderr, proc.stderr
+    out = search_with_auditd_conf(str(conf), "--teleport-user", "alice").stdout
+    assert out.startswith(f"session {reference['ses']} on ?:"), out

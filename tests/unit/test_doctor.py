@@ -391,3 +391,48 @@ def test_two_daemons_with_the_same_config_are_not_warned_of(tmp_path: Path) -> N
     assert [d.source.via for d in running] == ["--config-string", "TELEPORT_CONFIG"]
     assert running[1].source.inline == inline  # the first of a duplicated variable, as getenv finds it
     assert list(doctor.config_choice_checks(teleportconf.chosen(None, running), running)) == []
+
+
+@pytest.mark.parametrize(
+    ("conf", "plugins", "verdict", "says"),
+    [
+        ("write_logs = yes\n", [], "pass", "auditd writes /srv/audit/audit.log"),
+        ("Write_Logs = NO\n", [], "fail", "auditd keeps no record"),  # keys and values in any case, as auditd
+        ("write_logs = no\n", ["au-remote", "syslog"], "warn", "hands records only to au-remote, syslog"),
+        ("write_logs = no\n", ["af_unix-off"], "fail", "no plugin is active"),
+    ],
+    ids=["writes", "nothing-kept", "plugins-only", "plugin-off"],
+)
+def test_a_host_whose_auditd_writes_no_log_is_named(
+    tmp_path: Path, conf: str, plugins: list[str], verdict: str, says: str
+) -> None:
+    """write_logs = no: records go only to plugins, and search here reads a log that stopped."""
+    (tmp_path / "plugins.d").mkdir()
+    for name in plugins:
+        active = "no" if name.endswith("-off") else "yes"
+        (tmp_path / "plugins.d" / f"{name}.conf").write_text(f"active = {active}\ndirection = out\n")
+    (tmp_path / "auditd.conf").write_text(f"LOG_FILE = /srv/audit/audit.log\n{conf}")
+    (check,) = doctor.log_write_checks(str(tmp_path))
+    assert (check.name, check.status) == ("audit log", verdict) and says in check.message, check
+
+
+def test_the_log_disk_check_reads_an_upper_case_log_file(tmp_path: Path) -> None:
+    """auditd looks its keywords up with strcasecmp: `LOG_FILE = ...` is its log_file."""
+    (tmp_path / "auditd.conf").write_text("LOG_FILE = /srv/audit/audit.log\n")
+    seen = []
+    (check,) = doctor.log_disk_checks(str(tmp_path), lambda folder: seen.append(folder) or FakeDisk(500))  # type: ignore[arg-type,return-value,func-returns-value]
+    assert seen == ["/srv/audit"] and "/srv/audit" in check.message
+
+
+@pytest.mark.parametrize(
+    ("conf", "verdict"), [("", "fail"), ("name_format = NONE\n", "fail"), ("NAME_FORMAT = hostname\n", "pass")]
+)
+def test_a_sender_without_node_names_is_named(tmp_path: Path, conf: str, verdict: str) -> None:
+    """au-remote on with name_format none: the collector gets records without node=, and search there
+    cannot keep two hosts' sessions with the same ses apart."""
+    (tmp_path / "plugins.d").mkdir()
+    (tmp_path / "plugins.d" / "au-remote.conf").write_text("active = yes\n")
+    (tmp_path / "audisp-remote.conf").write_text("remote_server =\n")
+    (tmp_path / "auditd.conf").write_text(conf)
+    checks = {c.name: c for c in doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1)}
+    assert checks["node name"].status == verdict, checks["node name"]
