@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     find = sub.add_parser("search", help="sessions, refused logins and input of a Teleport user, from the audit log")
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
-    find.add_argument("--since", metavar="TIME", help="sessions started at or after TIME")
+    find.add_argument("--since", metavar="TIME", help="sessions with a record at or after TIME (started before it too)")
     find.add_argument("--until", metavar="TIME", help="sessions started at or before TIME")
     find.add_argument(
         "--node",

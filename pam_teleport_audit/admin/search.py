@@ -761,7 +761,13 @@ def find_sessions(
     for key in list(processes):
         finish(key)
     found.sort(key=lambda s: s.start)
-    return [s for s in found if (since is None or s.start >= since) and (until is None or s.start <= until)]
+    return [s for s in found if (until is None or s.start <= until) and (since is None or last_seen(s) >= since)]
+
+
+def last_seen(session: Session) -> float:
+    """The time of a session's last record: --since lists every session with a record in the window,
+    one that started before it and went on into it too (what was typed there is what is asked)."""
+    return max([session.start, session.end or 0.0] + [e.time for e in session.events] + [k.time for k in session.input])
 
 
 def _another_login(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None, session: Session) -> bool:

@@ -75,12 +75,14 @@ def test_a_session_cut_by_rotation_needs_both_files() -> None:
     assert [k["text"] for k in alice["input"]] == TYPED["alice"][:2]
 
 
-def test_time_window_selects_sessions_by_start() -> None:
+def test_time_window_selects_sessions_with_a_record_in_it() -> None:
     files = [str(FIXTURES / "enriched" / "audit.log.1"), str(FIXTURES / "enriched" / "audit.log")]
-    # alice started at 1795842017.826, carol at 1795842020.078
+    # alice started at 1795842017.826 and ended at 1795842018.634, carol started at 1795842020.078
     assert len(json_sessions("--teleport-user", "carol", "--since", "@1795842020", "--input", *files)) == 1
     assert json_sessions("--teleport-user", "carol", "--until", "@1795842020", "--input", *files) == []
-    assert json_sessions("--teleport-user", "alice", "--since", "@1795842018", "--input", *files) == []
+    (alice,) = json_sessions("--teleport-user", "alice", "--since", "@1795842018", "--input", *files)
+    assert alice["start"] == "2026-11-28T05:00:17.826Z" and [k["text"] for k in alice["input"]] == TYPED["alice"]
+    assert json_sessions("--teleport-user", "alice", "--since", "@1795842018.7", "--input", *files) == []
 
 
 def test_text_output_and_errors() -> None:
@@ -495,9 +497,10 @@ def test_live_login_without_pam_loginuid_is_a_session_without_id(driver, pam_ser
     assert partial["start"] == partial["events"][0]["time"]
 
 
-def test_since_lists_a_session_by_its_real_start_even_when_it_ran_into_the_window(tmp_path) -> None:
-    """A two-hour session: --since inside it does not list it (it started before), and never as one
-    whose start is not in the log; --since before it lists it whole."""
+def test_since_lists_a_session_that_ran_into_the_window_whole_from_its_real_start(tmp_path) -> None:
+    """A two-hour session: --since inside it lists it whole, from its real start (never as one whose
+    start is not in the log), as --since before it does; --since after its last record does not,
+    nor --until before its start."""
     t, u = 1795900000, 4294967295
     teleport = 'acct="tpdemo" exe="/usr/local/bin/teleport" hostname=? addr=? terminal=ssh'
     lines = [
@@ -518,10 +521,13 @@ def test_since_lists_a_session_by_its_real_start_even_when_it_ran_into_the_windo
     log = tmp_path / "audit.log"
     log.write_text("\n".join(lines) + "\n")
     args = ("--teleport-user", "since-user", "--input", str(log))
-    assert json_sessions(*args, "--since", f"@{t + 5400}") == []
-    (whole,) = json_sessions(*args, "--since", f"@{t - 60}")
-    assert whole["start_in_log"] and whole["ses"] == 101 and whole["start"] == search.iso(t + 0.002)
-    assert [k["text"] for k in whole["input"]] == ["id\n", "whoami\n"]
+    for since in (t - 60, t + 1800, t + 5400, t + 7200):
+        (whole,) = json_sessions(*args, "--since", f"@{since}")
+        assert whole["start_in_log"] and whole["ses"] == 101 and whole["start"] == search.iso(t + 0.002)
+        assert [k["text"] for k in whole["input"]] == ["id\n", "whoami\n"]
+    assert json_sessions(*args, "--since", f"@{t + 7201}") == []
+    assert json_sessions(*args, "--until", f"@{t - 1}") == []
+    assert len(json_sessions(*args, "--since", f"@{t + 3600}", "--until", f"@{t + 3600}")) == 1
 
 
 def search_with_auditd_conf(conf: str, *args: str) -> subprocess.CompletedProcess[str]:
