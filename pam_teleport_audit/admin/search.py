@@ -869,7 +869,9 @@ def _teleport_session(rec: AuditRecord, f: dict[str, str], rec_node: str | None)
 
 
 def local_time(stamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) + f".{int(stamp * 1000) % 1000:03d}"
+    """The host's local time with its zone's offset: a report read elsewhere must not be misread."""
+    local = time.localtime(stamp)
+    return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{int(stamp * 1000) % 1000:03d}" + time.strftime(" %z", local)
 
 
 def render_text(sessions: list[Session], host: str | None) -> str:

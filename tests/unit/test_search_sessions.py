@@ -612,3 +612,24 @@ def test_what_a_process_that_outlives_its_session_writes_stays_in_it() -> None:
         (4010, "PAM:authentication", "success"),
         (4010, "PAM:accounting", "failed"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("zone", "shown"), [("UTC0", "2026-11-28 17:46:41.250 +0000"), ("EST5", "2026-11-28 12:46:41.250 -0500")]
+)
+def test_text_times_carry_the_zone_offset(monkeypatch: pytest.MonkeyPatch, zone: str, shown: str) -> None:
+    """The same instant read on hosts in different zones must not look like two different times."""
+    import time
+
+    from pam_teleport_audit.admin.search import render_text
+
+    log = Log(start=1795887999.75)
+    new_session(log, 0.5, 600, 101, "alice", 603, ["id\n"])
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        text = render_text(find_sessions(log.records(), "alice"), "vm").splitlines()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert text[1].endswith(f", ended {shown} (success)"), text[1]
