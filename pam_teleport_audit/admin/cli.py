@@ -243,6 +243,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     elif not found.account and not found.session:
         code, info["summary"] = EXIT_NOT_INSTALLED, f"{path}: not installed"
+        replaced = pamstack.dpkg_replaced(path)
+        info["dpkg_old"] = replaced
+        if replaced is not None:
+            info["summary"] += (
+                f": {pamstack.dpkg_replaced_reason(path, replaced)}. Fix: {pamstack.dpkg_replaced_fix(path, replaced)}"
+            )
     elif found.problems == found.skipped_by:
         code = EXIT_UNREACHABLE
         info["summary"] = f"{path}: present but unreachable: " + "; ".join(found.skipped_by)

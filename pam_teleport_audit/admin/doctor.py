@@ -543,7 +543,12 @@ def stanza_problem(path: str, state: Status) -> Check | None:
         fix = unmanaged_fix(path, state.unmanaged_files)
     else:
         fix = f"run `pam-teleport-audit install --pam-file {path}`"
-    return Check("stanza", FAIL, f"{path}: " + "; ".join(state.problems), fix)
+    problems = list(state.problems)
+    replaced = pamstack.dpkg_replaced(path) if not state.account and not state.session else None
+    if replaced is not None:
+        problems.append(pamstack.dpkg_replaced_reason(path, replaced))
+        fix = pamstack.dpkg_replaced_fix(path, replaced)
+    return Check("stanza", FAIL, f"{path}: " + "; ".join(problems), fix)
 
 
 def stanza_checks(path: str) -> Iterator[Check]:

@@ -21,10 +21,12 @@ Anything the expansion cannot read or parse before the line makes it unprovable.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from .pamfile import Kind, Line, parse
+from .stanza import ENTRY_SUFFIX
 
 # libpam's PAM_SUBSTACK_MAX_LEVEL caps include and substack depth.
 MAX_DEPTH = 16
@@ -101,6 +103,43 @@ def vendor_problem(path: str) -> str | None:
         f"{path} is in {folder}, which its package owns and overwrites on update (the edit would be lost "
         f"silently); copy it to {PAM_DIRS[0]} (`cp -p {path} {PAM_DIRS[0]}/{name}`), which libpam reads first, and "
         f"edit that"
+    )
+
+
+DPKG_OLD = ".dpkg-old"
+
+
+def dpkg_replaced(path: str) -> str | None:
+    """PATH.dpkg-old when it loads the module (None otherwise): dpkg put a package's new version of
+    the conffile PATH in place of the file that held the stanza (an upgrade with --force-confnew, or
+    "install the package maintainer's version" at its prompt) and kept the old one there."""
+    old = path + DPKG_OLD
+    try:
+        if not stat.S_ISREG(os.stat(old).st_mode):  # never open a FIFO
+            return None
+        with open(old, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    ours = any(
+        line.module_name == "pam_python" and line.args and line.args[0].rstrip("\r").endswith(ENTRY_SUFFIX)
+        for line in parse(data)
+    )
+    return old if ours else None
+
+
+def dpkg_replaced_reason(path: str, old: str) -> str:
+    """What happened to a file dpkg_replaced() found."""
+    return (
+        f"a package upgrade replaced {path} with the package's new version (dpkg --force-confnew, or the "
+        f"maintainer's version chosen at its prompt); the file with the stanza is now {old}"
+    )
+
+
+def dpkg_replaced_fix(path: str, old: str) -> str:
+    return (
+        f"run `pam-teleport-audit install --pam-file {path}` with the options of the lines in {old} "
+        f"(--fail-closed, --tty-audit, --option), and carry over any other local edit from {old}"
     )
 
 

@@ -320,3 +320,35 @@ def test_an_immutable_file_is_named_as_such(pam: Path, capsys: pytest.CaptureFix
     assert "note:" not in err
     assert pam.read_bytes() == DEBIAN
     assert not [p for p in pam.parent.iterdir() if p.name.startswith(".pam-teleport-audit.")]
+
+
+def test_status_and_doctor_name_a_stanza_dpkg_replaced(pam: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """openssh-server's /etc/pam.d/sshd is a conffile: an upgrade with --force-confnew (or "install the
+    maintainer's version") puts the package's file in place and keeps ours as sshd.dpkg-old. status says
+    not installed (6) and why; doctor fails and says the same; without the .dpkg-old, the plain message."""
+    assert cli.main(["install", "--pam-file", str(pam), "--entry", ENTRY]) == cli.EXIT_OK
+    old = Path(f"{pam}.dpkg-old")
+    os.replace(pam, old)  # what dpkg does: the modified file to .dpkg-old, the new one in place
+    pam.write_bytes(DEBIAN + b"# changed by the new version\n")
+    capsys.readouterr()
+
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert (code, out["installed"], out["dpkg_old"]) == (cli.EXIT_NOT_INSTALLED, False, str(old))
+    assert f"{pam}: not installed: a package upgrade replaced {pam}" in out["summary"]
+    assert f"the file with the stanza is now {old}" in out["summary"]
+    assert f"Fix: run `pam-teleport-audit install --pam-file {pam}`" in out["summary"]
+    check = next(doctor.stanza_checks(str(pam)))
+    assert check.status == doctor.FAIL and f"the file with the stanza is now {old}" in check.message, check
+    assert "with the options of the lines in" in check.fix
+
+    # A .dpkg-old without our lines (an unrelated upgrade), or none at all: no such claim.
+    old.write_bytes(DEBIAN)
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert (code, out["summary"], out["dpkg_old"]) == (cli.EXIT_NOT_INSTALLED, f"{pam}: not installed", None)
+    old.unlink()
+    check = next(doctor.stanza_checks(str(pam)))
+    assert check.status == doctor.FAIL and ".dpkg-old" not in check.message + check.fix
+    # A .dpkg-old that is a FIFO is never opened (it would block).
+    os.mkfifo(old)
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert (code, out["dpkg_old"]) == (cli.EXIT_NOT_INSTALLED, None)
