@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from pam_teleport_audit.admin import doctor
+from pam_teleport_audit.admin import doctor, pamedit
 
 from . import debbuild
-from .conftest import PAM_DIR, ROOT, assert_recorded_session
+from .conftest import PAM_DIR, ROOT, assert_recorded_session, pid_records, run_driver, unique
 
 PACKAGE = debbuild.PACKAGE
 ENTRY = "/usr/lib/python3/dist-packages/pam_teleport_audit/pam_entry.py"
@@ -238,3 +238,98 @@ def test_autopkgtest(built: debbuild.Built, host) -> None:
     assert "PASS: teleport:accounting, teleport:session_open, teleport:session_close" in out, out
     assert "pass: pam_loader.py and pam_module.py load from cached bytecode" in out, out
     assert pam_files() == before, "the autopkgtest removes its scratch PAM service"
+
+
+def conffile_package(folder: Path, name: str, version: str, pam_text: bytes) -> Path:
+    """A scratch package shipping /etc/pam.d/NAME as a conffile, as openssh-server ships /etc/pam.d/sshd."""
+    tree = folder / f"{name}-{version}"
+    (tree / "DEBIAN").mkdir(parents=True)
+    (tree / "etc" / "pam.d").mkdir(parents=True)
+    (tree / "etc" / "pam.d" / name).write_bytes(pam_text)
+    (tree / "DEBIAN" / "conffiles").write_text(f"/etc/pam.d/{name}\n")
+    (tree / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: test <test@example.com>\n"
+        "Description: a PAM service file as a conffile (pam-teleport-audit's test_deb)\n"
+    )
+    deb = folder / f"{name}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(deb)], capture_output=True, check=True)
+    return deb
+
+
+def dpkg(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["dpkg", *args], capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, env=debbuild.BUILD_ENV
+    )
+
+
+def test_conffile_replaced_by_an_upgrade_is_reported(
+    built: debbuild.Built, host, driver, linux_user, tmp_path: Path
+) -> None:
+    """openssh-server's /etc/pam.d/sshd is a conffile. An upgrade whose version of it changed, run with
+    --force-confnew (apt -o Dpkg::Options::=--force-confnew, or the maintainer's version chosen at the
+    prompt), puts the package's file in place: the stanza is gone, dpkg says nothing and exits 0, and
+    Teleport logins are no longer recorded. The package's /etc/pam.d trigger says so (stderr, syslog),
+    `status` exits 6 naming the .dpkg-old, doctor fails. --force-confold keeps the stanza: no warning."""
+    proc = apt("install", "--no-install-recommends", str(built.deb))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    name = unique("pta-conffile-")
+    path = PAM_DIR / name
+    stock = pamedit.uninstall((SHARE / "sshd.example").read_bytes()).data  # Debian's sshd without the stanza
+    old = conffile_package(tmp_path, name, "1.0", stock)
+    new = conffile_package(tmp_path, name, "2.0", stock + b"# a change in the new version\n")
+    helper = "/usr/bin/pam-teleport-audit"
+
+    def run_helper(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([helper, *argv, "--pam-file", str(path)], capture_output=True, text=True, cwd="/")
+
+    warning = f"pam-teleport-audit: WARNING: {path} no longer loads pam_teleport_audit"
+    try:
+        proc = dpkg("-i", str(old))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert warning not in proc.stdout + proc.stderr
+        assert run_helper("install").returncode == 0
+        login = linux_user()
+        assert_recorded_session(driver, name, login, "conffile-")
+
+        # --force-confold: ours stays, the package's version beside it; no warning.
+        proc = dpkg("-i", "--force-confold", str(new))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert warning not in proc.stdout + proc.stderr
+        assert Path(f"{path}.dpkg-dist").is_file()
+        st = run_helper("status")
+        assert st.returncode == 0, st.stdout + st.stderr
+
+        # Back to 1.0 with our file, then the upgrade with --force-confnew.
+        assert dpkg("-i", "--force-confold", str(old)).returncode == 0
+        proc = dpkg("-i", "--force-confnew", str(new))
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert path.read_bytes() == stock + b"# a change in the new version\n", "dpkg put its version in place"
+        assert warning in out, out
+        assert f"kept the lines in {path}.dpkg-old" in out, out
+        assert f"pam-teleport-audit install --pam-file {path}" in out, out
+
+        # The loss is real: a Teleport-like login through the file now writes no record of ours.
+        tp_user = unique("conffile-lost-")
+        session = run_driver(driver, name, login, user=tp_user, shell=False)
+        assert session.returncode == 0, session.output
+        records = pid_records(session.started, session.pid, expect=4)
+        assert any(r.get("op") == "PAM:session_close" for r in records), records
+        assert not [r for r in records if r.get("teleportUser") == tp_user]
+
+        st = run_helper("status")
+        assert st.returncode == 6, st.stdout + st.stderr
+        assert f"the file with the stanza is now {path}.dpkg-old" in st.stdout + st.stderr
+        doc = run_helper("doctor")
+        assert doc.returncode == 1, doc.stdout + doc.stderr
+        where = re.escape(str(path))
+        assert re.search(rf"^FAIL +stanza: {where}: .*{where}\.dpkg-old", doc.stdout, re.M), doc.stdout
+
+        # The fix it names gives the records back.
+        assert run_helper("install").returncode == 0
+        assert_recorded_session(driver, name, login, "conffile-back-")
+        assert run_helper("uninstall").returncode == 0
+    finally:
+        dpkg("--purge", name)  # removes the conffile and its .dpkg-old / .dpkg-dist
+        for leftover in PAM_DIR.glob(f"{name}*"):
+            leftover.unlink()
