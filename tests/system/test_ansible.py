@@ -57,7 +57,8 @@ def play(tmp_path: Path):
         "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
     }
 
-    def run(pam_file: Path, *flags: str, **extra: object) -> tuple[int, str]:
+    def run(pam_file: Path, *flags: str, fails: bool = False, **extra: object) -> tuple[int, str]:
+        """The play's changed count and output; fails: the play must fail (its count of failed tasks)."""
         variables = {"pam_teleport_audit_pam_file": str(pam_file), "pam_teleport_audit_deb": deb, **extra}
         proc = subprocess.run(
             [str(ansible), "-i", "localhost,", str(book), "-e", json.dumps(variables), *flags],
@@ -66,6 +67,11 @@ def play(tmp_path: Path):
             env=env,
             check=False,
         )
+        if fails:
+            assert proc.returncode != 0, proc.stdout + proc.stderr
+            failed = re.search(r"localhost\s*:.*\sfailed=(\d+)", proc.stdout)
+            assert failed, proc.stdout
+            return int(failed.group(1)), proc.stdout + proc.stderr
         assert proc.returncode == 0, proc.stdout + proc.stderr
         recap = re.search(r"localhost\s*:\s*ok=\d+\s+changed=(\d+)", proc.stdout)
         assert recap, proc.stdout
@@ -131,6 +137,30 @@ def test_role_lifecycle(play, pam_service) -> None:
     assert changed == 2  # the stanza, the package
     assert pam_file.read_text() == STOCK
     assert not package_installed()
+
+
+def test_role_check_mode_on_a_fresh_host(play, pam_service) -> None:
+    """--check (a dry run before the first rollout) on a host without the package: the .deb is not copied,
+    the helper is not there to ask; the play reports the package and the stanza as changes, changes
+    nothing and does not fail."""
+    pam_file = PAM_DIR / pam_service(STOCK)
+    changed, out = play(pam_file, "--check", "--diff")
+    assert changed >= 2, out  # the package (.deb copy), the stanza
+    assert "the stanza would be installed in " + str(pam_file) in out, out
+    assert pam_file.read_text() == STOCK and not package_installed()
+
+
+def test_role_fails_clearly_on_a_refused_file(play, pam_service) -> None:
+    """A PAM file the helper refuses (here: no pam_loginuid in the session stack) fails the play with the
+    helper's reason, in check mode and not, and is left byte-for-byte as it was."""
+    text = STOCK.replace("session    required     pam_loginuid.so", "# (pam_loginuid removed)")
+    assert text != STOCK
+    pam_file = PAM_DIR / pam_service(text)
+    for flags in ((), ("--check",)):
+        failed, out = play(pam_file, *flags, fails=True)
+        assert failed == 1, out
+        assert "TASK [pam_teleport_audit : Install the PAM stanza]" in out and "pam_loginuid" in out, out
+        assert pam_file.read_text() == text
 
 
 def test_role_fleet_settings(play, tmp_path: Path) -> None:
