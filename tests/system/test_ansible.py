@@ -163,6 +163,26 @@ def test_role_fails_clearly_on_a_refused_file(play, pam_service) -> None:
         assert pam_file.read_text() == text
 
 
+def test_role_absent_names_other_files_that_load_the_module(play, pam_service) -> None:
+    """state: absent for one file while another still loads the module: the package's prerm refuses the
+    removal; the play fails naming the other file's lines (not only apt's "dpkg returned an error code"),
+    in check mode too, and the package stays."""
+    first, other = (PAM_DIR / pam_service(STOCK) for _ in range(2))
+    assert play(first)[0] >= 2
+    helper = ["/usr/bin/pam-teleport-audit", "install", "--pam-file", str(other)]
+    assert subprocess.run(helper, capture_output=True, check=False, cwd="/").returncode == 0
+    for flags in (("--check",), ()):
+        failed, out = play(first, *flags, fails=True, pam_teleport_audit_state="absent")
+        assert failed == 1, out
+        assert "The package cannot be removed: these PAM lines still load the module" in out, out
+        assert f"{other}:7:account" in out and f"{first}:" not in out.split("cannot be removed")[1], out
+        assert package_installed()
+    assert "# BEGIN pam_teleport_audit" not in first.read_text()  # its own file was done before the failure
+    assert subprocess.run([helper[0], "uninstall", *helper[2:]], capture_output=True, cwd="/").returncode == 0
+    assert play(first, pam_teleport_audit_state="absent")[0] == 1  # the package
+    assert not package_installed() and first.read_text() == other.read_text() == STOCK
+
+
 def test_role_fleet_settings(play, tmp_path: Path) -> None:
     """Sender and collector settings, on a copy of this machine's /etc/audit (never the real one)."""
     audit = tmp_path / "audit"
