@@ -265,16 +265,31 @@ def test_session_without_account_phase_writes_nothing(sink) -> None:
     assert sink.records == []
 
 
-def test_user_changed_after_acct_mgmt_writes_nothing_more(sink) -> None:
+def test_user_changed_after_acct_mgmt_is_recorded_under_the_new_name(sink) -> None:
+    """A module of the stack renamed the login (pam_canonicalize_user): the session is still the Teleport
+    user's; the records name PAM_USER as it is now, as libpam's do, and one line says so."""
     pamh = FakePamh()
     module = pam_module.TeleportAuditModule()
     module.acct_mgmt(pamh, 0, [ENTRY])
     pamh.user = "ubuntu"
-    assert module.open_session(pamh, 0, [ENTRY]) == 25
-    assert module.close_session(pamh, 0, [ENTRY]) == 25
+    assert module.open_session(pamh, 0, [ENTRY]) == 0
+    assert module.close_session(pamh, 0, [ENTRY]) == 0
     module.end(pamh)
-    assert sink.records == []
-    assert len(sink.logs) == 1 and "PAM user changed" in sink.logs[0][1]
+    assert [op for _, op, _ in ops(sink)] == ["teleport:accounting", "teleport:session_open", "teleport:session_close"]
+    assert all(' acct="ubuntu" ' in text and "teleportUser=alice " in text for _, text in sink.records)
+    assert [text for _, text in sink.logs] == [
+        "pam_teleport_audit(sshd:session): PAM user changed from 'root' to 'ubuntu' since acct_mgmt"
+    ]
+
+
+def test_user_changed_before_a_refusal_is_recorded_under_the_new_name(sink) -> None:
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    module.acct_mgmt(pamh, 0, [ENTRY])
+    pamh.user = "ubuntu"  # e.g. in the auth stack, which then refused (use_pam_auth)
+    module.end(pamh)
+    assert [(op, res) for _, op, res in ops(sink)] == [("teleport:login", "failed")]
+    assert ' acct="ubuntu" ' in sink.records[0][1]
 
 
 FAILURES = [
