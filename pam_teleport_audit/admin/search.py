@@ -874,21 +874,30 @@ def local_time(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{int(stamp * 1000) % 1000:03d}" + time.strftime(" %z", local)
 
 
+def shown(value: str) -> str:
+    """A value from the log on one line of text: as it is when printable, else quoted with its control
+    characters escaped, so that a name (any bytes, from an SSO claim) adds no line and sends the
+    terminal nothing. --format json gives every value exactly."""
+    return value if value.isprintable() else repr(value)
+
+
 def render_text(sessions: list[Session], host: str | None) -> str:
     if not sessions:
         return "no sessions found\n"
     out = []
     for s in sessions:
-        where = s.node or host or "?"
-        roles = ",".join(s.roles) or "-"
+        where = shown(s.node or host or "?")
+        roles = ",".join(shown(role) for role in s.roles) or "-"
+        user, login = shown(s.teleport_user), shown(s.login)
         if s.roles_omitted:
             roles += f" and {s.roles_omitted} more (cut to fit the record)"
-        client = f"{s.hostname} {s.addr}" + (f", {s.teleport_addr} as Teleport recorded" if s.teleport_addr else "")
-        child = f", {CHILDREN.get(s.child, s.child)} (teleport {s.child})" if s.child else ""
+        client = f"{shown(s.hostname)} {shown(s.addr)}"
+        client += f", {shown(s.teleport_addr)} as Teleport recorded" if s.teleport_addr else ""
+        child = f", {CHILDREN.get(s.child, shown(s.child))} (teleport {shown(s.child)})" if s.child else ""
         if s.refused:
             ses = f" (ses {s.ses})" if s.ses is not None else ""
             out.append(
-                f"REFUSED login{ses} on {where}: Teleport user {s.teleport_user} as {s.login}, roles {roles}\n"
+                f"REFUSED login{ses} on {where}: Teleport user {user} as {login}, roles {roles}\n"
                 f"  attempted {local_time(s.start)}: {s.refused}\n"
             )
         else:
@@ -898,15 +907,17 @@ def render_text(sessions: list[Session], host: str | None) -> str:
                 ended += " (Teleport closes forwarding sessions as the login user: no end is ever recorded)"
             began = "started" if s.start_in_log else "start not in the log, first record"
             out.append(
-                f"session {s.ses if s.ses is not None else '(no id)'} on {where}: Teleport user {s.teleport_user}"
-                f" as {s.login} (auid {s.auid}), roles {roles}\n"
+                f"session {s.ses if s.ses is not None else '(no id)'} on {where}: Teleport user {user}"
+                f" as {login} (auid {s.auid}), roles {roles}\n"
                 f"  {began} {local_time(s.start)} ({s.result}), {ended}\n"
             )
             if not s.input_joined:
                 out.append("  no session id (pam_loginuid gave none): its typed input cannot be joined to it\n")
-        out.append(f"  terminal {s.terminal}, client {client}, program {s.exe}, pid {s.pid}{child}\n")
-        timeline = [(e.time, e.serial, f"{e.type:<10} {e.op + ' ' if e.op else ''}res={e.res}") for e in s.events]
-        timeline += [(k.time, k.serial, f"{'input':<10} {k.comm}[{k.pid}]: {k.keys}") for k in s.input]
+        out.append(f"  terminal {shown(s.terminal)}, client {client}, program {shown(s.exe)}, pid {s.pid}{child}\n")
+        timeline = [
+            (e.time, e.serial, f"{e.type:<10} {shown(e.op) + ' ' if e.op else ''}res={e.res}") for e in s.events
+        ]
+        timeline += [(k.time, k.serial, f"{'input':<10} {shown(k.comm)}[{k.pid}]: {shown(k.keys)}") for k in s.input]
         out.extend(f"    {local_time(t)}  {line}\n" for t, _, line in sorted(timeline))
     return "".join(out)
 

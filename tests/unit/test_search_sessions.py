@@ -633,3 +633,35 @@ def test_text_times_carry_the_zone_offset(monkeypatch: pytest.MonkeyPatch, zone:
         monkeypatch.undo()
         time.tzset()
     assert text[1].endswith(f", ended {shown} (success)"), text[1]
+
+
+def test_text_output_shows_control_characters_in_names_escaped() -> None:
+    """A name from the log (SSO claims can carry anything; the module records any bytes) must not
+    add a line to the report or drive the terminal: control characters are shown escaped."""
+    from pam_teleport_audit.admin.search import Session, render_text
+
+    forged = "bob\n  started 2026-01-01 00:00:00.000 (success), ended never\x1b[2K"
+    session = Session(
+        node=None,
+        ses=7,
+        teleport_user=forged,
+        login="tp\tdemo",
+        auid=1001,
+        roles=["access", "ed\ritor"],
+        terminal="ssh",
+        hostname="?",
+        addr="?",
+        exe="/usr/local/bin/teleport",
+        pid=42,
+        start=0.0,
+        result="success",
+    )
+    text = render_text([session], "vm")
+    assert "\x1b" not in text and "\r" not in text and "\t" not in text
+    lines = text.splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("session 7 on vm: Teleport user " + repr(forged) + " as 'tp\\tdemo' (auid 1001)")
+    assert lines[0].endswith("roles access,'ed\\ritor'")
+    # Printable names, unicode and DOMAIN\\user included, are shown as they are.
+    session.teleport_user, session.login, session.roles = "josé 用户", "AD\\alice", ["access"]
+    assert render_text([session], "vm").startswith("session 7 on vm: Teleport user josé 用户 as AD\\alice (auid 1001)")
