@@ -327,6 +327,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Every record, not only from --since on: a session that started before it must be seen to
     # start there, not taken for one whose start is not in the log.
     records = search.iter_records(parser)
+    if search.recorded_name(args.teleport_user) != args.teleport_user.encode("utf-8", "surrogateescape"):
+        limit = len(search.recorded_name(args.teleport_user))
+        print(
+            f"search: the records keep the first {limit} bytes of a Teleport user name: sessions of every name"
+            " that begins with those bytes are listed",
+            file=sys.stderr,
+        )
     sessions = search.find_sessions(records, args.teleport_user, since=since, until=until, node=args.node, local=host)
     if collector and any(s.node is None for s in sessions):
         print(search.UNNAMED_NOTE, file=sys.stderr)

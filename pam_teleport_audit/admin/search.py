@@ -44,7 +44,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from ..pam_module import OP_ACCOUNTING, OP_LOGIN, OP_SESSION_CLOSE, OP_SESSION_OPEN, bare_value
+from ..pam_module import (
+    OP_ACCOUNTING,
+    OP_LOGIN,
+    OP_SESSION_CLOSE,
+    OP_SESSION_OPEN,
+    TELEPORT_USER_MAX_BYTES,
+    bare_value,
+)
 from . import logrotate
 from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record
 
@@ -460,13 +467,20 @@ def candidate_parser(files: list[str], teleport_user: str) -> Any:
         return candidates([log.data for log in logs], teleport_user)
 
 
+def recorded_name(teleport_user: str) -> bytes:
+    """What our records keep of a Teleport user name: its first TELEPORT_USER_MAX_BYTES bytes
+    (Teleport's own records keep it whole)."""
+    return teleport_user.encode("utf-8", "surrogateescape")[:TELEPORT_USER_MAX_BYTES]
+
+
 def candidates(logs: list[Log], teleport_user: str) -> Any:
     """candidate_parser's two scans, over logs already open."""
     import auparse
 
     raw = teleport_user.encode("utf-8", "surrogateescape")
-    names = [re.compile(rb" teleportUser=" + re.escape(bare_value(raw).encode()) + rb" ")]
-    if bare_value(raw).encode() != raw:
+    kept = bare_value(recorded_name(teleport_user)).encode()
+    names = [re.compile(rb" teleportUser=" + re.escape(kept) + rb" ")]
+    if kept != raw:
         names.append(re.compile(rb" teleportUser=" + re.escape(raw) + rb" res="))
 
     named = _grep(logs, *names)
@@ -559,7 +573,7 @@ def find_sessions(
     local names the host of records without node= (this host, when reading its own logs): --node
     selects them by that name, as the output labels them.
     """
-    wanted = teleport_user.encode("utf-8", "surrogateescape")
+    wanted = recorded_name(teleport_user)
     found: list[Session] = []
     # (node, ses) → the logins that ses holds, by the pid of their Teleport process, latest last; None
     # for another user's (a ses is shared when pam_loginuid finds the loginuid already right).

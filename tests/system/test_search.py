@@ -570,3 +570,23 @@ def test_this_hosts_log_as_auditd_conf_names_it_in_any_case_and_what_it_says_abo
     assert "some records have no node=" in proc.stderr, proc.stderr
     out = search_with_auditd_conf(str(conf), "--teleport-user", "alice").stdout
     assert out.startswith(f"session {reference['ses']} on ?:"), out
+
+
+def test_a_name_longer_than_the_record_keeps_is_found_by_its_full_name(driver, pam_service, linux_user) -> None:
+    """The record keeps the first 2,048 bytes of a Teleport user name (docs/records.md, Bounds): searching
+    for the whole name finds its session, and says the record holds only the beginning."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    name = unique("long-") + "\u00e9" * 1500  # 3,013 bytes
+    started = time.time()
+    proc = subprocess.run(driver_argv(driver, service, login, user=name, shell=False), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    wait_for_records(started, lambda rs: sum(r.type == "USER_END" for r in rs) >= 2, "-m", "USER_END")
+    time.sleep(0.5)
+    result = run_search("--teleport-user", name, "--since", f"@{int(started)}", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    sessions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(sessions) == 1 and sessions[0]["login"] == login, result.stdout
+    # Cut inside the last character, whose lone byte is shown escaped, as search shows any such byte.
+    assert sessions[0]["teleport_user"] == name.encode()[:2048].decode("utf-8", "backslashreplace")
+    assert "2048 bytes" in result.stderr
