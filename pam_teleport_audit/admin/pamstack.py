@@ -139,7 +139,8 @@ def dpkg_replaced_reason(path: str, old: str) -> str:
 def dpkg_replaced_fix(path: str, old: str) -> str:
     return (
         f"run `pam-teleport-audit install --pam-file {path}` with the options of the lines in {old} "
-        f"(--fail-closed, --tty-audit, --option), and carry over any other local edit from {old}"
+        f"(--fail-closed, --tty-audit, --option), carry over any other local edit from {old}, then remove {old} "
+        "(the package's removal counts its lines)"
     )
 
 

@@ -333,3 +333,62 @@ def test_conffile_replaced_by_an_upgrade_is_reported(
         dpkg("--purge", name)  # removes the conffile and its .dpkg-old / .dpkg-dist
         for leftover in PAM_DIR.glob(f"{name}*"):
             leftover.unlink()
+
+
+def run_trigger(tmp_path: Path, steps: str) -> dict[str, str]:
+    """The postinst as dpkg runs it for the /etc/pam.d trigger (`triggered /etc/pam.d`), in a private mount
+    namespace over an empty /etc/pam.d and /var/lib (the host's are never touched). steps: shell lines that
+    set up files and run the trigger with `trig NAME` (its stderr to NAME.err, its status to NAME.rc);
+    `logger` is a stand-in writing to NAME.log. Returns every file of the run's output folder by name."""
+    out, bin_ = tmp_path / "out", tmp_path / "bin"
+    out.mkdir()
+    bin_.mkdir()
+    for tool in ("find", "grep", "mkdir", "mv", "touch", "cat", "sleep"):
+        (bin_ / tool).symlink_to(shutil.which(tool, path="/usr/bin:/bin"))
+    (bin_ / "logger").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>"{out}/$NAME.log"\n')
+    (bin_ / "logger").chmod(0o755)
+    postinst = ROOT / "debian" / "pam-teleport-audit.postinst"
+    script = (
+        "set -e; mount -t tmpfs tmpfs /etc/pam.d; mount -t tmpfs tmpfs /var/lib\n"
+        f'trig() {{ NAME=$1 PATH={bin_} /bin/sh {postinst} triggered /etc/pam.d 2>"{out}/$1.err"'
+        f' && echo 0 >"{out}/$1.rc" || echo $? >"{out}/$1.rc"; }}\n' + steps
+    )
+    from .namespaces import private_mounts
+
+    proc = subprocess.run(private_mounts(script), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {p.name: p.read_text() for p in out.iterdir()}
+
+
+def test_pam_d_trigger_names_each_dpkg_old_once_and_never_fails(tmp_path: Path) -> None:
+    """The trigger runs after every package change in /etc/pam.d. It names a .dpkg-old that holds our
+    lines once, at the first trigger after dpkg made it, not at every later one (one kept from long ago,
+    or after the stanza was dropped on purpose, would warn forever); a new one is named again; a file name
+    with a space is named whole. A closed stderr or a missing `logger` never fails it (it would fail the
+    upgrade of whichever package set it off)."""
+    line = f"session optional pam_python.so {ENTRY}"
+    files = run_trigger(
+        tmp_path,
+        f"""echo '{line}' >/etc/pam.d/sshd.dpkg-old; echo 'session required pam_unix.so' >/etc/pam.d/sshd
+        trig first; trig again
+        sleep 0.05; cp /etc/pam.d/sshd.dpkg-old '/etc/pam.d/a b.dpkg-old'; trig new
+        cp /etc/pam.d/sshd.dpkg-old /etc/pam.d/sshd; sleep 0.05  # the stanza installed again, then
+        rm /etc/pam.d/sshd.dpkg-old; ln /etc/pam.d/sshd /etc/pam.d/sshd.dpkg-old  # another --force-confnew,
+        echo 'session required pam_unix.so' >/etc/pam.d/sshd.new; mv /etc/pam.d/sshd.new /etc/pam.d/sshd  # as dpkg
+        trig relinked
+        cp /etc/pam.d/sshd.dpkg-old /etc/pam.d/x.dpkg-old
+        NAME=closed PATH={tmp_path}/bin /bin/sh {ROOT}/debian/pam-teleport-audit.postinst triggered /etc/pam.d 2>&- \
+            && echo 0 >{tmp_path}/out/closed.rc || echo $? >{tmp_path}/out/closed.rc
+        cp /etc/pam.d/sshd.dpkg-old /etc/pam.d/y.dpkg-old; rm -f {tmp_path}/bin/logger; trig nologger
+        """,
+    )
+    named = "pam-teleport-audit: WARNING: {} no longer loads pam_teleport_audit"
+    first = files["first.err"]
+    assert named.format("/etc/pam.d/sshd") in first and "then remove /etc/pam.d/sshd.dpkg-old" in first, first
+    logged = "-p authpriv.warning -t pam-teleport-audit -- WARNING: {} no longer loads pam_teleport_audit"
+    assert logged.format("/etc/pam.d/sshd") in files["first.log"], files
+    assert (files["again.rc"], files["again.err"], "again.log" in files) == ("0\n", "", False), files
+    assert files["new.err"].count("WARNING") == 1 and named.format("/etc/pam.d/a b") in files["new.err"], files
+    assert files["relinked.err"].count("WARNING") == 1 and named.format("/etc/pam.d/sshd") in files["relinked.err"]
+    assert files["closed.rc"] == "0\n" and logged.format("/etc/pam.d/x") in files["closed.log"], files
+    assert files["nologger.rc"] == "0\n" and named.format("/etc/pam.d/y") in files["nologger.err"], files

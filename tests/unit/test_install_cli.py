@@ -339,7 +339,7 @@ def test_status_and_doctor_name_a_stanza_dpkg_replaced(pam: Path, capsys: pytest
     assert f"Fix: run `pam-teleport-audit install --pam-file {pam}`" in out["summary"]
     check = next(doctor.stanza_checks(str(pam)))
     assert check.status == doctor.FAIL and f"the file with the stanza is now {old}" in check.message, check
-    assert "with the options of the lines in" in check.fix
+    assert "with the options of the lines in" in check.fix and f"then remove {old}" in check.fix
 
     # A .dpkg-old without our lines (an unrelated upgrade), or none at all: no such claim.
     old.write_bytes(DEBIAN)
