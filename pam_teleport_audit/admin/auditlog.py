@@ -64,6 +64,17 @@ def read_conf(path: str) -> dict[str, str]:
     return values
 
 
+def no_log_reason(conf: dict[str, str]) -> str | None:
+    """Why auditd with this auditd.conf keeps no log of its own (None: it writes log_file). auditd
+    reads values in any case; the deprecated `log_format = NOLOG` still turns write_logs off (and
+    a `write_logs = yes` after it gives a log without `type=`, which nothing here can read)."""
+    if conf.get("log_format", "").strip().lower() == "nolog":
+        return "log_format = NOLOG (deprecated: auditd reads it as write_logs = no)"
+    if conf.get("write_logs", "yes").strip().lower() == "no":
+        return "write_logs = no"
+    return None
+
+
 def interpret(parser: Any) -> str:
     """auparse's reading of the current field; the raw value when it is not UTF-8.
 

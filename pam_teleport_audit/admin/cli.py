@@ -299,6 +299,7 @@ def cmd_stanza(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from . import search
+    from .auditlog import no_log_reason
 
     try:
         since = search.parse_time(args.since) if args.since else None
@@ -307,8 +308,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         return _error("search", str(exc), EXIT_USAGE)
     # This host's own log: what auditd.conf says about it (no log kept, records of other hosts).
     conf = search.auditd_conf() if not args.input else {}
-    if conf.get("write_logs", "yes").lower() == "no":
-        print(search.NO_LOG_NOTE, file=sys.stderr)
+    no_log = no_log_reason(conf)
+    if no_log is not None:
+        print(search.NO_LOG_NOTE.format(reason=no_log), file=sys.stderr)
     try:
         with search.opened_logs(search.log_files(args.input), rotated_live=not args.input) as logs:
             for log in logs:  # a damaged file, or one mistaken for a log, must not read as "no sessions"

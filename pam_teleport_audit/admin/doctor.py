@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..pam_module import AuditError, AuditSocket, daemon_alive
 from . import bytecode, loadable, pamstack, teleportconf
-from .auditlog import UNSET_ID, read_conf
+from .auditlog import UNSET_ID, no_log_reason, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
@@ -699,24 +699,26 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     except OSError:
         return  # no auditd.conf: the auditd check says what is wrong
     log = conf.get("log_file") or "/var/log/audit/audit.log"
-    if conf.get("write_logs", "yes").lower() != "no":
+    reason = no_log_reason(conf)
+    if reason is None:
         yield Check("audit log", PASS, f"auditd writes {log} (log_format {conf.get('log_format', 'RAW')})")
         return
+    keep = "set write_logs = yes in auditd.conf" + (" and log_format = ENRICHED" if "NOLOG" in reason else "")
     plugins = active_plugins(audit_dir, conf)
     if not plugins:
         yield Check(
             "audit log",
             FAIL,
-            "write_logs = no and no plugin is active: auditd keeps no record, ours included",
-            "set write_logs = yes in auditd.conf (or activate au-remote), then `auditctl --signal reload`",
+            f"{reason} and no plugin is active: auditd keeps no record, ours included",
+            f"{keep} (or activate au-remote), then `auditctl --signal reload`",
         )
         return
     yield Check(
         "audit log",
         WARN,
-        f"write_logs = no: auditd keeps no log on this host and hands records only to {', '.join(plugins)}: "
+        f"{reason}: auditd keeps no log on this host and hands records only to {', '.join(plugins)}: "
         f"`pam-teleport-audit search` here finds nothing new (it reads {log}); search where they are stored",
-        "set write_logs = yes to keep a local copy, or search on the collector",
+        f"{keep} to keep a local copy, or search on the collector",
     )
 
 

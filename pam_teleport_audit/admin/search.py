@@ -335,7 +335,7 @@ def opened_logs(files: list[str], rotated_live: bool = False) -> Iterator[list[L
 
 
 NO_LOG_NOTE = (
-    "search: auditd.conf has write_logs = no: auditd keeps no log on this host (records go only to its plugins, "
+    "search: auditd.conf has {reason}: auditd keeps no log on this host (records go only to its plugins, "
     "e.g. au-remote or syslog), so what is read here stops where logging stopped: search where they are stored"
 )
 UNNAMED_NOTE = (

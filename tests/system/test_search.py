@@ -562,6 +562,10 @@ def test_this_hosts_log_as_auditd_conf_names_it_in_any_case_and_what_it_says_abo
     conf.write_text(f"log_file = {folder / 'audit.log'}\nwrite_logs = NO\n")
     proc = search_with_auditd_conf(str(conf), *args)
     assert proc.returncode == 0 and "write_logs = no: auditd keeps no log on this host" in proc.stderr, proc.stderr
+    # The deprecated log_format = NOLOG: auditd 3.0.9 still turns write_logs off for it.
+    conf.write_text(f"log_file = {folder / 'audit.log'}\nlog_format = NOLOG\n")
+    proc = search_with_auditd_conf(str(conf), *args)
+    assert proc.returncode == 0 and "log_format = NOLOG (deprecated" in proc.stderr, proc.stderr
 
     conf.write_text(f"log_file = {folder / 'audit.log'}\ntcp_listen_port = 60\n")
     proc = search_with_auditd_conf(str(conf), *args)

@@ -400,8 +400,11 @@ def test_two_daemons_with_the_same_config_are_not_warned_of(tmp_path: Path) -> N
         ("Write_Logs = NO\n", [], "fail", "auditd keeps no record"),  # keys and values in any case, as auditd
         ("write_logs = no\n", ["au-remote", "syslog"], "warn", "hands records only to au-remote, syslog"),
         ("write_logs = no\n", ["af_unix-off"], "fail", "no plugin is active"),
+        # auditd 3.0.9 still reads the deprecated NOLOG as write_logs = no (seen: no log file made)
+        ("log_format = NOLOG\n", [], "fail", "log_format = NOLOG (deprecated"),
+        ("log_format = nolog\nwrite_logs = yes\n", ["au-remote"], "warn", "log_format = NOLOG (deprecated"),
     ],
-    ids=["writes", "nothing-kept", "plugins-only", "plugin-off"],
+    ids=["writes", "nothing-kept", "plugins-only", "plugin-off", "nolog", "nolog-plugin"],
 )
 def test_a_host_whose_auditd_writes_no_log_is_named(
     tmp_path: Path, conf: str, plugins: list[str], verdict: str, says: str
