@@ -171,8 +171,15 @@ class Session:
         return out
 
 
+# --since/--until's dates, as both outputs print them: ISO 8601 (JSON), and the text's local time with
+# its offset; seconds, fraction and zone optional.
+_WHEN = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(\.\d{1,9})?)?)? ?(Z|[+-]\d\d:?\d\d)?", re.ASCII
+)
+
+
 def parse_time(text: str, now: float | None = None) -> float:
-    """--since/--until: ISO 8601 (local time unless it ends in Z), @EPOCH, today, yesterday, recent."""
+    """--since/--until: ISO 8601 (local time unless it ends in Z or an offset), @EPOCH, today, yesterday, recent."""
     now = time.time() if now is None else now
     midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
     words = {"recent": now - 600, "today": midnight, "yesterday": midnight - 86400, "now": now}
@@ -180,15 +187,18 @@ def parse_time(text: str, now: float | None = None) -> float:
         return words[text]
     if text.startswith("@"):
         return float(text[1:])
-    utc = text.endswith("Z")
-    body = text[:-1] if utc else text
-    for layout in ("%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
-        try:
-            parsed = time.strptime(body, layout)
-        except ValueError:
-            continue
-        return float(calendar.timegm(parsed)) if utc else time.mktime((*parsed[:8], -1))
-    raise ValueError(f"cannot read time {text!r}: use YYYY-MM-DD[THH:MM[:SS]][Z], @EPOCH, today, yesterday or recent")
+    found = _WHEN.fullmatch(text)
+    try:
+        *fields, fraction, zone = found.groups()  # type: ignore[union-attr]
+        parsed = time.strptime(" ".join(field or "00" for field in fields), "%Y %m %d %H %M %S")  # checks ranges
+    except (AttributeError, ValueError):
+        layout = "YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+HH:MM]"
+        raise ValueError(f"cannot read time {text!r}: use {layout}, @EPOCH, today, yesterday or recent") from None
+    extra = float(fraction or 0)
+    if zone is None:
+        return time.mktime((*parsed[:8], -1)) + extra
+    offset = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
+    return calendar.timegm(parsed) - offset + extra
 
 
 def iso(stamp: float) -> str:

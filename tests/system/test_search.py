@@ -104,6 +104,25 @@ def test_parse_time_forms() -> None:
     assert search.parse_time("recent", now) == now - 600
     assert search.parse_time("yesterday", now) == search.parse_time("today", now) - 86400
     assert search.parse_time("2026-11-28") == time.mktime((2026, 11, 28, 0, 0, 0, 0, 0, -1))
+    assert search.parse_time("2026-11-28 00:00:20.250 -0500") == search.parse_time("2026-11-28T10:30:20.25+05:30")
+    assert search.parse_time("2026-11-28T05:00:20.250Z") == 1795842020.25
+    for bad in ("2026-13-01", "2026-11-28T25:00", "2026-11-28T05", "2026-11-28 05:00 EST", "last tuesday"):
+        with pytest.raises(ValueError, match="cannot read time"):
+            search.parse_time(bad)
+
+
+def test_a_time_as_either_output_prints_it_is_a_valid_since() -> None:
+    """An operator copies a session's start from the report into --since: it must be read as the
+    same instant, in any zone (the text's local time with its offset, JSON's UTC)."""
+    files = [str(FIXTURES / "raw" / "audit.log.1"), str(FIXTURES / "raw" / "audit.log")]
+    (carol,) = json_sessions("--teleport-user", "carol", "--input", *files)
+    text = run_search("--teleport-user", "carol", "--input", *files).stdout.splitlines()[1]
+    printed = text.split("started ", 1)[1].split(" (", 1)[0]  # "YYYY-MM-DD HH:MM:SS.fff +HHMM"
+    for since in (carol["start"], printed):
+        assert [s["ses"] for s in json_sessions("--teleport-user", "carol", "--since", since, "--input", *files)] == [
+            carol["ses"]
+        ], since
+    assert search.parse_time(printed) == search.parse_time(carol["start"])
 
 
 def test_interleaved_live_sessions_on_one_login(driver, pam_service, linux_user) -> None:
