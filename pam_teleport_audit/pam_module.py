@@ -887,10 +887,17 @@ class TeleportAuditModule:
             why = "Teleport dropped root after opening the session (its networking child does)"
             self._log(pamh, options, phase, LOG_INFO, f"{ops} not recorded: this process runs as uid {uid} now: {why}")
             return
+        user = pam_item(pamh, "user")
+        if user and user != identity["login"]:
+            # Only a module of the stack or Teleport itself sets PAM_USER: one that canonicalises the name
+            # (pam_canonicalize_user, pam_winbind) leaves the session the Teleport user's. Name PAM_USER,
+            # as libpam's records and pam_loginuid's auid do.
+            old, identity["login"] = identity["login"], user
+            self._log(pamh, options, phase, LOG_INFO, f"PAM user changed from {old!r} to {user!r} since acct_mgmt")
         rhost = pam_item(pamh, "rhost") or None
         fields: Fields = {  # op and success are each record's, below
             "op": "",
-            "acct": self._login(pamh, options, phase),
+            "acct": identity["login"],
             "exe": self.exe,
             "hostname": rhost,
             "addr": ip_literal(rhost),
@@ -907,19 +914,6 @@ class TeleportAuditModule:
             # Unverified: the kernel acks a record even when audit is off, and would not say (AUDIT_GET).
             how = "recorded" if verified else "sent, unverified (the kernel will not say whether audit is on),"
             self._debug(pamh, options, phase, f"{how} {ops} for Teleport user {identity['user']!r}")
-
-    def _login(self, pamh: "PamHandle", options: "Options", phase: str) -> str:
-        """The Linux account to name: PAM_USER now, as libpam's records and pam_loginuid take it."""
-        # Only a module of the stack or Teleport itself can set PAM_USER: a module that canonicalises
-        # the name (pam_canonicalize_user, pam_winbind, pam_sss for a smartcard) leaves the session
-        # Teleport's, for the Teleport user captured at acct_mgmt.
-        identity = self.identity
-        assert identity is not None
-        user = pam_item(pamh, "user")
-        if user and user != identity["login"]:
-            old, identity["login"] = identity["login"], user
-            self._log(pamh, options, phase, LOG_INFO, f"PAM user changed from {old!r} to {user!r} since acct_mgmt")
-        return identity["login"]
 
     @staticmethod
     def _set_items(pamh: "PamHandle", options: "Options") -> None:

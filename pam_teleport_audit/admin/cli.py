@@ -329,10 +329,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     # Every record, not only from --since on: a session that started before it must be seen to
     # start there, not taken for one whose start is not in the log.
     records = search.iter_records(parser)
-    if search.recorded_name(args.teleport_user) != args.teleport_user.encode("utf-8", "surrogateescape"):
-        limit = len(search.recorded_name(args.teleport_user))
+    kept = search.recorded_name(args.teleport_user)
+    if len(kept) < len(args.teleport_user.encode("utf-8", "surrogateescape")):
         print(
-            f"search: the records keep the first {limit} bytes of a Teleport user name: sessions of every name"
+            f"search: the records keep the first {len(kept)} bytes of a Teleport user name: sessions of every name"
             " that begins with those bytes are listed",
             file=sys.stderr,
         )

@@ -703,7 +703,8 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     if reason is None:
         yield Check("audit log", PASS, f"auditd writes {log} (log_format {conf.get('log_format', 'RAW')})")
         return
-    keep = "set write_logs = yes in auditd.conf" + (" and log_format = ENRICHED" if "NOLOG" in reason else "")
+    nolog = conf.get("log_format", "").strip().lower() == "nolog"
+    keep = "set write_logs = yes in auditd.conf" + (" and log_format = ENRICHED" if nolog else "")
     plugins = active_plugins(audit_dir, conf)
     if not plugins:
         yield Check(
@@ -751,7 +752,7 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
             FAIL,
             "au-remote is active but auditd.conf has name_format = none: records reach the collector without "
             "node=, so search there cannot tell this host's sessions from another's (hosts reuse the same ses "
-            "and pid) and names them after the collector",
+            "and pid)",
             "set name_format = hostname in /etc/audit/auditd.conf, then `auditctl --signal reload`",
         )
     else:

@@ -939,7 +939,7 @@ def render_text(sessions: list[Session], host: str | None) -> str:
                 out.append("  no session id (pam_loginuid gave none): its typed input cannot be joined to it\n")
         out.append(f"  terminal {shown(s.terminal)}, client {client}, program {shown(s.exe)}, pid {s.pid}{child}\n")
         timeline = [
-            (e.time, e.serial, f"{e.type:<10} {shown(e.op) + ' ' if e.op else ''}res={e.res}") for e in s.events
+            (e.time, e.serial, f"{e.type:<10} {shown(e.op) + ' ' if e.op else ''}res={shown(e.res)}") for e in s.events
         ]
         timeline += [(k.time, k.serial, f"{'input':<10} {shown(k.comm)}[{k.pid}]: {shown(k.keys)}") for k in s.input]
         out.extend(f"    {local_time(t)}  {line}\n" for t, _, line in sorted(timeline))
