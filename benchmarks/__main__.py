@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import fcntl
 import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from pam_teleport_audit.admin import doctor
 
 from . import burst, common, fleet_scale, login_cost, memory, record_cost, search_cost
+
+# The system tests' lock (tests/system/conftest.py), held for the whole run: their fault tests turn
+# kernel audit off and restart auditd, which loses the login benchmark's records and skews its
+# counts, and the burst benchmark cuts the kernel backlog, which would fail their tests.
+TESTS_LOCK = "/run/pam-teleport-audit-tests.lock"
 
 BENCHMARKS = {
     "login": login_cost.run,
@@ -60,10 +67,22 @@ def main(argv: list[str]) -> None:
     unknown = [name for name in chosen if name not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
-    common.compile_package()
-    machine()
-    for name in chosen:
-        BENCHMARKS[name]()
+    with open(TESTS_LOCK, "w") as lock:
+        if not lock_free(lock):
+            print(f"waiting for the system tests' lock ({TESTS_LOCK}): a suite is running", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        common.compile_package()
+        machine()
+        for name in chosen:
+            BENCHMARKS[name]()
+
+
+def lock_free(lock: TextIO) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 if __name__ == "__main__":
