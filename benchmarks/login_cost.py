@@ -15,7 +15,9 @@ minimal stack and on Debian's stock sshd stack. Also reports the
 instructions each login executes (callgrind, repeatable where wall time is
 not), beside (f), the floor: the same script loading floor_module.py, which
 sends the three records as fixed text and does nothing else, and the floor's
-steps below it (i: the module is imported, s: and imports _socket). Then it
+steps below it (i: the module is imported, s: and imports _socket); above it,
+(l) lean_module.py, a login's everyday work written for speed, and (m) the
+same importing pam_module.py without using it. Then it
 checks in the audit log which logins wrote records, and shows `python -X
 importtime` of the in-PAM path.
 """
@@ -68,11 +70,15 @@ loaded = sorted(name for name in imported if name.startswith(("pam_", "_socket")
 sys.stderr.write(f"--end-- {{took}} {{sorted(handle)}} {{loaded}}\\n")
 """
 
-# The floor step by step: floor_module.py's argument, and what the step adds to the one before.
-FLOOR_STEPS = {
-    "i": ("floor=import", "i: pam_entry.py loads a small module that does nothing"),
-    "s": ("floor=socket", "s: i, and the module imports _socket"),
-    "f": ("floor=records", "f: s, and it sends the three records as fixed text (the floor)"),
+# The ladder from (b) to (c), each rung a Teleport-like login through pam_entry.py loading another
+# module: which one (floor_module.py or lean_module.py), its argument on the pam.d line, and what the
+# rung adds to the one before.
+LADDER = {
+    "i": ("floor", "floor=import", "i: pam_entry.py loads a small module that does nothing"),
+    "s": ("floor", "floor=socket", "s: i, and the module imports _socket"),
+    "f": ("floor", "floor=records", "f: s, and it sends the three records as fixed text (the floor)"),
+    "l": ("lean", "", "l: lean_module.py: a login's everyday work written for speed (no options, refusals, warnings)"),
+    "m": ("lean", "lean=load", "m: l, and it imports pam_module.py without using it"),
 }
 
 Row = tuple[object, ...]
@@ -100,6 +106,20 @@ def floor_entry() -> Path:
     return folder / "pam_entry.py"
 
 
+def lean_entry() -> Path:
+    """pam_entry.py as it is, beside lean_module.py, which it loads in place of pam_loader.py, and
+    pam_module.py, which lean_module.py imports with its lean=load argument."""
+    folder = common.scratch_folder("lean")
+    script = common.ENTRY.read_text()
+    assert script.count('"pam_loader"') == 1, "pam_entry.py no longer loads pam_loader by that name"
+    (folder / "pam_entry.py").write_text(script.replace('"pam_loader"', '"lean_module"'))
+    shutil.copy2(Path(__file__).with_name("lean_module.py"), folder / "lean_module.py")
+    shutil.copy2(common.PACKAGE / "pam_module.py", folder / "pam_module.py")
+    for name in ("lean_module.py", "pam_module.py"):
+        compileall.compile_file(str(folder / name), quiet=1)
+    return folder / "pam_entry.py"
+
+
 def source_only_entry() -> Path:
     """pam_entry.py and the modules it loads, copied without bytecode: what doctor's bytecode check warns of."""
     folder = common.scratch_folder("no-bytecode")
@@ -114,7 +134,7 @@ def ladder_rows(stack: str, base: int, counts: dict[str, int]) -> list[Row]:
     budget = base * INSTRUCTION_TARGETS["teleport"]
     before = base
     for step, count in counts.items():
-        what = FLOOR_STEPS[step][1] if step in FLOOR_STEPS else "c: pam_module (pam_loader, then pam_module)"
+        what = LADDER[step][2] if step in LADDER else "c: pam_module (pam_loader, then pam_module)"
         cells = (
             f"{count / 1e6:.2f}",
             f"{count / base:.4f}",
@@ -244,7 +264,7 @@ def run(rounds: int = ROUNDS) -> None:
     )
 
     if shutil.which("valgrind"):
-        floor, source_only = floor_entry(), source_only_entry()
+        entries, source_only = {"floor": floor_entry(), "lean": lean_entry()}, source_only_entry()
         rows, ladder, no_bytecode = [], [], []
         for stack, make in STACKS.items():
             for kind in LOGINS:
@@ -255,8 +275,8 @@ def run(rounds: int = ROUNDS) -> None:
                 # The floor's steps differ from (c) only for a Teleport login (otherwise the script returns early).
                 if kind == "teleport":
                     steps = {
-                        step: instructions(paths[kind], login, tpuser, common.service(make(floor, arg)))
-                        for step, (arg, _) in FLOOR_STEPS.items()
+                        step: instructions(paths[kind], login, tpuser, common.service(make(entries[entry], arg)))
+                        for step, (entry, arg, _) in LADDER.items()
                     }
                     floor_cols = (f"{steps['f'] / count['b']:.4f}", f"{(count['c'] - steps['f']) / 1e6:.2f}")
                     ladder += ladder_rows(stack, count["b"], {**steps, "c": count["c"]})
@@ -285,7 +305,8 @@ def run(rounds: int = ROUNDS) -> None:
             )
         )
         print(
-            "\nthe floor step by step (benchmarks/floor_module.py's floor= argument), then pam_module;"
+            "\nthe floor step by step (benchmarks/floor_module.py's floor= argument), the everyday work written for"
+            " speed (benchmarks/lean_module.py), then pam_module;"
             f" the target c/b <= {INSTRUCTION_TARGETS['teleport']} is the budget line\n"
         )
         head = ("stack", "c Minstr", "c, no bytecode Minstr", "c/b", "no bytecode /b", "compiling adds Minstr")
@@ -296,8 +317,9 @@ def run(rounds: int = ROUNDS) -> None:
         )
 
     # Each Teleport-like login through (c) writes USER_ACCT, USER_START and USER_END: the timed
-    # rounds, login_timer's warm-up round, and the callgrind logins with and without bytecode, on each stack.
-    logins = (rounds + 1 + (2 * CALLGRIND_RUNS if shutil.which("valgrind") else 0)) * len(STACKS)
+    # rounds, login_timer's warm-up round, and the callgrind logins with and without bytecode, on each
+    # stack; so do the lean rungs (l, m), whose records carry the same names.
+    logins = (rounds + 1 + (4 * CALLGRIND_RUNS if shutil.which("valgrind") else 0)) * len(STACKS)
     written = records_by_driver(started, tpuser, paths)
     print(
         f"records with teleportUser={tpuser} in the audit log since the first login:"
