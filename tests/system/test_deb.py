@@ -343,7 +343,7 @@ def run_trigger(tmp_path: Path, steps: str) -> dict[str, str]:
     out, bin_ = tmp_path / "out", tmp_path / "bin"
     out.mkdir()
     bin_.mkdir()
-    for tool in ("find", "grep", "mkdir", "mv", "touch", "cat", "sleep"):
+    for tool in ("find", "grep", "mkdir", "mv", "touch", "cat", "sleep", "stat", "cksum", "sed"):
         (bin_ / tool).symlink_to(shutil.which(tool, path="/usr/bin:/bin"))
     (bin_ / "logger").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>"{out}/$NAME.log"\n')
     (bin_ / "logger").chmod(0o755)
@@ -392,3 +392,63 @@ def test_pam_d_trigger_names_each_dpkg_old_once_and_never_fails(tmp_path: Path) 
     assert files["relinked.err"].count("WARNING") == 1 and named.format("/etc/pam.d/sshd") in files["relinked.err"]
     assert files["closed.rc"] == "0\n" and logged.format("/etc/pam.d/x") in files["closed.log"], files
     assert files["nologger.rc"] == "0\n" and named.format("/etc/pam.d/y") in files["nologger.err"], files
+
+
+def test_pam_d_trigger_ignores_a_metadata_change_and_quotes_the_paths_it_prints(tmp_path: Path) -> None:
+    """A .dpkg-old once named is not named again when only its metadata changes (a hardening tool's
+    `chmod 644 /etc/pam.d/*`, chown, touch: each sets the ctime the trigger looks at); a change of its
+    lines is named again. The command the warning prints is one to paste: a path with a space or a
+    quote is quoted, and the shell gives the command the whole path."""
+    line = f"session optional pam_python.so {ENTRY}"
+    old = "/etc/pam.d/it's my sshd.dpkg-old"
+    files = run_trigger(
+        tmp_path,
+        f"""printf '%s\\n' '{line}' >"{old}"; echo 'session required pam_unix.so' >"{old[:-9]}"
+        trig first
+        sleep 0.05; chmod 600 "{old}"; trig chmod
+        sleep 0.05; chown 1:1 "{old}"; trig chown
+        sleep 0.05; touch -m -d 2020-01-01 "{old}"; trig touch
+        sleep 0.05; echo '# edited' >>"{old}"; trig edited
+        """,
+    )
+    assert files["first.err"].count("WARNING") == 1, files
+    for quiet in ("chmod", "chown", "touch"):
+        assert (files[f"{quiet}.rc"], files[f"{quiet}.err"], f"{quiet}.log" in files) == ("0\n", "", False), quiet
+    assert files["edited.err"].count("WARNING") == 1, files
+    printed = re.search(r"run `(pam-teleport-audit install --pam-file [^`]*)`", files["first.err"])
+    assert printed, files["first.err"]
+    assert printed[1] == "pam-teleport-audit install --pam-file '/etc/pam.d/it'\\''s my sshd'", printed[1]
+    stub = tmp_path / "stub" / "pam-teleport-audit"  # prints its arguments, one a line
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
+    argv = subprocess.run(["sh", "-c", printed[1]], capture_output=True, text=True, check=True, env=env).stdout
+    argv = argv.splitlines()
+    assert argv == ["install", "--pam-file", old[:-9]], argv
+    assert "then remove '/etc/pam.d/it'\\''s my sshd.dpkg-old'" in files["first.err"], files["first.err"]
+
+
+def test_removal_is_not_refused_for_lines_that_load_another_copy(
+    built: debbuild.Built, host, pam_service, tmp_path: Path
+) -> None:
+    """The prerm refuses removal while a PAM line loads the package's module. A line that loads another
+    copy of it (pip's, in /usr/local) goes on loading after the removal: it does not hold the package.
+    One naming the package's copy does, by whatever path (a symlink to it)."""
+    proc = apt("install", "--no-install-recommends", str(built.deb))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    copy = tmp_path / "site" / "pam_teleport_audit" / "pam_entry.py"
+    copy.parent.mkdir(parents=True)
+    shutil.copy(ENTRY, copy)
+    pip = pam_service(f"account optional pam_python.so {copy}\nsession optional pam_python.so {copy} debug\n")
+    link = tmp_path / "link"
+    link.symlink_to(Path(ENTRY).parent.parent)
+    linked = pam_service(f"session optional pam_python.so {link}/pam_teleport_audit/pam_entry.py\n")
+    proc = apt("remove", PACKAGE)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and installed(), out
+    assert f"{PAM_DIR}/{linked}:1:" in out and f"{PAM_DIR}/{pip}:" not in out, out
+    (PAM_DIR / linked).unlink()
+    proc = apt("remove", PACKAGE)
+    assert proc.returncode == 0 and not installed(), proc.stdout + proc.stderr
+    assert (PAM_DIR / pip).read_text().count(str(copy)) == 2, "the removal leaves PAM files alone"
