@@ -410,7 +410,15 @@ def _capped(value: "str | None", cap: int) -> str:
 
 
 def _joined(roles: "tuple[str, ...]") -> str:
-    return bare_value(",".join(roles).encode("utf-8", "surrogateescape")) if roles else UNKNOWN
+    if not roles:
+        return UNKNOWN
+    text = ",".join(roles)
+    # Teleport allows a comma in a role name, and `a,b` then reads as two roles: so when one holds
+    # a comma, each role is written after a space instead (TELEPORT_ROLES is split on spaces, so
+    # no role holds one; the value is hex then). A comma-joined value never starts with a space.
+    if text.count(",") >= len(roles):
+        text = " " + " ".join(roles)
+    return bare_value(text.encode("utf-8", "surrogateescape"))
 
 
 def _roles(roles: "tuple[str, ...]", budget: int) -> "tuple[str, int]":

@@ -27,6 +27,14 @@ def decode_value(field: str) -> bytes:
     return field.encode()
 
 
+def split_roles(value: bytes) -> list[bytes]:
+    """teleportRoles' decoded value as its roles: joined with commas, or, when a role holds a comma,
+    each after a space (pam_module._joined)."""
+    if value in (b"", b"?"):
+        return []
+    return value[1:].split(b" ") if value.startswith(b" ") else value.split(b",")
+
+
 @dataclass(frozen=True)
 class AuditRecord:
     type: str

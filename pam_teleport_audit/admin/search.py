@@ -53,7 +53,7 @@ from ..pam_module import (
     bare_value,
 )
 from . import logrotate
-from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record
+from .auditlog import UNSET_ID, AuditRecord, decode_value, read_conf, read_record, split_roles
 
 # Record types a session timeline is made of.
 TIMELINE_TYPES = (
@@ -120,7 +120,7 @@ class Keystrokes:
     pid: int
     comm: str
     keys: str  # as aureport --tty shows them: "ls -l",<nl>
-    text: str  # the bytes typed, decoded (UTF-8, invalid bytes escaped)
+    text: str  # the bytes typed, decoded (UTF-8; a byte that is not is a lone surrogate, surrogateescape)
 
 
 @dataclass
@@ -206,7 +206,9 @@ def iso(stamp: float) -> str:
 
 
 def _text(raw: str) -> str:
-    return decode_value(raw).decode("utf-8", "backslashreplace") if raw not in ("", "?") else raw
+    """A value of the log as text, losslessly: a byte that is not UTF-8 becomes the lone surrogate
+    U+DC80+byte (surrogateescape), never characters a value could hold itself."""
+    return decode_value(raw).decode("utf-8", "surrogateescape") if raw not in ("", "?") else raw
 
 
 # The time and serial of a record: audit(SECONDS.MILLIS:SERIAL).
@@ -852,7 +854,7 @@ def _event(rec: AuditRecord, teleport: dict[str, str] | None = None) -> Event:
 
 def _new_session(rec: AuditRecord, rec_node: str | None, ses: int | None) -> Session:
     f = rec.fields
-    roles = _text(f.get("teleportRoles", "?"))
+    roles = split_roles(decode_value(f.get("teleportRoles", "?")))
     omitted = f.get("teleportRolesOmitted", "")
     return Session(
         node=rec_node,
@@ -860,7 +862,7 @@ def _new_session(rec: AuditRecord, rec_node: str | None, ses: int | None) -> Ses
         teleport_user=_text(f["teleportUser"]),
         login=_text(f.get("acct", "?")),
         auid=rec.int("auid"),
-        roles=[] if roles == "?" else roles.split(","),
+        roles=[role.decode("utf-8", "surrogateescape") for role in roles],
         terminal=_text(f.get("terminal", "?")),
         hostname=_text(f.get("hostname", "?")),
         addr=_text(f.get("addr", "?")),
@@ -898,11 +900,32 @@ def local_time(stamp: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", local) + f".{int(stamp * 1000) % 1000:03d}" + time.strftime(" %z", local)
 
 
-def shown(value: str) -> str:
-    """A value from the log on one line of text: as it is when printable, else quoted with its control
-    characters escaped, so that a name (any bytes, from an SSO claim) adds no line and sends the
-    terminal nothing. --format json gives every value exactly."""
-    return value if value.isprintable() else repr(value)
+# In repr(): an escaped backslash (kept), a character U+0080..U+00FF it does not print (written
+# \u00XX here), a byte that is not UTF-8 (surrogateescape's U+DC80..U+DCFF: written \xXX here).
+_REPR_ESCAPES = re.compile(r"(\\\\)|\\x([89a-f][0-9a-f])|\\udc([89a-f][0-9a-f])")
+
+
+def _literal(value: str) -> str:
+    """value as a Python string literal in which \\xNN is always the byte NN of the value."""
+    return _REPR_ESCAPES.sub(lambda m: m[1] or (f"\\u00{m[2]}" if m[2] else f"\\x{m[3]}"), repr(value))
+
+
+def shown(value: str, separator: str = "") -> str:
+    """A value from the log on one line of text, so that a name (any bytes, from an SSO claim) adds no
+    line and sends the terminal nothing, and no two values print the same: as it is when printable (a
+    backslash in it is a backslash), else as a Python string literal in quotes, where \\xNN is a byte
+    that is not UTF-8 (or a control character) and \\\\ a backslash. A value that begins with a quote,
+    or holds the separator of a list it is printed in, is quoted too: a quoted value is always a
+    literal. --format json gives every value exactly."""
+    if value.isprintable() and not value.startswith(("'", '"')) and not (separator and separator in value):
+        return value
+    return _literal(value)
+
+
+def _keys(keys: str) -> str:
+    """Keystrokes as aureport --tty shows them ("ls",<nl>: they begin with a quote), repr() only when
+    not printable."""
+    return keys if keys.isprintable() else repr(keys)
 
 
 def render_text(sessions: list[Session], host: str | None) -> str:
@@ -911,7 +934,7 @@ def render_text(sessions: list[Session], host: str | None) -> str:
     out = []
     for s in sessions:
         where = shown(s.node or host or "?")
-        roles = ",".join(shown(role) for role in s.roles) or "-"
+        roles = ",".join(shown(role, ",") for role in s.roles) or "-"
         user, login = shown(s.teleport_user), shown(s.login)
         if s.roles_omitted:
             roles += f" and {s.roles_omitted} more (cut to fit the record)"
@@ -941,15 +964,23 @@ def render_text(sessions: list[Session], host: str | None) -> str:
         timeline = [
             (e.time, e.serial, f"{e.type:<10} {shown(e.op) + ' ' if e.op else ''}res={shown(e.res)}") for e in s.events
         ]
-        timeline += [(k.time, k.serial, f"{'input':<10} {shown(k.comm)}[{k.pid}]: {shown(k.keys)}") for k in s.input]
+        timeline += [(k.time, k.serial, f"{'input':<10} {shown(k.comm)}[{k.pid}]: {_keys(k.keys)}") for k in s.input]
         out.extend(f"    {local_time(t)}  {line}\n" for t, _, line in sorted(timeline))
     return "".join(out)
 
 
+# A byte that is not UTF-8, as _text keeps it (a lone surrogate), in json.dumps' output.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
 def render_json(sessions: list[Session], host: str | None) -> str:
+    """One object a line. Every value is exact: a byte that is not UTF-8 is the escape \\udcXX (XX the
+    byte; Python's json.loads and .encode("utf-8", "surrogateescape") give it back), which no character
+    a value holds is written as (the text is UTF-8, and JSON escapes only control characters)."""
     lines = []
     for s in sessions:
         obj = s.to_json()
         obj["host"] = s.node or host
-        lines.append(json.dumps(obj, sort_keys=True, ensure_ascii=False))
+        line = json.dumps(obj, sort_keys=True, ensure_ascii=False)
+        lines.append(_NOT_UTF8.sub(lambda m: f"\\u{ord(m[0]):04x}", line))
     return "".join(line + "\n" for line in lines)

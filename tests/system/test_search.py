@@ -610,6 +610,38 @@ def test_a_name_longer_than_the_record_keeps_is_found_by_its_full_name(driver, p
     assert result.returncode == 0, result.stderr
     sessions = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(sessions) == 1 and sessions[0]["login"] == login, result.stdout
-    # Cut inside the last character, whose lone byte is shown escaped, as search shows any such byte.
-    assert sessions[0]["teleport_user"] == name.encode()[:2048].decode("utf-8", "backslashreplace")
+    # Cut inside the last character: its lone byte comes back exactly (JSON \\udcXX, surrogateescape).
+    assert sessions[0]["teleport_user"] == name.encode()[:2048].decode("utf-8", "surrogateescape")
     assert "2048 bytes" in result.stderr
+
+
+def test_names_and_roles_that_could_read_as_others_are_told_apart(driver, pam_service, linux_user) -> None:
+    """Two real logins whose values used to print the same: a Teleport user name holding the byte 0xFF
+    (not UTF-8) and one holding the four characters \\xff; roles `ops,dev` and `qa` (Teleport allows a
+    comma in a role name) and roles `ops`, `dev` and `qa`. JSON gives each value exactly (a byte that
+    is not UTF-8 as the escape \\udcXX, Python's surrogateescape); the text quotes what it escapes, so
+    that a bare value is always literal, and quotes a role holding a comma."""
+    login = linux_user()
+    service = pam_service(debian_stack())
+    base = unique("amb-")
+    byte, chars = base + "\udcff", base + "\\xff"  # the name with the byte 0xFF; with a backslash, x, f, f
+    started = time.time()
+    for user, roles in ((byte, "ops,dev qa"), (chars, "ops dev qa")):
+        argv = driver_argv(driver, service, login, user=user, roles=roles, shell=False)
+        proc = subprocess.run(argv, capture_output=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+    wait_for_records(started, lambda rs: sum(r.type == "USER_END" for r in rs) >= 4, "-m", "USER_END")
+    time.sleep(0.5)
+    since = ("--since", f"@{int(started)}")
+    found = {}
+    for user in (byte, chars):
+        proc = run_search("--teleport-user", user, *since, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        (found[user],) = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert found[user]["teleport_user"] == user, (user, proc.stdout)
+    assert (found[byte]["roles"], found[chars]["roles"]) == (["ops,dev", "qa"], ["ops", "dev", "qa"]), found
+    texts = {user: run_search("--teleport-user", user, *since).stdout.splitlines()[0] for user in (byte, chars)}
+    assert f"Teleport user '{base}\\xff' as {login} " in texts[byte], texts[byte]
+    assert texts[byte].endswith("roles 'ops,dev',qa"), texts[byte]
+    assert f"Teleport user {base}\\xff as {login} " in texts[chars], texts[chars]
+    assert texts[chars].endswith("roles ops,dev,qa"), texts[chars]

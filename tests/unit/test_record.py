@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pam_teleport_audit.admin.auditlog import decode_value
+from pam_teleport_audit.admin.auditlog import decode_value, split_roles
 from pam_teleport_audit.pam_module import (
     AUDIT_MESSAGE_TEXT_MAX,
     HOSTNAME_MAX_BYTES,
@@ -177,6 +177,22 @@ def test_roles_are_cut_between_roles_and_the_cut_is_said() -> None:
     assert len(text) <= AUDIT_MESSAGE_TEXT_MAX and text.endswith(" teleportChild=exec res=success")
 
 
+@pytest.mark.parametrize(
+    ("roles", "recorded"),
+    [
+        (("access", "editor"), "access,editor"),  # as before: bare, comma-joined, greppable
+        (("ops,dev", "qa"), b" ops,dev qa".hex().upper()),  # a role holds a comma: each after a space
+        (("ops", "dev", "qa"), "ops,dev,qa"),
+        (("a,b",), b" a,b".hex().upper()),
+    ],
+)
+def test_a_role_holding_a_comma_is_not_read_as_two(roles: tuple[str, ...], recorded: str) -> None:
+    """Teleport allows a comma in a role name: `ops,dev` and `qa` must not read as `ops`, `dev`, `qa`."""
+    value = dict(split(record_text(fields(roles=roles))))["teleportRoles"]
+    assert value == recorded
+    assert split_roles(decode_value(value)) == [r.encode() for r in roles]
+
+
 def test_roles_that_fit_have_no_omitted_marker() -> None:
     assert "teleportRolesOmitted" not in record_text(fields(roles=("access", "editor")))
 
@@ -209,10 +225,8 @@ def test_every_field_at_its_worst_still_fits() -> None:
 
 
 field_text = st.text(st.characters(codec="utf-8"), max_size=3000) | st.text(max_size=20)
-# TELEPORT_ROLES is split on blanks; Teleport's role names hold no comma, the separator.
-role = st.text(
-    st.characters(codec="utf-8", exclude_categories=("Z", "Cc"), exclude_characters=","), min_size=1, max_size=300
-)
+# TELEPORT_ROLES is split on spaces; a role name may hold a comma (Teleport checks only that it is not empty).
+role = st.text(st.characters(codec="utf-8", exclude_categories=("Z", "Cc")) | st.just(","), min_size=1, max_size=300)
 
 
 @settings(max_examples=300, deadline=None)
@@ -240,7 +254,7 @@ def test_property_any_fields_give_one_well_formed_record(
     assert [k for k in keys if k != "teleportRolesOmitted"] == KEYS
     assert values["res"] == ("success" if success else "failed") and values["teleportChild"] == child
     assert user.encode("utf-8", "surrogateescape").startswith(decode_value(values["teleportUser"]))
-    kept = [] if values["teleportRoles"] == "?" else decode_value(values["teleportRoles"]).split(b",")
+    kept = split_roles(decode_value(values["teleportRoles"]))
     # Whole roles only: exactly the first len(kept) of them, and the count of the rest.
     assert kept == [r.encode("utf-8", "surrogateescape") for r in roles[: len(kept)]]
     assert omitted == len(roles) - len(kept)

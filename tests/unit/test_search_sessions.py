@@ -665,3 +665,55 @@ def test_text_output_shows_control_characters_in_names_escaped() -> None:
     # Printable names, unicode and DOMAIN\\user included, are shown as they are.
     session.teleport_user, session.login, session.roles = "josé 用户", "AD\\alice", ["access"]
     assert render_text([session], "vm").startswith("session 7 on vm: Teleport user josé 用户 as AD\\alice (auid 1001)")
+
+
+def test_values_that_used_to_print_the_same_are_told_apart_in_text_and_json() -> None:
+    """A name holding the byte 0xFF and one holding the characters \\xff; roles `ops,dev`, `qa` (recorded
+    each after a space, pam_module._joined) and `ops`, `dev`, `qa`. JSON is exact (the byte as the escape
+    \\udcff, surrogateescape); the text quotes what it escapes and a role holding a comma."""
+    import json
+
+    from pam_teleport_audit.admin.search import render_json, render_text
+
+    byte, chars = b"amb\xff", b"amb\\xff"
+    log = Log()
+    for pid, ses, name, roles in ((980, 81, byte, b" ops,dev qa"), (981, 82, chars, b"ops,dev,qa")):
+        log.login(pid - 980, pid, ses)
+        extra = f" teleportRoles={roles.hex().upper() if roles.startswith(b' ') else roles.decode()}"
+        log.add("USER_ACCT", pid - 979.999, pid, ses, ours("accounting", name.hex().upper(), "success", extra))
+    found = {}
+    for name in (byte, chars):
+        user = name.decode("utf-8", "surrogateescape")
+        (found[name],) = find_sessions(log.records(), user)
+        obj = json.loads(render_json([found[name]], "vm"))
+        assert obj["teleport_user"].encode("utf-8", "surrogateescape") == name
+    line = render_json([found[byte]], "vm")
+    assert '"teleport_user": "amb\\udcff"' in line and line.isascii(), line
+    assert '"roles": ["ops,dev", "qa"]' in line, line
+    assert json.loads(render_json([found[chars]], "vm"))["roles"] == ["ops", "dev", "qa"]
+    text = {name: render_text([found[name]], "vm").splitlines()[0] for name in (byte, chars)}
+    assert "Teleport user 'amb\\xff' as tpdemo" in text[byte] and text[byte].endswith("roles 'ops,dev',qa")
+    assert "Teleport user amb\\xff as tpdemo" in text[chars] and text[chars].endswith("roles ops,dev,qa")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("alice", "alice"),
+        ("AD\\alice", "AD\\alice"),  # printable: a backslash is a backslash
+        ("amb\udcff", "'amb\\xff'"),  # the byte 0xFF, not UTF-8
+        ("amb\\\udcff", "'amb\\\\\\xff'"),  # a backslash, then the byte
+        ("'quoted'", "\"'quoted'\""),  # begins with a quote: quoted, so a quoted value is always a literal
+        ("nb\xa0sp", "'nb\\u00a0sp'"),  # U+00A0, not the byte A0
+        ("tp\tdemo", "'tp\\tdemo'"),
+    ],
+)
+def test_shown_never_prints_two_values_the_same(value: str, text: str) -> None:
+    import ast
+
+    from pam_teleport_audit.admin.search import shown
+
+    assert shown(value) == text
+    if text != value:  # a literal: read back, with \xNN (NN from 80) as the byte NN
+        byte = re.sub(r"(\\\\)|\\x([89a-f][0-9a-f])", lambda m: m[1] or f"\\udc{m[2]}", text)
+        assert ast.literal_eval(byte) == value
