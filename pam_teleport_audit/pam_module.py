@@ -442,9 +442,11 @@ def record_text(fields: "Fields") -> str:
 
     Every field but the roles has a cap that keeps it from crowding out the
     rest; the roles get what is left, cut between roles, and
-    teleportRolesOmitted=N then says how many are missing. res= is always last
-    and always whole.
+    teleportRolesOmitted=N then says how many are missing. A name cut to its cap
+    is followed by teleportUserOmitted=N, the bytes left out: the beginning alone
+    would read as a whole name. res= is always last and always whole.
     """
+    user = fields["teleport_user"].encode("utf-8", "surrogateescape") if fields["teleport_user"] else b""
     head = (
         f"op={fields['op']}"
         f" acct={libaudit_value(fields['acct'].encode('utf-8', 'surrogateescape')[:ACCT_MAX_BYTES])}"
@@ -452,8 +454,10 @@ def record_text(fields: "Fields") -> str:
         f" hostname={_capped(fields['hostname'], HOSTNAME_MAX_BYTES)}"
         f" addr={_capped(fields['addr'], ADDR_MAX_BYTES)}"
         f" terminal={_capped(fields['terminal'], TERMINAL_MAX_BYTES)}"
-        f" teleportUser={_capped(fields['teleport_user'], TELEPORT_USER_MAX_BYTES)}"
+        f" teleportUser={bare_value(user[:TELEPORT_USER_MAX_BYTES]) if user else UNKNOWN}"
     )
+    if len(user) > TELEPORT_USER_MAX_BYTES:
+        head += f" teleportUserOmitted={len(user) - TELEPORT_USER_MAX_BYTES}"
     result = "success" if fields["success"] else "failed"
     tail = f" teleportChild={bare_value(fields['child'].encode())} res={result}"
     all_roles = fields["roles"]

@@ -157,6 +157,7 @@ class Session:
     refused: str | None = None
     child: str | None = None  # teleportChild: exec, networking (port/agent/X11 forwarding) or forward (Teleport 16)
     roles_omitted: int | None = None  # teleportRolesOmitted: roles cut to fit the record
+    user_omitted: int | None = None  # teleportUserOmitted: bytes of the name cut to fit the record
     teleport_addr: str | None = None  # the client's ip:port, from Teleport's own USER_LOGIN
     start_in_log: bool = True  # False: the start rotated out; start is the first record left
     input_joined: bool = True  # False: pam_loginuid gave it no ses, so no typed input can be joined
@@ -856,6 +857,7 @@ def _new_session(rec: AuditRecord, rec_node: str | None, ses: int | None) -> Ses
     f = rec.fields
     roles = split_roles(decode_value(f.get("teleportRoles", "?")))
     omitted = f.get("teleportRolesOmitted", "")
+    cut = f.get("teleportUserOmitted", "")
     return Session(
         node=rec_node,
         ses=ses,
@@ -872,6 +874,7 @@ def _new_session(rec: AuditRecord, rec_node: str | None, ses: int | None) -> Ses
         result=f.get("res", "?"),
         child=f.get("teleportChild"),
         roles_omitted=int(omitted) if omitted.isdigit() else None,
+        user_omitted=int(cut) if cut.isdigit() else None,
     )
 
 
@@ -936,6 +939,8 @@ def render_text(sessions: list[Session], host: str | None) -> str:
         where = shown(s.node or host or "?")
         roles = ",".join(shown(role, ",") for role in s.roles) or "-"
         user, login = shown(s.teleport_user), shown(s.login)
+        if s.user_omitted:
+            user += f" (and {s.user_omitted} more bytes, cut to fit the record)"
         if s.roles_omitted:
             roles += f" and {s.roles_omitted} more (cut to fit the record)"
         client = f"{shown(s.hostname)} {shown(s.addr)}"

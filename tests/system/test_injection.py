@@ -136,6 +136,10 @@ def test_crafted_names_and_roles_never_change_a_record(driver, pam_service, linu
             if omitted:  # roles cut (between roles only) to fit: the marker sits right after them
                 assert keys.index("teleportRolesOmitted") == keys.index("teleportRoles") + 1
                 keys.remove("teleportRolesOmitted")
+            if "teleportUserOmitted" in keys:  # a name cut to its cap: the bytes left out, right after it
+                assert keys.index("teleportUserOmitted") == keys.index("teleportUser") + 1
+                assert int(record["teleportUserOmitted"]) == len(name) - 2048 > 0
+                keys.remove("teleportUserOmitted")
             assert keys == OUR_FIELDS, (name[:40], record.fields)
             assert record["teleportChild"] == "exec"
             assert record["acct"] == f'"{login}"' and record["res"] == "success"

@@ -613,6 +613,17 @@ def test_a_name_longer_than_the_record_keeps_is_found_by_its_full_name(driver, p
     # Cut inside the last character: its lone byte comes back exactly (JSON \\udcXX, surrogateescape).
     assert sessions[0]["teleport_user"] == name.encode()[:2048].decode("utf-8", "surrogateescape")
     assert "2048 bytes" in result.stderr
+    # The record says it was cut, and by how much, as ausearch -i shows it; so does search.
+    assert sessions[0]["user_omitted"] == len(name.encode()) - 2048 == 965
+    shown = subprocess.run(
+        ["ausearch", "--input-logs", "-i", *since_args(started), "-p", str(sessions[0]["pid"]), "-m", "USER_END"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert " teleportUserOmitted=965 teleportRoles=" in shown, shown
+    text = run_search("--teleport-user", name, "--since", f"@{int(started)}").stdout
+    assert "(and 965 more bytes, cut to fit the record) as " in text.splitlines()[0], text
 
 
 def test_names_and_roles_that_could_read_as_others_are_told_apart(driver, pam_service, linux_user) -> None:

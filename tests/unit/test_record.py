@@ -159,6 +159,10 @@ def test_crafted_names_never_add_or_change_a_field(name: str, roles: tuple[str, 
     if "teleportRolesOmitted" in keys:  # the one long role did not fit whole: left out, and said so
         keys.remove("teleportRolesOmitted")
         assert dict(pairs)["teleportRolesOmitted"] == "1" and dict(pairs)["teleportRoles"] == "?"
+    if "teleportUserOmitted" in keys:  # a name longer than its cap: the bytes left out, right after it
+        assert keys.index("teleportUserOmitted") == keys.index("teleportUser") + 1
+        assert int(dict(pairs)["teleportUserOmitted"]) == len(name.encode()) - 2048 > 0
+        keys.remove("teleportUserOmitted")
     assert keys == KEYS
     values = dict(pairs)
     assert values["acct"] == '"root"' and values["res"] == "success"
@@ -191,6 +195,21 @@ def test_a_role_holding_a_comma_is_not_read_as_two(roles: tuple[str, ...], recor
     value = dict(split(record_text(fields(roles=roles))))["teleportRoles"]
     assert value == recorded
     assert split_roles(decode_value(value)) == [r.encode() for r in roles]
+
+
+@pytest.mark.parametrize(("length", "omitted"), [(2047, None), (2048, None), (2049, "1"), (9000, "6952")])
+def test_a_name_cut_to_its_cap_says_how_many_bytes_were_left_out(length: int, omitted: str | None) -> None:
+    """The record keeps the first 2,048 bytes of a name; teleportUserOmitted=N right after it says that
+    N more were left out, so that the beginning is not read as a whole name (ausearch shows it too)."""
+    text = record_text(fields(user="u" * length))
+    pairs = split(text)
+    values = dict(pairs)
+    assert values["teleportUser"] == "u" * min(length, 2048)
+    assert values.get("teleportUserOmitted") == omitted
+    if omitted:
+        keys = [k for k, _ in pairs]
+        assert keys.index("teleportUserOmitted") == keys.index("teleportUser") + 1
+        assert f" teleportUser={'u' * 2048} teleportUserOmitted={omitted} teleportRoles=access " in text
 
 
 def test_roles_that_fit_have_no_omitted_marker() -> None:
@@ -251,7 +270,9 @@ def test_property_any_fields_give_one_well_formed_record(
     keys = [k for k, _ in pairs]
     values = dict(pairs)
     omitted = int(values.pop("teleportRolesOmitted", 0))
-    assert [k for k in keys if k != "teleportRolesOmitted"] == KEYS
+    cut = int(values.pop("teleportUserOmitted", 0))
+    assert [k for k in keys if k not in ("teleportRolesOmitted", "teleportUserOmitted")] == KEYS
+    assert cut == max(0, len(user.encode("utf-8", "surrogateescape")) - 2048)
     assert values["res"] == ("success" if success else "failed") and values["teleportChild"] == child
     assert user.encode("utf-8", "surrogateescape").startswith(decode_value(values["teleportUser"]))
     kept = split_roles(decode_value(values["teleportRoles"]))
