@@ -312,7 +312,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     if no_log is not None:
         print(search.NO_LOG_NOTE.format(reason=no_log), file=sys.stderr)
     try:
-        with search.opened_logs(search.log_files(args.input), rotated_live=not args.input) as logs:
+        # The conf read above: a second reading could name another log than the one it spoke of.
+        files = search.log_files(args.input, conf=conf)
+        with search.opened_logs(files, rotated_live=not args.input) as logs:
             for log in logs:  # a damaged file, or one mistaken for a log, must not read as "no sessions"
                 if log.note:
                     print(f"search: {log.path}: {log.note}", file=sys.stderr)

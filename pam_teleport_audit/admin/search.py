@@ -376,8 +376,13 @@ def log_files(
     inputs: Iterable[str] | None,
     auditd_conf: str = "/etc/audit/auditd.conf",
     logrotate_conf: str = logrotate.DEFAULT_CONF,
+    *,
+    conf: dict[str, str] | None = None,
 ) -> list[str]:
     """The files to read, opened_logs orders them: auditd's log with its rotations, or the given ones.
+
+    conf: auditd.conf's settings as the caller read them ({} when unreadable), so that one reading
+    decides both the log and what is said about it; read from auditd_conf when None.
 
     Without inputs: auditd's log_file, its rotations beside it, and those in the folder logrotate
     moves them to, if its configuration has an `olddir` for the log. A given folder stands for the
@@ -385,10 +390,12 @@ def log_files(
     folder holding neither is an error.
     """
     if not inputs:
-        try:
-            log = read_conf(auditd_conf).get("log_file") or DEFAULT_LOG
-        except OSError:
-            log = DEFAULT_LOG
+        if conf is None:
+            try:
+                conf = read_conf(auditd_conf)
+            except OSError:
+                conf = {}
+        log = conf.get("log_file") or DEFAULT_LOG
         moved = logrotate.olddir(log, logrotate_conf)
         if moved is None or not os.path.isdir(moved) or moved == os.path.dirname(os.path.normpath(log)):
             return rotations(log)

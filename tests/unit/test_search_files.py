@@ -344,3 +344,27 @@ def test_logrotates_olddir_adds_its_rotations_once(tmp_path: Path) -> None:
     assert log_files(None, str(auditd), str(rotate)) == [one, log]
     rotate.write_text(f"{log} {{\n  olddir ../missing\n}}\n")
     assert log_files(None, str(auditd), str(rotate)) == [one, log]
+
+
+def test_search_reads_auditd_conf_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What search says about this host's log (write_logs = no, a collector) and the log it reads come
+    from one reading of auditd.conf: read twice, an edit in between made it read another log than the
+    one it spoke of."""
+    from pam_teleport_audit.admin import cli
+
+    first, second = tmp_path / "a" / "audit.log", tmp_path / "b" / "audit.log"
+    for log in (first, second):
+        log.parent.mkdir()
+        log.write_bytes(b"")
+    readings = iter([{"log_file": str(first)}, {"log_file": str(second)}])
+    monkeypatch.setattr(search, "read_conf", lambda path: next(readings))
+    opened: list[list[str]] = []
+
+    def stop(files: list[str], rotated_live: bool = False) -> None:
+        opened.append(files)
+        raise OSError("stop here")
+
+    monkeypatch.setattr(search, "opened_logs", stop)
+    assert cli.main(["search", "--teleport-user", "alice"]) == cli.EXIT_IO
+    assert opened == [[str(first)]]
+    assert next(readings) == {"log_file": str(second)}, "auditd.conf was read once"
