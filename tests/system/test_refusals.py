@@ -20,14 +20,22 @@ from .conftest import UNSET_SES, run_driver, unique, wait_for_records
 PERMIT = "account required pam_permit.so"
 
 
-def stack(account: str = PERMIT, session: str = "", auth: str = "auth required pam_permit.so") -> str:
-    """Our account line first, our session line after pam_loginuid and pam_tty_audit (docs/installer.md)."""
-    module = f"pam_python.so {entry_script()}"
+def stack(
+    account: str = PERMIT,
+    session: str = "",
+    auth: str = "auth required pam_permit.so",
+    before: str = "",
+    options: str = "",
+) -> str:
+    """Our account line first, our session line after pam_loginuid and pam_tty_audit (docs/installer.md);
+    `before`: session lines between those and ours."""
+    module = f"pam_python.so {entry_script()} {options}".rstrip()
     return (
         f"{auth}\n"
         f"account optional {module}\n{account}\n"
         "session required pam_loginuid.so\n"
         "session optional pam_tty_audit.so enable=*\n"
+        f"{before}\n"
         f"session optional {module}\n{session}\n"
     )
 
@@ -40,41 +48,183 @@ def libpam(records: list[AuditRecord]) -> list[tuple[str, str, str]]:
     return [(r.type, r["op"], r["res"]) for r in records if r.get("op", "").startswith("PAM:")]
 
 
-def expire(login: str, _: Path) -> str:
+# A stack maker gets the scratch login, a scratch folder, and pam_service (for included files).
+Maker = Callable[[str, Path, Callable[[str], str]], str]
+
+
+def expire(login: str, *_: object) -> str:
     subprocess.run(["chage", "-E", "0", login], check=True)
     return stack("account required pam_unix.so")
 
 
-def nologin(login: str, tmp: Path) -> str:
+def must_change_password(login: str, *_: object) -> str:
+    """`chage -d 0`: pam_unix's account part returns PAM_NEW_AUTHTOK_REQD, which Teleport refuses
+    (lib/pam: any acct_mgmt result but PAM_SUCCESS); Debian's common-account lets it through `done`."""
+    subprocess.run(["chage", "-d", "0", login], check=True)
+    return stack("account [success=1 new_authtok_reqd=done default=ignore] pam_unix.so\naccount requisite pam_deny.so")
+
+
+def nologin(login: str, tmp: Path, _: object) -> str:
     flag = tmp / "nologin"
     flag.write_text("maintenance\n")
     return stack(f"account required pam_nologin.so file={flag}")
 
 
+def config(tmp: Path, name: str, line: str) -> Path:
+    """A module's configuration file of one line."""
+    path = tmp / name
+    path.write_text(line + "\n")
+    path.chmod(0o644)
+    return path
+
+
+def no_shell(login: str, *_: object) -> str:
+    subprocess.run(["usermod", "-s", "/nonexistent/shell", login], check=True, capture_output=True)
+    return stack("account required pam_shells.so")
+
+
+def no_home(login: str, *_: object) -> str:
+    """pam_mkhomedir cannot make a home under /proc."""
+    subprocess.run(["usermod", "-d", f"/proc/nonexistent/{login}", login], check=True)
+    return stack(session="session required pam_mkhomedir.so")
+
+
+def included(text: str, control: str, where: str) -> Maker:
+    """Our stack with a session file of its own, through `session CONTROL FILE` before or after our line."""
+
+    def make(login: str, tmp: Path, service: Callable[[str], str]) -> str:
+        line = f"session {control} {service(text)}"
+        return stack(before=line) if where == "before" else stack(session=line)
+
+    return make
+
+
 REFUSED_ACCOUNT = [("USER_LOGIN", "teleport:login", "failed")]
+LIBPAM_ACCOUNT = [("USER_ACCT", "PAM:accounting", "failed")]
+REFUSED_SESSION = [("USER_ACCT", "teleport:accounting", "success"), ("USER_START", "teleport:session_open", "failed")]
+LIBPAM_SESSION = [("USER_ACCT", "PAM:accounting", "success"), ("USER_START", "PAM:session_open", "failed")]
+REQUISITE_FALSE = "session requisite pam_exec.so quiet /bin/false\nsession required pam_permit.so\n"
 # scenario: (the stack for a scratch user, the failing step, ours, libpam's[, driver options])
 SCENARIOS: dict[str, tuple] = {
     "required account module": (
-        lambda login, tmp: stack(f"{PERMIT}\naccount required pam_deny.so"),
+        lambda *_: stack(f"{PERMIT}\naccount required pam_deny.so"),
         "acct_mgmt",
         REFUSED_ACCOUNT,
-        [("USER_ACCT", "PAM:accounting", "failed")],
+        LIBPAM_ACCOUNT,
     ),
-    "expired account (pam_unix)": (expire, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
-    "pam_nologin": (nologin, "acct_mgmt", REFUSED_ACCOUNT, [("USER_ACCT", "PAM:accounting", "failed")]),
+    "expired account (pam_unix)": (expire, "acct_mgmt", REFUSED_ACCOUNT, LIBPAM_ACCOUNT),
+    "password must be changed (chage -d 0)": (must_change_password, "acct_mgmt", REFUSED_ACCOUNT, LIBPAM_ACCOUNT),
+    "pam_nologin": (nologin, "acct_mgmt", REFUSED_ACCOUNT, LIBPAM_ACCOUNT),
+    "pam_access": (
+        lambda login, tmp, _: stack(
+            f"account required pam_access.so accessfile={config(tmp, 'access.conf', f'-:{login}:ALL')}"
+        ),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        LIBPAM_ACCOUNT,
+    ),
+    "pam_time": (
+        lambda login, tmp, _: stack(
+            f"account required pam_time.so conffile={config(tmp, 'time.conf', f'*;*;{login};!Al0000-2400')}"
+        ),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        [("ANOM_LOGIN_TIME", "PAM:pam_time", "failed"), *LIBPAM_ACCOUNT],  # pam_time writes its own record
+    ),
+    "pam_listfile": (
+        lambda login, tmp, _: stack(
+            "account required pam_listfile.so onerr=succeed item=user sense=deny "
+            f"file={config(tmp, 'deny', f'{login}')}"
+        ),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        LIBPAM_ACCOUNT,
+    ),
+    "pam_succeed_if (requisite, then sufficient)": (
+        lambda *_: stack("account requisite pam_succeed_if.so uid >= 4000000000\naccount sufficient pam_permit.so"),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        LIBPAM_ACCOUNT,
+    ),
+    "pam_shells (no valid shell)": (no_shell, "acct_mgmt", REFUSED_ACCOUNT, LIBPAM_ACCOUNT),
+    # '-' only keeps libpam from logging the missing module: `required` still fails (PAM_MODULE_UNKNOWN).
+    "-account required, module missing": (
+        lambda *_: stack(f"-account required pam_pta_missing_{'x' * 8}.so\n{PERMIT}"),
+        "acct_mgmt",
+        REFUSED_ACCOUNT,
+        LIBPAM_ACCOUNT,
+    ),
     # Teleport with use_pam_auth: pam_authenticate after acct_mgmt, before open_session.
     "pam_authenticate (use_pam_auth)": (
-        lambda login, tmp: stack(auth="auth required pam_deny.so"),
+        lambda *_: stack(auth="auth required pam_deny.so"),
         "authenticate",
         REFUSED_ACCOUNT,
         [("USER_ACCT", "PAM:accounting", "success"), ("USER_AUTH", "PAM:authentication", "failed")],
         ("-A",),
     ),
     "session module after ours": (
-        lambda login, tmp: stack(session="session required pam_deny.so"),
+        lambda *_: stack(session="session required pam_deny.so"),
         "open_session",
-        [("USER_ACCT", "teleport:accounting", "success"), ("USER_START", "teleport:session_open", "failed")],
-        [("USER_ACCT", "PAM:accounting", "success"), ("USER_START", "PAM:session_open", "failed")],
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "pam_limits maxlogins 0": (
+        lambda login, tmp, _: stack(
+            session=f"session required pam_limits.so conf={config(tmp, 'limits', f'{login} hard maxlogins 0')}"
+        ),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "pam_limits maxsyslogins 0": (
+        lambda login, tmp, _: stack(
+            session=f"session required pam_limits.so conf={config(tmp, 'limits', f'{login} hard maxsyslogins 0')}"
+        ),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "pam_exec /bin/false after ours": (
+        lambda *_: stack(session="session required pam_exec.so quiet /bin/false"),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "[success=ok default=die] after ours": (
+        lambda *_: stack(session="session [success=ok default=die] pam_exec.so quiet /bin/false"),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    # `required` goes on to the end of the stack: our line runs, and the session fails after it.
+    "required pam_exec /bin/false before ours": (
+        lambda *_: stack(before="session required pam_exec.so quiet /bin/false"),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "pam_mkhomedir failing": (no_home, "open_session", REFUSED_SESSION, LIBPAM_SESSION),
+    # A substack's requisite or die ends only the substack: our line after it still runs.
+    "substack with requisite, before ours": (
+        included(REQUISITE_FALSE, "substack", "before"),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "include with requisite, after ours": (
+        included(REQUISITE_FALSE, "include", "after"),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
+    ),
+    "jump over a permit onto a deny, after ours": (
+        lambda *_: stack(
+            session="session [success=2 default=ignore] pam_permit.so\nsession optional pam_permit.so\n"
+            "session optional pam_permit.so\nsession requisite pam_deny.so"
+        ),
+        "open_session",
+        REFUSED_SESSION,
+        LIBPAM_SESSION,
     ),
 }
 
@@ -84,9 +234,10 @@ def test_a_refused_login_leaves_one_failed_record_naming_the_teleport_user(
     scenario, pam_service, linux_user, driver, tmp_path
 ) -> None:
     make_stack, failing, expected_ours, expected_libpam, *options = SCENARIOS[scenario]
-    make_stack: Callable[[str, Path], str]
+    make_stack: Maker
     login = linux_user()
-    service = pam_service(make_stack(login, tmp_path))
+    tmp_path.chmod(0o755)  # the modules read their configuration as root; pam_exec runs as root too
+    service = pam_service(make_stack(login, tmp_path, pam_service))
     tp_user = unique("refused-")
     extra = options[0] if options else ()
     session = run_driver(driver, service, login, user=tp_user, roles="access", shell=False, extra=extra)
