@@ -863,16 +863,20 @@ class TeleportAuditModule:
         elif self.loginuid is not None and login_uid() != self.loginuid:
             # pam_loginuid ran (or Teleport's enhanced session recording set it, after a session
             # opened), so the account stack passed (Teleport opens a session only then), yet our
-            # session line never did: skipped by a jump, missing, or refused just before it. What is
-            # known is recorded; the session's outcome is not.
+            # session line never did: a requisite or die line between pam_loginuid and ours refused
+            # the session (a stack `status` accepts), or our line is skipped by a jump or missing (one
+            # it does not). Nothing here tells the two apart; libpam's USER_START of this process does,
+            # and search reads it. What is known is recorded; the session's outcome is not.
             self._write(pamh, options, "end", [(OP_ACCOUNTING, True)])
             self._log(
                 pamh,
                 options,
                 "end",
                 LOG_WARNING,
-                "the session stack ran (the loginuid changed) but our session line did not: the session's outcome "
-                "is not recorded; run `pam-teleport-audit status` on this PAM file",
+                "the session stack ran (the loginuid changed) but our session line did not: a session module "
+                "before it refused the session (requisite or die), or the line is skipped or missing "
+                "(`pam-teleport-audit status` names it); the session's outcome is not in our records, "
+                "libpam's USER_START of this process has it",
             )
         else:  # refused before the session stack: account stack, authentication, or its first modules
             self._write(pamh, options, "end", [(OP_LOGIN, False)])

@@ -14,7 +14,9 @@ Reachability (docs/installer.md):
   the stack (sufficient, requisite, any `done` or `die`) or jump over it;
 - a session line must run on every SUCCESSFUL open/close: no entry before it
   may end the stack with success (sufficient, any `done`) or jump over it
-  (requisite/die before it refuse the session: the module records that at pam_end).
+  (requisite/die before it refuse the session: the module writes at pam_end what it knows,
+  `teleport:login` failed before pam_loginuid, `teleport:accounting` after it, beside libpam's
+  failed session_open, which search reads; docs/records.md).
 Anything the expansion cannot read or parse before the line makes it unprovable.
 """
 

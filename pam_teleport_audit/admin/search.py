@@ -626,7 +626,10 @@ def find_sessions(
     def start(rec: AuditRecord, rec_node: str | None, ses: int | None, proc: _Process | None) -> Session:
         session = _new_session(rec, rec_node, ses)
         if proc is not None:
-            _join(session, processes.pop((rec_node, rec.int("pid"))))
+            joined = processes.pop((rec_node, rec.int("pid")))
+            _join(session, joined)
+            if any(_failed_open(r) for r in joined.records):
+                _refused_open(session)
         found.append(session)
         return session
 
@@ -645,6 +648,8 @@ def find_sessions(
             session.teleport_addr = teleport["addr"]
         if session.refused is None:
             session.refused = _refusal([rec])
+        if _failed_open(rec):
+            _refused_open(session)
         if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
             session.end, session.end_result = rec.time, rec.fields.get("res")
 
@@ -846,6 +851,19 @@ def _refusal(records: list[AuditRecord]) -> str | None:
         if reason is not None and rec.fields.get("res") == "failed":
             return reason
     return None
+
+
+def _failed_open(rec: AuditRecord) -> bool:
+    """libpam's record of a pam_open_session that failed: neither Teleport nor sshd goes on after it."""
+    return rec.type == "USER_START" and rec.fields.get("op") == "PAM:session_open" and rec.fields.get("res") == "failed"
+
+
+def _refused_open(session: Session) -> None:
+    """The session's own process says its open failed. Our record that started it then came from pam_end:
+    a session module before our line (requisite or die, after pam_loginuid) refused the session, so our
+    line never ran and our teleport:accounting says only that the account stack passed (docs/records.md)."""
+    session.result = "failed"
+    session.refused = session.refused or REFUSALS["PAM:session_open"]
 
 
 def _join(session: Session, proc: _Process) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
+from pam_teleport_audit.admin.search import find_sessions
 from pam_teleport_audit.admin.stanza import entry_script
 
 from .conftest import UNSET_SES, run_driver, unique, wait_for_records
@@ -308,3 +309,43 @@ def test_a_good_login_our_session_line_never_saw_is_not_called_refused(
     assert len(logins) == 1 and [r["ses"] for r in records if r.get("teleportUser") == tp_user] == [logins[0]["ses"]]
     lines = syslog_catcher.lines()
     assert len(lines) == 1 and "our session line did not" in lines[0], lines
+
+
+# Lines between pam_loginuid and our session line that end the stack when they fail. `status` and
+# `install` accept them (a refusal skips no good login), and pam_loginuid has already changed the
+# loginuid when they refuse.
+BETWEEN = {
+    "requisite": lambda service: "session requisite pam_exec.so quiet /bin/false",
+    "default=die": lambda service: "session [success=ok default=die] pam_exec.so quiet /bin/false",
+    "include with requisite": lambda service: f"session include {service(REQUISITE_FALSE)}",
+}
+
+
+@pytest.mark.parametrize("case", list(BETWEEN))
+def test_a_refusal_between_pam_loginuid_and_our_session_line_is_listed_as_refused(
+    case, pam_service, linux_user, driver, syslog_catcher
+) -> None:
+    """The stack ends before our session line: its open never runs, and at pam_end the module writes
+    what it knows, teleport:accounting in the session's id, and says in the system log that the
+    session's outcome is libpam's to tell. libpam's failed session_open of the same process says
+    it; search reads it, and lists the login as refused by a session module, not as a session that
+    opened and never ended (it did, before this fix)."""
+    service = pam_service(stack(before=BETWEEN[case](pam_service), options=f"log_socket={syslog_catcher.path}"))
+    tp_user = unique("between-")
+    session = run_driver(driver, service, linux_user(), user=tp_user, roles="access", shell=False)
+    assert session.steps.get("open_session", 0) != 0 and "close_session" not in session.steps, session.output
+    records = wait_for_records(
+        session.started,
+        lambda rs: len(ours(rs, tp_user)) >= 1 and len(libpam(rs)) >= 2,
+        "-p",
+        str(session.pid),
+    )
+    assert ours(records, tp_user) == [("USER_ACCT", "teleport:accounting", "success")]
+    assert libpam(records) == LIBPAM_SESSION
+    logins = [r for r in records if r.type == "LOGIN"]
+    assert len(logins) == 1 and [r["ses"] for r in records if r.get("teleportUser") == tp_user] == [logins[0]["ses"]]
+    lines = syslog_catcher.lines()
+    assert len(lines) == 1 and "a session module before it refused the session" in lines[0], lines
+    (found,) = find_sessions(records_since(session.started, "-p", str(session.pid)), tp_user)
+    assert (found.refused, found.result, found.end) == ("refused by a session module", "failed", None)
+    assert found.ses == int(logins[0]["ses"])

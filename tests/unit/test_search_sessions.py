@@ -146,6 +146,36 @@ def test_a_session_module_refusal_after_ours() -> None:
     assert session.ses == 74 and session.end is None
 
 
+def test_a_session_module_refusal_before_ours_after_pam_loginuid() -> None:
+    """`session requisite` (or default=die) between pam_loginuid and our line refuses: our line never ran,
+    so our only record is teleport:accounting from pam_end, after libpam's failed session_open. That is a
+    refusal, not a session that opened and never ended (tests/system/test_refusals.py, on the real stack)."""
+    log = Log()
+    log.add("USER_ACCT", 0, 710, U, pam("accounting", "success"))
+    log.login(0.001, 710, 77)
+    log.add("USER_START", 0.002, 710, 77, pam("session_open", "failed"))
+    log.add("USER_ACCT", 0.003, 710, 77, ours("accounting", "alice", "success"))
+    # the same, with the process's records before its ses rotated out
+    log.add("USER_START", 5, 711, 78, pam("session_open", "failed"))
+    log.add("USER_ACCT", 5.001, 711, 78, ours("accounting", "alice", "success"))
+    first, second = find_sessions(log.records(), "alice")
+    for session, ses in ((first, 77), (second, 78)):
+        assert session.refused == "refused by a session module" and session.result == "failed"
+        assert session.ses == ses and session.end is None
+
+
+def test_a_good_login_whose_session_line_was_jumped_over_is_not_a_refusal() -> None:
+    """The control: libpam's open and close succeeded, our accounting came from pam_end after them."""
+    log = Log()
+    log.add("USER_ACCT", 0, 720, U, pam("accounting", "success"))
+    log.login(0.001, 720, 79)
+    log.add("USER_START", 0.002, 720, 79, pam("session_open", "success"))
+    log.add("USER_END", 1, 720, 79, pam("session_close", "success"))
+    log.add("USER_ACCT", 1.001, 720, 79, ours("accounting", "alice", "success"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert session.refused is None and session.result == "success"
+
+
 def test_an_inner_program_failing_is_not_a_refusal_of_the_login() -> None:
     """su inside the session fails: same ses, another pid; the login itself succeeded."""
     log = Log()
