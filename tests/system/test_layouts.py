@@ -19,11 +19,12 @@ from pathlib import Path
 import pytest
 
 from pam_teleport_audit.admin import cli, doctor
-from pam_teleport_audit.admin.auditlog import AuditRecord
+from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
 from pam_teleport_audit.admin.pamfile import Kind, parse
+from pam_teleport_audit.admin.search import find_sessions
 from pam_teleport_audit.admin.stanza import entry_script
 
-from .conftest import OUR_OPS, PAM_DIR, ROOT, UNSET_SES, assert_recorded_session
+from .conftest import OUR_OPS, PAM_DIR, ROOT, UNSET_SES, assert_recorded_session, run_driver, unique, wait_for_records
 
 FIXTURES = ROOT / "tests" / "fixtures" / "pam"
 # layout: (its sshd-like file, the folder its included files come from)
@@ -207,3 +208,74 @@ def test_include_that_ends_the_session_stack_is_refused_with_the_file_unchanged(
     assert done.returncode == cli.EXIT_REFUSED
     assert "'session    sufficient   pam_permit.so' (sufficient ends the session stack there)" in done.stderr
     assert (PAM_DIR / service).read_bytes() == before
+
+
+REFUSE = "session    requisite    pam_exec.so quiet /bin/false\n"
+
+
+def after_loginuid(files: list[Path]) -> None:
+    """A requisite that fails, right after the session stack's pam_loginuid, in whichever file holds it."""
+    for path in files:
+        lines = path.read_text().splitlines(keepends=True)
+        at = next((k for k, x in enumerate(lines) if x.split()[:1] == ["session"] and "pam_loginuid.so" in x), None)
+        if at is not None:
+            lines.insert(at + 1, REFUSE)
+            path.write_text("".join(lines))
+            return
+    raise AssertionError("no pam_loginuid")
+
+
+def ours(records: list[AuditRecord], tp_user: str) -> list[tuple[str, str, str]]:
+    return [(r.type, r["op"], r["res"]) for r in records if r.get("teleportUser") == tp_user]
+
+
+# What each refusal is added to the installed layout as: (refuses in every layout?, how)
+REFUSALS = {
+    "expired account": (False, lambda login, files: subprocess.run(["chage", "-E", "0", login], check=True)),
+    "requisite right after pam_loginuid": (True, lambda login, files: after_loginuid(files)),
+    "required at the end of the service file": (
+        False,
+        lambda login, files: files[0].write_text(
+            files[0].read_text() + "session required pam_exec.so quiet /bin/false\n"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_refusals_are_recorded_as_libpam_and_the_login_say(layout, refusal, driver, pam_service, linux_user):
+    """Each installed layout with a refusal added (in its own files, through its includes, substacks and
+    jumps): our records agree with libpam's of the same phase and with what happened to the login, and
+    search lists the login as refused exactly when it was (docs/records.md)."""
+    service, names = materialise(*LAYOUTS[layout], pam_service)
+    assert install(service).returncode == cli.EXIT_OK
+    login = linux_user()
+    always, make = REFUSALS[refusal]
+    make(login, [PAM_DIR / service, *(PAM_DIR / n for n in names.values())])
+    tp_user = unique(f"{layout[:6]}-")
+    session = run_driver(driver, service, login, user=tp_user, shell=False)
+    expect = 3 if session.returncode == 0 else 1
+    records = wait_for_records(session.started, lambda rs: len(ours(rs, tp_user)) >= expect, "-p", str(session.pid))
+    libpam = {r["op"]: r["res"] for r in records if r.get("op", "").startswith("PAM:")}
+    (found,) = find_sessions(records_since(session.started, "-p", str(session.pid)), tp_user)
+    if session.steps.get("acct_mgmt"):
+        assert libpam["PAM:accounting"] == "failed" and "PAM:session_open" not in libpam
+        assert ours(records, tp_user) == [("USER_LOGIN", "teleport:login", "failed")]
+        assert found.refused == "refused by the account stack"
+    elif session.steps.get("open_session"):
+        assert libpam == {"PAM:accounting": "success", "PAM:session_open": "failed"}, libpam
+        assert ours(records, tp_user) in (
+            [("USER_ACCT", "teleport:accounting", "success"), ("USER_START", "teleport:session_open", "failed")],
+            [("USER_ACCT", "teleport:accounting", "success")],  # refused before our line (after pam_loginuid)
+        )
+        assert (found.refused, found.result) == ("refused by a session module", "failed")
+    else:
+        assert session.returncode == 0 and not always, session.output
+        assert libpam == dict.fromkeys(("PAM:accounting", "PAM:session_open", "PAM:session_close"), "success")
+        assert ours(records, tp_user) == [
+            ("USER_ACCT", "teleport:accounting", "success"),
+            ("USER_START", "teleport:session_open", "success"),
+            ("USER_END", "teleport:session_close", "success"),
+        ]
+        assert found.refused is None and found.end_result == "success"
