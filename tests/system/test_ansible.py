@@ -183,6 +183,22 @@ def test_role_absent_names_other_files_that_load_the_module(play, pam_service) -
     assert not package_installed() and first.read_text() == other.read_text() == STOCK
 
 
+def test_role_absent_is_not_refused_by_a_line_that_loads_another_copy(play, pam_service, tmp_path: Path) -> None:
+    """A PAM line loading another copy of the module (pip's, in /usr/local) goes on loading after the
+    package is removed, so the package's prerm lets the removal through: the role must not refuse it
+    either (it used to, with its own grep)."""
+    first = PAM_DIR / pam_service(STOCK)
+    assert play(first)[0] >= 2
+    copy = tmp_path / "site" / "pam_teleport_audit" / "pam_entry.py"
+    copy.parent.mkdir(parents=True)
+    copy.write_text("# another copy of the entry script\n")
+    tmp_path.chmod(0o755)
+    pip = PAM_DIR / pam_service(f"account optional pam_python.so {copy}\n")
+    changed, out = play(first, pam_teleport_audit_state="absent")  # the play fails if the role refuses
+    assert changed >= 2 and not package_installed(), out  # the stanza, the package
+    assert first.read_text() == STOCK and pip.read_text().count(str(copy)) == 1
+
+
 def test_role_fleet_settings(play, tmp_path: Path) -> None:
     """Sender and collector settings, on a copy of this machine's /etc/audit (never the real one)."""
     audit = tmp_path / "audit"
