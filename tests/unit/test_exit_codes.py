@@ -321,3 +321,22 @@ def test_docs_and_man_page_list_the_table() -> None:
     man = (ROOT / "debian" / "pam-teleport-audit.8").read_text()
     section = man.split(".SH EXIT STATUS", 1)[1].split("\n.SH ", 1)[0]
     assert {int(x) for x in re.findall(r"^\.B (\d+)$", section, re.M)} == statuses
+
+
+def test_man_page_synopsis_lists_every_option() -> None:
+    """The man page's SYNOPSIS names every flag each command accepts (it once lacked install's
+    --entry/--option and doctor's --expected-senders), and no flag the command does not have."""
+    man = (ROOT / "debian" / "pam-teleport-audit.8").read_text()
+    synopsis = man.split(".SH SYNOPSIS", 1)[1].split("\n.SH ", 1)[0].replace("\\-", "-")
+    lines = re.split(r"^\.br$", synopsis, flags=re.M)
+    named = {
+        m.group(1): set(re.findall(r"--[a-z-]+", line))
+        for line in lines
+        if (m := re.search(r"pam-teleport-audit (\w+)", line))
+    }
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        flags = {s for a in command._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+        assert named.get(name) == flags, name
+    assert any("pam-teleport-audit --version" in line for line in lines)
