@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -291,3 +294,35 @@ def test_unsafe_acct_exe_and_terminal_are_hex() -> None:
     assert decode_value(values["acct"]) == b"a b"
     assert decode_value(values["exe"]) == b"/tmp/my teleport"
     assert decode_value(values["terminal"]) == b"pts 1"
+
+
+def _doc_value(values: dict[str, str], name: str) -> str | None:
+    return None if values[name] == "?" else decode_value(values[name]).decode("utf-8", "surrogateescape")
+
+
+def test_records_shown_in_the_docs_are_what_the_module_writes() -> None:
+    """Every raw record of ours quoted in README.md and docs/records.md is, byte for byte, what
+    record_text writes for its decoded values (README's example once lacked teleportChild=)."""
+    root = Path(__file__).resolve().parents[2]
+    quoted = [
+        m.group(1)
+        for doc in (root / "README.md", root / "docs" / "records.md")
+        for m in re.finditer(r"msg=audit\(\d+\.\d+:\d+\):.* msg='(op=teleport:[^']*)'", doc.read_text())
+    ]
+    assert len(quoted) >= 10
+    for text in quoted:
+        values = dict(part.split("=", 1) for part in text.split(" "))
+        value = functools.partial(_doc_value, values)
+        rebuilt = fields(
+            op=values["op"],
+            acct=value("acct"),
+            exe=value("exe"),
+            hostname=value("hostname"),
+            addr=value("addr"),
+            terminal=value("terminal"),
+            user=value("teleportUser"),
+            roles=tuple(r.decode() for r in split_roles(decode_value(values["teleportRoles"]))),
+            child=values["teleportChild"],
+            success=values["res"] == "success",
+        )
+        assert record_text(rebuilt) == text
