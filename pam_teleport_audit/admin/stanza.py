@@ -83,7 +83,9 @@ class Stanza:
             if option == "fail_closed":
                 found.append("--option 'fail_closed': use --fail-closed, which also makes the lines required")
                 continue
-            found += [f"--option {option!r}: {p}" for p in parse_options([option])["problems"]]
+            # The module's own words, less the "; ignored" a login's log line ends with: install refuses.
+            problems = parse_options([option])["problems"]
+            found += [f"--option {option!r}: {problem.removesuffix('; ignored')}" for problem in problems]
         return found
 
     def _module_args(self) -> str:

@@ -86,7 +86,10 @@ def test_stanza_problems_name_the_flag() -> None:
         "pam_teleport_audit/pam_entry.py"
     ]
     assert Stanza(INSTALLED_ENTRY, options=("nosuch",)).problems() == [
-        "--option 'nosuch': unknown option 'nosuch'; ignored"
+        "--option 'nosuch': unknown option 'nosuch'"  # refused, not ignored as a login would
+    ]
+    assert Stanza(INSTALLED_ENTRY, options=("timeout_ms=0",)).problems() == [
+        "--option 'timeout_ms=0': timeout_ms='0' is not a number of milliseconds in 1..60000"
     ]
     assert Stanza(INSTALLED_ENTRY, tty_audit="a b").problems()[0].startswith("--tty-audit 'a b' holds a blank")
 
