@@ -335,11 +335,12 @@ def test_conffile_replaced_by_an_upgrade_is_reported(
             leftover.unlink()
 
 
-def run_trigger(tmp_path: Path, steps: str) -> dict[str, str]:
-    """The postinst as dpkg runs it for the /etc/pam.d trigger (`triggered /etc/pam.d`), in a private mount
+def run_trigger(tmp_path: Path, steps: str, trigger: str = "/etc/pam.d") -> dict[str, str]:
+    """The postinst as dpkg runs it for a trigger (`triggered /etc/pam.d`), in a private mount
     namespace over an empty /etc/pam.d and /var/lib (the host's are never touched). steps: shell lines that
     set up files and run the trigger with `trig NAME` (its stderr to NAME.err, its status to NAME.rc);
-    `logger` is a stand-in writing to NAME.log. Returns every file of the run's output folder by name."""
+    `logger` is a stand-in writing to NAME.log, `py3compile` one writing its arguments to NAME.py3compile
+    and exiting $PY3COMPILE_RC (0 when unset). Returns every file of the run's output folder by name."""
     out, bin_ = tmp_path / "out", tmp_path / "bin"
     out.mkdir()
     bin_.mkdir()
@@ -347,10 +348,12 @@ def run_trigger(tmp_path: Path, steps: str) -> dict[str, str]:
         (bin_ / tool).symlink_to(shutil.which(tool, path="/usr/bin:/bin"))
     (bin_ / "logger").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>"{out}/$NAME.log"\n')
     (bin_ / "logger").chmod(0o755)
+    (bin_ / "py3compile").write_text(f'#!/bin/sh\necho "$*" >>"{out}/$NAME.py3compile"\nexit ${{PY3COMPILE_RC:-0}}\n')
+    (bin_ / "py3compile").chmod(0o755)
     postinst = ROOT / "debian" / "pam-teleport-audit.postinst"
     script = (
         "set -e; mount -t tmpfs tmpfs /etc/pam.d; mount -t tmpfs tmpfs /var/lib\n"
-        f'trig() {{ NAME=$1 PATH={bin_} /bin/sh {postinst} triggered /etc/pam.d 2>"{out}/$1.err"'
+        f'trig() {{ NAME=$1 PATH={bin_} /bin/sh {postinst} triggered {trigger} 2>"{out}/$1.err"'
         f' && echo 0 >"{out}/$1.rc" || echo $? >"{out}/$1.rc"; }}\n' + steps
     )
     from .namespaces import private_mounts
@@ -452,3 +455,50 @@ def test_removal_is_not_refused_for_lines_that_load_another_copy(
     proc = apt("remove", PACKAGE)
     assert proc.returncode == 0 and not installed(), proc.stdout + proc.stderr
     assert (PAM_DIR / pip).read_text().count(str(copy)) == 2, "the removal leaves PAM files alone"
+
+
+DEBIAN_DEFAULTS = "/usr/share/python3/debian_defaults"  # python3-minimal's: the default and supported Pythons
+
+
+def test_trigger_byte_compiles_the_module_and_never_fails(tmp_path: Path) -> None:
+    """A release upgrade (Debian 12 -> 13) changes python3-minimal's debian_defaults but never reconfigures
+    this package, and nothing else writes the bytecode of the new Python (measured: docs/packaging.md,
+    "Release upgrade"). The trigger runs `py3compile -p pam-teleport-audit`, for that trigger and for the
+    /etc/pam.d one; a failing py3compile, even with stderr closed, never fails it (it would fail the upgrade)."""
+    files = run_trigger(
+        tmp_path,
+        f"""trig python; export PY3COMPILE_RC=1; trig failing
+        NAME=closed PATH={tmp_path}/bin /bin/sh {ROOT}/debian/pam-teleport-audit.postinst \\
+            triggered {DEBIAN_DEFAULTS} 2>&- && echo 0 >{tmp_path}/out/closed.rc || echo $? >{tmp_path}/out/closed.rc
+        """,
+        trigger=DEBIAN_DEFAULTS,
+    )
+    assert (files["python.rc"], files.get("python.py3compile")) == ("0\n", f"-p {PACKAGE}\n"), files
+    assert files["failing.rc"] == "0\n" and files["failing.py3compile"] == f"-p {PACKAGE}\n", files
+    assert "warning: py3compile failed" in files["failing.err"], files
+    assert (files["closed.rc"], files["closed.py3compile"]) == ("0\n", f"-p {PACKAGE}\n"), files
+    (tmp_path / "pam.d").mkdir()
+    assert run_trigger(tmp_path / "pam.d", "trig pam")["pam.py3compile"] == f"-p {PACKAGE}\n"
+
+
+def test_a_new_default_python_gets_the_bytecode(built: debbuild.Built, host) -> None:
+    """The installed package, its bytecode for the Python pam_python embeds gone (as after a release
+    upgrade, where that Python is new): python3-minimal's debian_defaults changing (here: its file trigger
+    activated by hand, as dpkg does when python3-minimal is upgraded) writes it again, so Teleport logins
+    load the module from bytecode (doctor's check, which never writes any)."""
+    proc = apt("install", "--no-install-recommends", str(built.deb))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    python = doctor.embedded_python(doctor.find_pam_python() or "")
+    assert python
+    folder = Path(ENTRY).parent
+    for pyc in folder.glob("__pycache__/*.pyc"):
+        pyc.unlink()
+    assert doctor.bytecode_check(python, str(folder)).status == doctor.WARN
+    activate = subprocess.run(
+        ["dpkg-trigger", "--no-await", DEBIAN_DEFAULTS], capture_output=True, text=True, check=False
+    )
+    assert activate.returncode == 0, activate.stdout + activate.stderr
+    trigger = dpkg("--triggers-only", "--pending")
+    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+    check = doctor.bytecode_check(python, str(folder))
+    assert check.status == doctor.PASS, (check.line(), trigger.stdout + trigger.stderr)
