@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
-import difflib
-import errno
-import json
-import os
-import re
-import stat
 import sys
-from collections.abc import Callable
 
-from .. import __version__
-from . import atomicwrite, loadable, pamedit, pamstack
-from .pamedit import Refusal, Result
-from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script
+# Before any import of ours. This command imports ../pam_loader.py and ../pam_module.py; run as
+# root by the Python pam_python embeds (the Debian package's /usr/bin/python3 -I, or pip's
+# script), it wrote their bytecode as a side effect, so doctor's `bytecode` check passed on what
+# the command had just written and never named a missing compile step (measured after a Debian 12
+# -> 13 upgrade: docs/packaging.md, "Release upgrade"). Writing it is the installer's job: pip,
+# py3compile and the package's trigger, or the compileall command doctor prints.
+sys.dont_write_bytecode = True
+
+import argparse  # noqa: E402
+import difflib  # noqa: E402
+import errno  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+from .. import __version__  # noqa: E402
+from . import atomicwrite, loadable, pamedit, pamstack  # noqa: E402
+from .pamedit import Refusal, Result  # noqa: E402
+from .stanza import DEFAULT_TTY_AUDIT, Stanza, entry_script  # noqa: E402
 
 DEFAULT_PAM_FILE = "/etc/pam.d/sshd"
 # Exit statuses: ONE table, the same meaning in every command (docs/installer.md "Exit statuses",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import py_compile
 import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -136,3 +137,29 @@ def test_doctor_warns_with_a_fix_that_works(tmp_path: Path) -> None:
 def test_doctor_says_when_the_python_cannot_check(tmp_path: Path) -> None:
     check = doctor.bytecode_check("/bin/false", str(tmp_path))
     assert check.status == WARN and "cannot check the bytecode" in check.message
+
+
+def test_the_command_writes_no_bytecode_of_the_in_pam_modules(tmp_path: Path) -> None:
+    """The command imports pam_loader.py and pam_module.py. Run as root by the Python pam_python embeds
+    (the Debian package's `python3 -I`: PYTHONDONTWRITEBYTECODE ignored), it must not write their
+    bytecode: doctor's `bytecode` check would pass on what the command itself had just written (after a
+    Debian 12 -> 13 upgrade it did, at its first run), and never name a missing compile step."""
+    package = Path(pam_loader.__file__).parent
+    copy = tmp_path / "pam_teleport_audit"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); sys.argv = ['pam-teleport-audit', 'stanza'];"
+        " from pam_teleport_audit.admin.cli import main; sys.exit(main())"
+    )
+    proc = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "pam_python.so" in proc.stdout, proc.stdout + proc.stderr
+    imported = subprocess.run(
+        [sys.executable, "-I", "-c", code.replace("sys.exit(main())", "print(sorted(sys.modules))")],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert "'pam_teleport_audit.pam_loader'" in imported and "'pam_teleport_audit.pam_module'" in imported
+    # What Python imported before cli.py's first line (the two __init__.py, cli.py) may have bytecode.
+    written = sorted(p.name for p in copy.rglob("*.pyc"))
+    assert not [name for name in written if name.startswith("pam_")], written
