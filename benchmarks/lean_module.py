@@ -39,14 +39,15 @@ def bare(value: "str | None") -> str:
 
 
 def read(path: str) -> bytes:
+    """A /proc file's first 4 KiB; nothing when it cannot be opened (pam_module is not imported here)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            return os.read(fd, 4096)
-        finally:
-            os.close(fd)
     except OSError:
         return b""
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
 
 
 def send(records: "list[tuple[int, str]]") -> None:
