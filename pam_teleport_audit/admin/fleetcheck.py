@@ -110,8 +110,9 @@ def collector_checks(
     else:
         yield Check("collector per-address limit", PASS, f"tcp_max_per_addr = {per_addr}")
 
-    ports = conf.get("tcp_client_ports", "1-1023")
-    top = _int({"p": ports.rpartition("-")[2]}, "p", 1023)
+    # Unset, auditd takes any client port (auditd.conf(5); auditd-config.c clear_config: 0-65535).
+    ports = conf.get("tcp_client_ports", "1-65535")
+    top = _int({"p": ports.rpartition("-")[2]}, "p", 65535)
     if top < 1024:
         yield Check(
             "collector client ports",
