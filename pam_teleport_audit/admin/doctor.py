@@ -743,10 +743,19 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
         )
         return
     try:
-        name_format = read_conf(os.path.join(audit_dir, "auditd.conf")).get("name_format", "none").lower()
+        auditd = read_conf(os.path.join(audit_dir, "auditd.conf"))
     except OSError:
-        name_format = "none"
-    if name_format == "none":
+        auditd = {}
+    name_format = auditd.get("name_format", "none").lower()
+    if name_format == "user" and not auditd.get("name"):
+        # auditd's resolve_node: "User defined name missing", and auditd does not start (nor reload to it).
+        yield Check(
+            "node name",
+            FAIL,
+            "auditd.conf has name_format = user without a name = line: auditd does not start with it",
+            "add name = THIS-HOST's name to /etc/audit/auditd.conf (or name_format = hostname)",
+        )
+    elif name_format == "none":
         yield Check(
             "node name",
             FAIL,

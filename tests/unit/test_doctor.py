@@ -428,7 +428,14 @@ def test_the_log_disk_check_reads_an_upper_case_log_file(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("conf", "verdict"), [("", "fail"), ("name_format = NONE\n", "fail"), ("NAME_FORMAT = hostname\n", "pass")]
+    ("conf", "verdict"),
+    [
+        ("", "fail"),
+        ("name_format = NONE\n", "fail"),
+        ("NAME_FORMAT = hostname\n", "pass"),
+        ("name_format = user\n", "fail"),  # auditd: "User defined name missing", it does not start
+        ("name_format = user\nname = web-17\n", "pass"),
+    ],
 )
 def test_a_sender_without_node_names_is_named(tmp_path: Path, conf: str, verdict: str) -> None:
     """au-remote on with name_format none: the collector gets records without node=, and search there
