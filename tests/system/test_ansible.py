@@ -254,6 +254,18 @@ def test_role_fleet_settings(play, tmp_path: Path) -> None:
         }
         assert f"\n[Service]\nLimitNOFILE={sized['LimitNOFILE']}\n" in dropin.read_text()
     assert sized["LimitNOFILE"] > 4096 and sized["num_logs"] <= 999  # 2,000 nodes: past a default soft limit
+
+    # name_format = user needs a name = line, or auditd does not start ("User defined name missing", seen in
+    # docs/fleet.md's walk-through): the role refuses it before writing anything, and writes the name it is given.
+    user = {**sender, "pam_teleport_audit_name_format": "user"}
+    before = (audit / "auditd.conf").read_text()
+    assert play(unused, "--tags", "fleet", fails=True, **user)[0] == 1
+    assert (audit / "auditd.conf").read_text() == before
+    assert play(unused, "--tags", "fleet", **user, pam_teleport_audit_node_name="web-17")[0] >= 1
+    conf = (audit / "auditd.conf").read_text()
+    assert "\nname_format = user\n" in conf and "\nname = web-17\n" in conf
+    assert read_conf(str(audit / "auditd.conf"))["name"] == "web-17"
+    assert play(unused, "--tags", "fleet", **user, pam_teleport_audit_node_name="web-17")[0] == 0
     assert not package_installed()
 
 
