@@ -45,8 +45,7 @@ disk_error_action = IGNORE
 tcp_listen_port = {port}
 tcp_listen_queue = {queue}
 tcp_max_per_addr = {per_addr}
-tcp_client_ports = 1-65535
-tcp_client_max_idle = 0
+{client_ports}tcp_client_max_idle = 0
 use_libwrap = no
 transport = TCP
 distribute_network = no
@@ -99,10 +98,12 @@ class Fleet:
         max_per_addr: int = 10,
         log_mb: int | None = None,
         nofile_hard: int | None = None,
+        client_ports: str | None = "1-65535",
     ) -> None:
         """nofile: the collector auditd's file limit (prlimit), as a systemd LimitNOFILE would set it (nofile_hard:
         a higher hard limit, as systemd's default 1024:524288);
-        log_mb: its log folder is a tmpfs of that size, mounted in its private mount namespace."""
+        log_mb: its log folder is a tmpfs of that size, mounted in its private mount namespace;
+        client_ports: its tcp_client_ports (None: no such line, auditd's default)."""
         self.tag = secrets.token_hex(3)
         self.dir = Path(tempfile.mkdtemp(prefix="pta-fleet-"))
         self.collector = f"ptac{self.tag}"
@@ -126,6 +127,7 @@ class Fleet:
             self.addresses[name] = (mine, theirs)
             self.links[name] = here
         self.log = self.dir / "collector" / "log" / "audit.log"
+        self.client_ports = client_ports
         self._start_collector(nofile, listen_queue, max_per_addr, log_mb, nofile_hard)
 
     def _start_collector(
@@ -136,7 +138,12 @@ class Fleet:
         self.log.parent.mkdir()
         (conf / "auditd.conf").write_text(
             COLLECTOR_CONF.format(
-                log=self.log, port=PORT, plugins=conf / "plugins.d", queue=listen_queue, per_addr=max_per_addr
+                log=self.log,
+                port=PORT,
+                plugins=conf / "plugins.d",
+                queue=listen_queue,
+                per_addr=max_per_addr,
+                client_ports=f"tcp_client_ports = {self.client_ports}\n" if self.client_ports else "",
             )
         )
         (conf / "auditd.conf").chmod(0o600)

@@ -353,3 +353,22 @@ def test_sender_round_trip_is_measured_to_the_collector() -> None:
         assert fleet.accepted("host-a") >= 1  # its audisp-remote reached the same collector
     finally:
         fleet.close()
+
+
+def test_client_ports_unset_take_any_port_and_doctor_passes_them() -> None:
+    """auditd.conf without tcp_client_ports (Debian's ships it commented out) takes audisp-remote from its
+    unprivileged port, as auditd.conf(5) says; doctor's collector check must not call that refused. With
+    1-1023 the same sender is refused and doctor fails it."""
+    results = {}
+    for ports in (None, "1-1023"):
+        fleet = Fleet(["host-a"], client_ports=ports)
+        try:
+            sender = fleet.sender("host-a")
+            feed(sender, "host-a", 0, 10)
+            results[ports] = [wait_received(fleet, "host-a", 10, timeout=8 if ports else 30)]
+            conf = read_conf(str(fleet.dir / "collector" / "auditd.conf"))
+            checks = {c.name: c.status for c in fleetcheck.collector_checks(conf, 1024, 1, None)}
+            results[ports].append(checks.get("collector client ports", "none"))
+        finally:
+            fleet.close()
+    assert results == {None: [10, "none"], "1-1023": [0, "fail"]}, results
