@@ -711,7 +711,7 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
             "audit log",
             FAIL,
             f"{reason} and no plugin is active: auditd keeps no record, ours included",
-            f"{keep} (or activate au-remote), then `auditctl --signal reload`",
+            f"{keep} (or activate au-remote), then `auditctl --signal HUP`",
         )
         return
     yield Check(
@@ -762,7 +762,7 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
             "au-remote is active but auditd.conf has name_format = none: records reach the collector without "
             "node=, so search there cannot tell this host's sessions from another's (hosts reuse the same ses "
             "and pid)",
-            "set name_format = hostname in /etc/audit/auditd.conf, then `auditctl --signal reload`",
+            "set name_format = hostname in /etc/audit/auditd.conf, then `auditctl --signal HUP`",
         )
     else:
         yield Check("node name", PASS, f"name_format = {name_format}: the collector gets node= with every record")

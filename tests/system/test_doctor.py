@@ -389,3 +389,34 @@ def test_a_teleport_process_without_cap_audit_write(host, fake_daemon, driver, l
     # The kernel refused them at the send (the line above): a second's wait for them is enough.
     records = wait_for_records(started, lambda rs: False, "-m", "USER_ACCT,USER_START,USER_END", timeout=1.0)
     assert [r for r in records if r.get("teleportUser") == tp_user] == []
+
+
+def test_every_auditctl_signal_we_name_is_one_auditctl_takes() -> None:
+    """doctor's fixes, the role's reload handler and docs/fleet.md name `auditctl --signal X`; auditctl 3.0.9
+    (Debian 12) takes only TERM, HUP, USR1, USR2 and CONT, and `reload` made the role's handler fail (exit 255,
+    "reload is an unsupported signal", seen following docs/fleet.md). Each one named is sent to this machine's
+    auditd here (HUP re-reads its unchanged config, USR2 resumes logging): auditctl must take it, and the same
+    auditd must still be registered afterwards."""
+    import re
+
+    from pam_teleport_audit.admin import doctor
+
+    code = (ROOT / "pam_teleport_audit" / "admin" / "doctor.py").read_text()
+    handler = (ROOT / "ansible" / "roles" / "pam_teleport_audit" / "handlers" / "main.yml").read_text()
+    fleet = (ROOT / "docs" / "fleet.md").read_text()
+    named = set(re.findall(r"`auditctl --signal (\w+)`", code + fleet))
+    named |= set(re.findall(r"'/usr/sbin/auditctl', '--signal', '(\w+)'", handler))
+    assert "reload" not in named, "auditctl 3.0.9 refuses --signal reload"
+    assert {"HUP", "USR2"} <= named and "TERM" not in named, named
+
+    def registered() -> str:
+        check = next(c for c in doctor.audit_checks() if c.name == "auditd")
+        assert check.status == "pass", check.line()
+        return check.message
+
+    before = registered()
+    for name in sorted(named):
+        proc = subprocess.run(["auditctl", "--signal", name], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, (name, proc.returncode, proc.stdout + proc.stderr)
+    time.sleep(0.5)
+    assert registered() == before
