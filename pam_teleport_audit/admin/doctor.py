@@ -766,6 +766,15 @@ def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: f
         )
     else:
         yield Check("node name", PASS, f"name_format = {name_format}: the collector gets node= with every record")
+    if auditd.get("log_format", "").lower() == "nolog":
+        # Seen at a collector (auditd 3.0.9): such a sender's lines arrive as `audit(T:N): ...`, no node=, no type=.
+        yield Check(
+            "sender log format",
+            FAIL,
+            "auditd.conf has log_format = NOLOG: auditd hands au-remote its records without type= and node=, "
+            "so search on the collector cannot read them",
+            "set log_format = ENRICHED (and write_logs = no if no local log is wanted), then `auditctl --signal HUP`",
+        )
     server, port = remote.get("remote_server", ""), remote.get("port", "60")
     if not server:
         yield Check(

@@ -446,3 +446,16 @@ def test_a_sender_without_node_names_is_named(tmp_path: Path, conf: str, verdict
     (tmp_path / "auditd.conf").write_text(conf)
     checks = {c.name: c for c in doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1)}
     assert checks["node name"].status == verdict, checks["node name"]
+    assert "sender log format" not in checks
+
+
+@pytest.mark.parametrize("log_format", ["NOLOG", "nolog"])
+def test_a_sender_with_log_format_nolog_fails(tmp_path: Path, log_format: str) -> None:
+    """log_format = NOLOG on a sender: a collector got its records as `audit(T:N): ...` lines, with neither
+    node= nor type= (auditd 3.0.9, following docs/fleet.md), which search there cannot read."""
+    (tmp_path / "plugins.d").mkdir()
+    (tmp_path / "plugins.d" / "au-remote.conf").write_text("active = yes\n")
+    (tmp_path / "audisp-remote.conf").write_text("remote_server =\n")
+    (tmp_path / "auditd.conf").write_text(f"name_format = user\nname = host-n\nlog_format = {log_format}\n")
+    checks = {c.name: c for c in doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1)}
+    assert checks["sender log format"].status == "fail", checks
