@@ -72,6 +72,40 @@ def read_conf(path: str) -> dict[str, str]:
     return values
 
 
+# Keywords that take a word after the value (`space_left_action = exec /path`). auditd: the four
+# below (max_log_file_action refuses one); audisp-remote: every *_action (run: 3.0.9 to 4.0.2).
+AUDITD_OPTION_KEYS = frozenset(
+    {"space_left_action", "admin_space_left_action", "disk_full_action", "disk_error_action"}
+)
+
+
+def conf_refusals(path: str, daemon: str = "auditd") -> list[str]:
+    """The lines of auditd.conf (daemon "auditd") or audisp-remote.conf ("audisp-remote") on which
+    that daemon stops: `line N: why`. Either splits a line on spaces only, into `key = value` and,
+    for a few keywords, one more word: a comment after the value, `key=value` or a tab makes it exit
+    6 at its next start (run with 3.0.9 to 4.0.2). read_conf, which strips and splits at `=`, reads
+    such lines as values: this says where the daemon will not."""
+    refusals = []
+    with open(path, newline="", errors="surrogateescape") as f:
+        for number, line in enumerate(f, 1):
+            words = [word for word in line.removesuffix("\n").split(" ") if word]
+            if not words or words[0].startswith("#"):
+                continue
+            key = words[0].lower()
+            takes_option = key in AUDITD_OPTION_KEYS if daemon == "auditd" else key.endswith("_action")
+            if any("\t" in word or "\r" in word for word in words):
+                why = "a tab or carriage return: only spaces separate key, = and value"
+            elif len(words) < 3 or words[1] != "=":
+                why = "not `key = value` with spaces around ="
+            elif len(words) > 3 and not takes_option:
+                comment = words[3].startswith("#")
+                why = "a comment after the value: comments go on lines of their own" if comment else "two values"
+            else:
+                continue
+            refusals.append(f"line {number}: {why}")
+    return refusals
+
+
 def no_log_reason(conf: dict[str, str]) -> str | None:
     """Why auditd with this auditd.conf keeps no log of its own (None: it writes log_file). auditd
     reads values in any case; the deprecated `log_format = NOLOG` still turns write_logs off (and

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..pam_module import AuditError, AuditSocket, daemon_alive
 from . import bytecode, loadable, pamstack, teleportconf
-from .auditlog import UNSET_ID, no_log_reason, read_conf
+from .auditlog import UNSET_ID, conf_refusals, no_log_reason, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
@@ -723,6 +723,33 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     )
 
 
+def config_syntax_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
+    """Lines that stop auditd (or audisp-remote, when au-remote is active) at its next start. A running
+    auditd read its file before the edit: it works until a restart or a reboot, then keeps nothing."""
+    files = [("auditd.conf", "auditd")]
+    try:
+        if read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "").lower() == "yes":
+            files.append(("audisp-remote.conf", "audisp-remote"))
+    except OSError:
+        pass
+    for name, daemon in files:
+        path = os.path.join(audit_dir, name)
+        try:
+            refusals = conf_refusals(path, daemon)
+        except OSError:
+            continue  # none: the auditd and remote logging checks say what is wrong
+        if refusals:
+            stops = "keeps no record" if daemon == "auditd" else "sends no record"
+            yield Check(
+                "audit config",
+                FAIL,
+                f"{path}: {'; '.join(refusals)}: {daemon} exits at its next start (restart, reboot) and {stops}",
+                "write each such line as `key = value`, spaces around =, comments on lines of their own",
+            )
+        else:
+            yield Check("audit config", PASS, f"every line of {path} is `key = value` as {daemon} splits it")
+
+
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
     """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
     try:
@@ -839,6 +866,7 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
             )
         )
     checks += process_checks(running)
+    checks += config_syntax_checks()
     checks += log_write_checks()
     checks += log_disk_checks()
     checks += remote_checks()

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
+from pam_teleport_audit.admin.doctor import config_syntax_checks
 from pam_teleport_audit.admin.stanza import entry_script
+from tests.unit.test_doctor import CONF_LINES
 
 from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique, wait_for_records
 from .fleet import audisp_remote
+from .namespaces import private_mounts
 from .test_faults import auditd_stopped
 
 STOCK = (ROOT / "tests" / "fixtures" / "pam" / "debian-12" / "sshd").read_text()
@@ -420,3 +423,46 @@ def test_every_auditctl_signal_we_name_is_one_auditctl_takes() -> None:
         assert proc.returncode == 0, (name, proc.returncode, proc.stdout + proc.stderr)
     time.sleep(0.5)
     assert registered() == before
+
+
+def refuses_its_config(argv: list[str]) -> bool:
+    """Whether a daemon stopped on its config: both exit 6 then. Past it, auditd 3 runs (it says
+    DAEMON_START), auditd 4 exits 4 without CAP_AUDIT_CONTROL, audisp-remote given no input exits 0."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout or []:
+            if "DAEMON_START" in line:
+                return False
+        return proc.wait(timeout=10) == 6
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize(("daemon", "line", "refused"), CONF_LINES)
+def test_doctor_fails_exactly_the_config_lines_the_real_daemons_refuse(
+    tmp_path: Path, daemon: str, line: str, refused: bool
+) -> None:
+    """The real auditd and audisp-remote of this release, on a copy of the machine's config with one
+    line added: doctor's config check fails where the daemon does not start, and only there. auditd
+    runs without CAP_AUDIT_CONTROL (it cannot take the kernel from the machine's auditd), with a
+    private /run (its pid file) and its own log; /usr/sbin/auditd, not the `auditd` that
+    scripts/debian13's roots put first on PATH to start the host's."""
+    (tmp_path / "plugins.d").mkdir()
+    if daemon == "auditd":
+        base = Path("/etc/audit/auditd.conf").read_text()
+        base += f"log_file = {tmp_path}/audit.log\nplugin_dir = {tmp_path}/plugins.d\n"
+        auditd = f"exec /usr/sbin/auditd -f -c {tmp_path}"
+        run = f"mount -t tmpfs none /run && exec capsh --drop=cap_audit_control -- -c '{auditd}'"
+    else:
+        stock = Path("/etc/audit/audisp-remote.conf").read_text().splitlines(keepends=True)
+        # Its stock `remote_server =` has no value, which is itself a line audisp-remote refuses.
+        base = "".join(x for x in stock if not x.startswith("remote_server")) + "remote_server = 127.0.0.1\n"
+        run = f"mount --bind {tmp_path}/audisp-remote.conf /etc/audit/audisp-remote.conf && exec audisp-remote"
+        (tmp_path / "plugins.d" / "au-remote.conf").write_text("active = yes\n")
+    (tmp_path / f"{daemon}.conf").write_bytes(f"{base}{line}\n".encode())
+    if daemon == "auditd":
+        (tmp_path / "auditd.conf").chmod(0o600)  # auditd refuses a config others may write
+    assert refuses_its_config(private_mounts(run)) is refused, f"{daemon} with {line!r}"
+    checks = [c for c in config_syntax_checks(str(tmp_path)) if f"/{daemon}.conf" in c.message]
+    assert [c.status for c in checks] == ["fail" if refused else "pass"], checks

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pam_teleport_audit.admin import doctor, teleportconf
+from pam_teleport_audit.admin import auditlog, doctor, teleportconf
 from pam_teleport_audit.pam_module import AuditError
 
 if TYPE_CHECKING:
@@ -459,3 +459,56 @@ def test_a_sender_with_log_format_nolog_fails(tmp_path: Path, log_format: str) -
     (tmp_path / "auditd.conf").write_text(f"name_format = user\nname = host-n\nlog_format = {log_format}\n")
     checks = {c.name: c for c in doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1)}
     assert checks["sender log format"].status == "fail", checks
+
+
+# (daemon, a line appended to a valid config, whether the daemon then exits at start), each run with
+# auditd and audisp-remote 3.0.9 (tests/system/test_doctor.py runs them again on every release).
+CONF_LINES = [
+    ("auditd", "log_format = ENRICHED # comment", True),  # 'Keyword "log_format" has invalid option "#"'
+    ("auditd", "log_format=ENRICHED", True),  # "Wrong number of arguments", "Not processing any more lines"
+    ("auditd", "log_format = ENRICHED RAW", True),
+    ("auditd", "log_format\t=\tENRICHED", True),  # only spaces separate words
+    ("auditd", "\tlog_format = ENRICHED", True),  # 'Unknown keyword "\tlog_format"'
+    ("auditd", "log_format = ENRICHED\t", True),  # 'Option ENRICHED\t not found'
+    ("auditd", "log_format = ENRICHED\r", True),  # a file written on Windows
+    ("auditd", "disp_qos = lossy # why", True),
+    ("auditd", "max_log_file_action = ROTATE # why", True),  # takes no option, unlike space_left_action
+    ("auditd", "\t", True),
+    ("auditd", "log_format = ENRICHED   ", False),
+    ("auditd", "   LOG_FORMAT = enriched", False),
+    ("auditd", "space_left_action = exec /bin/true", False),
+    ("auditd", "space_left_action = SYSLOG # why", False),
+    ("auditd", "admin_space_left_action = exec /bin/true # why", False),
+    ("auditd", "# log_format = ENRICHED # a comment may hold anything", False),
+    ("auditd", "", False),
+    ("audisp-remote", "port = 60 # why", True),
+    ("audisp-remote", "port\t= 60", True),
+    ("audisp-remote", "port=60", True),
+    ("audisp-remote", "port = 60", False),
+    ("audisp-remote", "network_failure_action = stop # why", False),  # every *_action takes an option
+    ("audisp-remote", "network_failure_action = exec /bin/true", False),
+]
+
+
+@pytest.mark.parametrize(("daemon", "line", "refused"), CONF_LINES)
+def test_lines_the_audit_daemons_refuse_are_found(tmp_path: Path, daemon: str, line: str, refused: bool) -> None:
+    """A comment after a value, `key=value`, a tab: auditd or audisp-remote exits at its next start."""
+    conf = tmp_path / "daemon.conf"
+    conf.write_bytes(f"# a valid config\n\n{line}\n".encode())
+    found = auditlog.conf_refusals(str(conf), daemon)
+    assert found == ([found[0]] if refused else []) and (not refused or found[0].startswith("line 3: ")), found
+
+
+@pytest.mark.parametrize(("remote", "verdicts"), [("no", ["fail"]), ("yes", ["fail", "fail"])])
+def test_doctor_fails_an_audit_config_that_stops_its_daemon(tmp_path: Path, remote: str, verdicts: list[str]) -> None:
+    """auditd.conf always; audisp-remote.conf only when au-remote is active (else nothing starts it)."""
+    (tmp_path / "plugins.d").mkdir()
+    (tmp_path / "plugins.d" / "au-remote.conf").write_text(f"active = {remote}\n")
+    (tmp_path / "auditd.conf").write_text("log_format = ENRICHED # keep names\n")
+    (tmp_path / "audisp-remote.conf").write_text("port=60\n")
+    checks = list(doctor.config_syntax_checks(str(tmp_path)))
+    assert [c.status for c in checks] == verdicts, checks
+    assert "line 1: a comment after the value" in checks[0].message and "auditd exits" in checks[0].message
+    (tmp_path / "auditd.conf").write_text("log_format = ENRICHED\n")
+    (tmp_path / "audisp-remote.conf").write_text("port = 60\n")
+    assert {c.status for c in doctor.config_syntax_checks(str(tmp_path))} == {"pass"}
