@@ -64,7 +64,7 @@ def read_conf(path: str) -> dict[str, str]:
     Keys in lower case: auditd and its plugins look them up with strcasecmp (`LOG_FILE = ...` is
     auditd's log_file)."""
     values = {}
-    with open(path) as f:
+    with open(path, errors="surrogateescape") as f:  # a comment in Latin-1 is still a comment
         for line in f:
             key, sep, value = line.partition("=")
             if sep and not key.strip().startswith("#"):

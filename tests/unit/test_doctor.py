@@ -512,3 +512,11 @@ def test_doctor_fails_an_audit_config_that_stops_its_daemon(tmp_path: Path, remo
     (tmp_path / "auditd.conf").write_text("log_format = ENRICHED\n")
     (tmp_path / "audisp-remote.conf").write_text("port = 60\n")
     assert {c.status for c in doctor.config_syntax_checks(str(tmp_path))} == {"pass"}
+
+
+def test_an_audit_config_with_a_latin1_comment_is_read(tmp_path: Path) -> None:
+    """An old comment in ISO-8859-1 made every check that reads auditd.conf raise UnicodeDecodeError."""
+    (tmp_path / "auditd.conf").write_bytes(b"# r\xe9seau de l'usine\nlog_file = /srv/audit/audit.log\n")
+    (check,) = doctor.log_write_checks(str(tmp_path))
+    assert check.status == "pass" and "/srv/audit/audit.log" in check.message, check
+    assert [c.status for c in doctor.config_syntax_checks(str(tmp_path))] == ["pass"]
