@@ -157,7 +157,7 @@ def unanswered_status(exc: AuditError, proc: str = "/proc") -> Check:
 
 def read_text(path: str) -> str:
     try:
-        with open(path) as f:
+        with open(path, errors="surrogateescape") as f:  # any user may name a process in any bytes
             return f.read()
     except OSError:
         return ""

@@ -233,7 +233,7 @@ def auditd_pid(proc: str = "/proc") -> int | None:
     for pid in os.listdir(proc):
         if pid.isdigit():
             try:
-                with open(f"{proc}/{pid}/comm") as f:
+                with open(f"{proc}/{pid}/comm", errors="surrogateescape") as f:  # any bytes: prctl(PR_SET_NAME)
                     if f.read().strip() == "auditd":
                         return int(pid)
             except OSError:

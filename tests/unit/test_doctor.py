@@ -520,3 +520,17 @@ def test_an_audit_config_with_a_latin1_comment_is_read(tmp_path: Path) -> None:
     (check,) = doctor.log_write_checks(str(tmp_path))
     assert check.status == "pass" and "/srv/audit/audit.log" in check.message, check
     assert [c.status for c in doctor.config_syntax_checks(str(tmp_path))] == ["pass"]
+
+
+def test_a_process_named_in_any_bytes_does_not_stop_the_remote_check(tmp_path: Path) -> None:
+    """The remote check looks for audisp-remote among every process's comm, which any user may set to
+    bytes that are not UTF-8 (prctl PR_SET_NAME): that raised UnicodeDecodeError."""
+    (tmp_path / "plugins.d").mkdir()
+    (tmp_path / "plugins.d" / "au-remote.conf").write_text("active = yes\n")
+    (tmp_path / "audisp-remote.conf").write_text("remote_server = 127.0.0.1\nport = 1\n")
+    (tmp_path / "auditd.conf").write_text("name_format = hostname\n")
+    for pid, name in ((100, b"bad\xff\xfename\n"), (200, b"audisp-remote\n")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_bytes(name)
+    checks = list(doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1))
+    assert not any("no audisp-remote process runs" in c.message for c in checks), checks

@@ -239,3 +239,12 @@ def test_doctor_takes_the_expected_senders(tmp_path: Path) -> None:
     proc = str(fake_proc(tmp_path, "8192", 60, 3))
     assert statuses(list(fleetcheck.checks(str(audit), proc)))["collector listen queue"] == "pass"
     assert statuses(list(fleetcheck.checks(str(audit), proc, expected=2000)))["collector listen queue"] == "warn"
+
+
+def test_a_process_named_in_any_bytes_does_not_stop_the_search_for_auditd(tmp_path: Path) -> None:
+    """Any user may name a process in bytes that are not UTF-8 (prctl PR_SET_NAME); reading its
+    comm raised UnicodeDecodeError, and doctor on a collector with it."""
+    for pid, name in ((100, b"bad\xff\xfename\n"), (200, b"auditd\n")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_bytes(name)
+    assert fleetcheck.auditd_pid(str(tmp_path)) == 200
