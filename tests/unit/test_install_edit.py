@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "pam"
 STANZA = Stanza(ENTRY)
 # Each stock sshd file with the folder whose files its includes name (tests/fixtures/pam/README.md).
-STOCK = {"debian-12": "debian-12", "ubuntu-24.04": "ubuntu-24.04", "rhel-8": "rhel-8-sssd", "rhel-9": "rhel-9-sssd"}
+STOCK = {
+    "debian-12": "debian-12",
+    "ubuntu-24.04": "ubuntu-24.04",
+    "ubuntu-26.04": "ubuntu-24.04",
+    "rhel-8": "rhel-8-sssd",
+    "rhel-9": "rhel-9-sssd",
+}
 
 
 def install(data: bytes, stanza: Stanza, resolve: Resolver = no_includes) -> Result:

@@ -121,7 +121,12 @@ def test_fuzz_install_never_changes_how_libpam_reads_other_lines(data: bytes) ->
 def test_the_model_agrees_on_the_stock_files() -> None:
     fixtures = ROOT / "tests" / "fixtures" / "pam"
     # each stock file with a folder holding the files it includes (README.md)
-    folders = {"debian-13": "debian-12", "rhel-8": "rhel-8-sssd", "rhel-9": "rhel-9-sssd"}
+    folders = {
+        "debian-13": "debian-12",
+        "ubuntu-26.04": "ubuntu-24.04",
+        "rhel-8": "rhel-8-sssd",
+        "rhel-9": "rhel-9-sssd",
+    }
     for path in sorted(fixtures.glob("*/sshd")):
         data = path.read_bytes()
         folder = folders.get(path.parent.name, path.parent.name)
