@@ -73,7 +73,7 @@ def read_conf(path: str) -> dict[str, str]:
 
 
 # Keywords that take a word after the value (`space_left_action = exec /path`). auditd: the four
-# below (max_log_file_action refuses one); audisp-remote: every *_action (run: 3.0.9 to 4.0.2).
+# below (max_log_file_action refuses one); audisp-remote: every *_action (run: 3.0.9 to 4.1.2).
 AUDITD_OPTION_KEYS = frozenset(
     {"space_left_action", "admin_space_left_action", "disk_full_action", "disk_error_action"}
 )
@@ -83,7 +83,7 @@ def conf_refusals(path: str, daemon: str = "auditd") -> list[str]:
     """The lines of auditd.conf (daemon "auditd") or audisp-remote.conf ("audisp-remote") on which
     that daemon stops: `line N: why`. Either splits a line on spaces only, into `key = value` and,
     for a few keywords, one more word: a comment after the value, `key=value` or a tab makes it exit
-    6 at its next start (run with 3.0.9 to 4.0.2). read_conf, which strips and splits at `=`, reads
+    6 at its next start (run with 3.0.9 to 4.1.2). read_conf, which strips and splits at `=`, reads
     such lines as values: this says where the daemon will not."""
     refusals = []
     with open(path, newline="", errors="surrogateescape") as f:
