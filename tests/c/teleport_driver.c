@@ -10,8 +10,12 @@
  *
  * The tests compile it under the name `teleport`, the name the module trusts.
  *
- * usage: teleport [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-]
- *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] login
+ * usage: teleport start [ARGS...]
+ *        teleport [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-]
+ *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-P point]... login
+ *   start    as `teleport start`, the daemon: run no PAM, wait until stdin is closed. Its children
+ *            are then run as Teleport runs `teleport exec`: from /proc/DAEMON/exe, so that their
+ *            /proc/self/exe names the daemon's binary, " (deleted)" once an upgrade replaced it
  *   exec, networking  a leading word as Teleport's children have (argv[1]); skipped. Like
  *            `teleport networking` (session/reexec RunNetworking, Teleport 17+), the networking
  *            child then drops root for the login user once open_session succeeded, so that
@@ -22,6 +26,9 @@
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
  *   -W       wait until stdin is closed before pam_start
+ *   -P POINT pause at POINT (repeatable: acct, open, close, end: before pam_acct_mgmt,
+ *            pam_open_session, pam_close_session, pam_end): print "pause=POINT" and read one
+ *            line from stdin, so that the caller can change the world there (replace this binary)
  *   -2 USER  a second handle in this process, for Teleport user USER, interleaved
  *            with the first (acct 1, acct 2, open 1, open 2, close 2, close 1; no
  *            shell), as a process serving two sessions would: they share one
@@ -102,6 +109,20 @@ static int step(int verbose, const char *name, pam_handle_t *pamh, int rc) {
 }
 
 static const char *rhost = NULL;
+static const char *pauses[8];
+static int npauses = 0;
+
+/* -P: let the caller act at this point of the transaction; go on at a newline or EOF on stdin. */
+static void pause_at(const char *point) {
+    for (int i = 0; i < npauses; i++) {
+        if (strcmp(pauses[i], point) != 0) continue;
+        printf("pause=%s\n", point);
+        fflush(stdout);
+        char c;
+        while (read(0, &c, 1) > 0 && c != '\n') {}
+        return;
+    }
+}
 
 static pam_handle_t *start(const char *service, const char *login, const struct pam_conv *conv, const char *tpuser,
                            const char *tplogin, const char *roles, char **env, int nenv) {
@@ -149,6 +170,11 @@ int main(int argc, char **argv) {
     const char *service = "sshd", *tpuser = NULL, *roles = NULL, *tplogin = NULL, *tpuser2 = NULL;
     char *env[MAX_ITEMS], *lines[MAX_ITEMS];
     int nenv = 0, nlines = 0, shell = 1, count = 1, verbose = 0, wait_stdin = 0, authenticate = 0, opt;
+    if (argc > 1 && strcmp(argv[1], "start") == 0) { /* the daemon: doctor finds it by its `start` */
+        char c;
+        while (read(0, &c, 1) > 0) {}
+        return 0;
+    }
     int networking = argc > 1 && strcmp(argv[1], "networking") == 0;
     /* `teleport exec ...` / `teleport networking ...`: /proc/self/cmdline keeps the word. */
     if (argc > 1 && (strcmp(argv[1], "exec") == 0 || networking)) {
@@ -156,7 +182,7 @@ int main(int argc, char **argv) {
         argv++;
         argc--;
     }
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SWA2:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SWA2:P:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
@@ -171,12 +197,13 @@ int main(int argc, char **argv) {
         case 'W': wait_stdin = 1; break;
         case 'A': authenticate = 1; break;
         case '2': tpuser2 = optarg; break;
+        case 'P': if (npauses < 8) pauses[npauses++] = optarg; break;
         default: return 2;
         }
     }
     if (optind != argc - 1 || count < 1) {
         fprintf(stderr, "usage: %s [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-A] [-2 tpuser] login\n",
+                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-A] [-2 tpuser] [-P point]... login\n",
                 argv[0]);
         return 2;
     }
@@ -195,7 +222,9 @@ int main(int argc, char **argv) {
     for (int n = 0; n < count; n++) {
         pam_handle_t *pamh = start(service, login, &conv, tpuser, tplogin, roles, env, nenv);
         int rc;
+        pause_at("acct");
         if ((rc = step(verbose, "acct_mgmt", pamh, pam_acct_mgmt(pamh, 0))) != PAM_SUCCESS) {
+            pause_at("end");
             pam_end(pamh, rc);
             return 10 + rc;
         }
@@ -203,7 +232,9 @@ int main(int argc, char **argv) {
             pam_end(pamh, rc);
             return 100 + rc;
         }
+        pause_at("open");
         if ((rc = step(verbose, "open_session", pamh, pam_open_session(pamh, 0))) != PAM_SUCCESS) {
+            pause_at("end");
             pam_end(pamh, rc);
             return 40 + rc;
         }
@@ -212,7 +243,9 @@ int main(int argc, char **argv) {
             int shell_rc = run_shell(login, lines, nlines);
             if (verbose) printf("shell=%d\n", shell_rc);
         }
+        pause_at("close");
         rc = step(verbose, "close_session", pamh, pam_close_session(pamh, 0));
+        pause_at("end");
         pam_end(pamh, rc);
         if (rc != PAM_SUCCESS) return 70 + rc;
     }
