@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from ..pam_module import AuditError, AuditSocket, daemon_alive
+from ..pam_module import DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive, exe_is_teleport, parse_options
 from . import bytecode, loadable, pamstack, teleportconf
 from .auditlog import UNSET_ID, conf_refusals, no_log_reason, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
@@ -418,10 +418,63 @@ def config_choice_checks(config: teleportconf.Source, running: list[teleportconf
         yield Check("teleport config", WARN, message, fix)
 
 
-def process_checks(running: list[teleportconf.Daemon], proc: str = "/proc") -> Iterator[Check]:
-    """Each running `teleport start`: whether its sessions can have a correct ses and write records.
-    Its session children are not judged: pam_loginuid sets their loginuid, and `teleport networking`
-    runs as the login user, by design."""
+def stanza_trust(path: str) -> tuple[str, ...] | None:
+    """The teleport_exe= entries the module trusts by, as a login now parses them (a symlink resolved
+    now): those of the last account line of ours in path (each acct_mgmt takes the identity afresh, so
+    the last one to run decides); () for the default rule; None when path has no account line of ours."""
+    try:
+        lines = [x for x in _module_lines(path) if x.type == "account"]
+    except OSError:
+        return None
+    return parse_options(lines[-1].args[1:])["teleport_exe"] if lines else None
+
+
+def trust_problem(proc: str, pid: int, allowed: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(status, message, fix) when the module would not believe the sessions of `teleport start` pid:
+    its `teleport exec` children re-execute /proc/self/exe, so they run its binary, and the module's
+    trust rule judges that binary. The link is read raw: " (deleted)" once an upgrade replaced the
+    file, which the rule accepts; a teleport_exe= symlink that teleport-update switched to a new
+    version no longer names the old one, which the process of before the reload may still run."""
+    link = f"{proc}/{pid}/exe"
+    try:
+        exe = os.readlink(link)
+    except OSError:
+        return None  # gone since it was listed
+    if exe_is_teleport(exe, allowed, lambda: os.stat(link)):
+        return None
+    nothing = "the module does not believe the sessions it runs: nothing of them is recorded"
+    if not allowed:  # named teleport (teleportconf.daemons): the file itself is what fails
+        try:
+            info = os.stat(link)
+            why = f"owner uid {info.st_uid}, mode {info.st_mode & 0o7777:04o}"
+        except OSError as exc:
+            why = f"cannot stat it: {exc.strerror}"
+        path = exe.removesuffix(DELETED_SUFFIX)
+        return (
+            FAIL,
+            f"its binary {exe} is not root's alone ({why}): {nothing}",
+            f"chown root {shlex.quote(path)} && chmod go-w {shlex.quote(path)}, then restart Teleport",
+        )
+    message = f"its binary {exe} is not one teleport_exe= names ({', '.join(allowed)}): {nothing}"
+    # Teleport 18.8+ may run its sessions from a memfd instead (its embedded session helper).
+    status = WARN if any(entry.startswith("memfd:") for entry in allowed) else FAIL
+    if status == WARN:
+        message += ", unless it runs them from a listed memfd"
+    fix = (
+        "restart Teleport if it still runs a version an upgrade replaced (after teleport-update, the process "
+        "from before its reload serves its old connections); else list this binary, or drop teleport_exe= "
+        "(the default rule trusts every root-owned binary named teleport, any version)"
+    )
+    return status, message, fix
+
+
+def process_checks(
+    running: list[teleportconf.Daemon], proc: str = "/proc", trust: tuple[str, ...] | None = None
+) -> Iterator[Check]:
+    """Each running `teleport start`: whether its sessions can have a correct ses and write records,
+    and, with trust (the stanza's teleport_exe= entries, () for the default rule), whether the module
+    believes them. Its session children are not judged: pam_loginuid sets their loginuid, and
+    `teleport networking` runs as the login user, by design."""
     if not running:
         yield Check(
             "teleport processes",
@@ -450,8 +503,14 @@ def process_checks(running: list[teleportconf.Daemon], proc: str = "/proc") -> I
             )
         for message, fix in filter(None, problems):
             yield Check(name, FAIL, message, fix)
-        if not any(problems):
-            yield Check(name, PASS, f"{daemon.exe} runs as root with loginuid unset, and may write audit records")
+        distrust = trust_problem(proc, daemon.pid, trust) if trust is not None else None
+        if distrust is not None:
+            yield Check(name, *distrust)
+        if not any(problems) and distrust is None:
+            trusted = ", and the module trusts it" if trust is not None else ""
+            yield Check(
+                name, PASS, f"{daemon.exe} runs as root with loginuid unset, and may write audit records{trusted}"
+            )
 
 
 def teleport_config_checks(source: teleportconf.Source) -> Iterator[Check]:
@@ -865,7 +924,7 @@ def run_all(pam_file: str | None, teleport_config: str | None, expected_senders:
                 f"check /etc/pam.d/{service}, or set ssh_service.pam.service_name",
             )
         )
-    checks += process_checks(running)
+    checks += process_checks(running, trust=stanza_trust(path))
     checks += config_syntax_checks()
     checks += log_write_checks()
     checks += log_disk_checks()

@@ -197,6 +197,62 @@ def test_a_teleport_process_the_kernel_takes_no_record_from(tmp_path: Path, cap_
     assert check.status == "fail" and says in check.message, check
 
 
+def installed(root: Path, relative: str, mode: int = 0o755) -> Path:
+    """A file standing for a Teleport binary (the test's own: root's when the tests run as root)."""
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x7fELF")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("runs", "listed", "verdict", "says"),
+    [
+        # the default rule: a binary named teleport that only root can write, after an upgrade too
+        ("usr/local/bin/teleport", None, "pass", "and the module trusts it"),
+        ("usr/local/bin/teleport (deleted)", None, "pass", "and the module trusts it"),  # dpkg, cp -f
+        ("opt/teleport/default/versions/18.1.0/bin/teleport", None, "pass", "and the module trusts it"),
+        # teleport-update switched the link to 18.2.0; the process from before the reload runs 18.1.0
+        ("opt/teleport/default/versions/18.2.0/bin/teleport", "usr/local/bin/teleport", "pass", "module trusts it"),
+        ("opt/teleport/default/versions/18.1.0/bin/teleport", "usr/local/bin/teleport", "fail", "not one"),
+        ("opt/teleport/default/versions/18.1.0/bin/teleport (deleted)", "usr/local/bin/teleport", "fail", "not one"),
+        # a listed memfd: its sessions may run from there instead
+        ("opt/teleport/default/versions/18.1.0/bin/teleport", "memfd:teleport-sessionhelper", "warn", "listed memfd"),
+        # an in-place upgrade (dpkg, cp -f) of the listed file itself
+        ("srv/bin/teleport (deleted)", "srv/bin/teleport", "pass", "module trusts it"),
+    ],
+)
+def test_whether_the_module_trusts_each_running_teleport(
+    tmp_path: Path, runs: str, listed: str | None, verdict: str, says: str
+) -> None:
+    """doctor judges each `teleport start`'s binary by the stanza's trust rule, as a login now would:
+    after teleport-update switched the link teleport_exe= names, the old process is no longer trusted."""
+    root = tmp_path / "root"
+    for version in ("18.1.0", "18.2.0"):
+        installed(root, f"opt/teleport/default/versions/{version}/bin/teleport")
+    installed(root, "srv/bin/teleport")
+    (root / "usr/local/bin").mkdir(parents=True)
+    (root / "usr/local/bin/teleport").symlink_to(root / "opt/teleport/default/versions/18.2.0/bin/teleport")
+    # /proc/PID/exe reads "PATH (deleted)" once the file was replaced: a file of that name stands for the inode
+    binary = installed(root, runs) if runs.endswith(" (deleted)") else root / runs
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    fake_proc(proc, 10, str(binary), 4294967295)
+    entry = None if listed is None else listed if listed.startswith("memfd:") else str(root / listed)
+    trust = doctor.parse_options([f"teleport_exe={entry}"] if entry else [])["teleport_exe"]
+    (check,) = doctor.process_checks(teleportconf.daemons(str(proc)), str(proc), trust=trust)
+    assert (check.name, check.status) == ("teleport pid 10", verdict) and says in check.message, check
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o757])
+def test_a_running_teleport_binary_others_can_write_fails(tmp_path: Path, mode: int) -> None:
+    binary = installed(tmp_path, "bin/teleport", mode)
+    fake_proc(tmp_path, 10, str(binary), 4294967295)
+    (check,) = doctor.process_checks(teleportconf.daemons(str(tmp_path)), str(tmp_path), trust=())
+    assert check.status == "fail" and f"mode {mode:04o}" in check.message and "chmod go-w" in check.fix, check
+
+
 PAM_ON = "ssh_service:\n  pam:\n    enabled: true\n"
 
 
