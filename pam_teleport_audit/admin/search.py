@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from ..pam_module import (
+    DELETED_SUFFIX,
     OP_ACCOUNTING,
     OP_LOGIN,
     OP_SESSION_CLOSE,
@@ -813,8 +814,11 @@ def _another_login(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None
     """Whether a record of another pid on a session's ses is a Teleport process's, not the session's own."""
     if teleport is not None or (ours and rec.fields.get("op") == OP_LOGIN):
         return True
-    # libpam's records name their program: Teleport's binary, not sudo or su inside the session.
-    return rec.type in ("USER_ACCT", "USER_AUTH") and _text(rec.fields.get("exe", "?")) == session.exe
+    # libpam's records name their program: Teleport's binary, not sudo or su inside the session. The
+    # same binary once an upgrade replaced it (" (deleted)"), whether before this login or the other.
+    if rec.type not in ("USER_ACCT", "USER_AUTH"):
+        return False
+    return _text(rec.fields.get("exe", "?")).removesuffix(DELETED_SUFFIX) == session.exe.removesuffix(DELETED_SUFFIX)
 
 
 def _in_course(rec: AuditRecord, ours: bool, teleport: dict[str, str] | None) -> bool:

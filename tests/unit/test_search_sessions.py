@@ -565,6 +565,25 @@ def test_logins_sharing_a_ses_are_separate_sessions() -> None:
         assert [e.op for e in session.events][:2] == ["PAM:accounting", "teleport:accounting"]
 
 
+@pytest.mark.parametrize("replaced", [(False, True), (True, False), (True, True)], ids=["second", "first", "both"])
+def test_logins_sharing_a_ses_across_a_teleport_upgrade(replaced: tuple[bool, bool]) -> None:
+    """The binary replaced (dpkg, cp -f) between two logins of a Teleport whose loginuid was already
+    set: the same program, " (deleted)" in one exe= and not the other (tests/system/test_teleport_upgrade.py).
+    Each session keeps its own records; libpam's accounting of the second once went to the first."""
+    log = Log()
+    deleted = b"/usr/local/bin/teleport (deleted)".hex().upper()  # libaudit's hex: it holds a space
+    for at, pid, gone in ((0, 5000, replaced[0]), (30, 5100, replaced[1])):
+        exe = deleted if gone else EXE
+        log.add("USER_ACCT", at, pid, 7, pam("accounting", "success", exe=exe))
+        log.add("USER_ACCT", at + 0.01, pid, 7, ours("accounting", "alice", "success").replace(EXE, exe))
+        log.add("USER_START", at + 5, pid, 7, ours("session_open", "alice", "success").replace(EXE, exe))
+        log.add("USER_END", at + 5, pid, 7, ours("session_close", "alice", "success").replace(EXE, exe))
+    first, second = find_sessions(log.records(), "alice")
+    for session in (first, second):
+        assert {e.pid for e in session.events} == {session.pid}, session.events
+        assert [e.op for e in session.events][:2] == ["PAM:accounting", "teleport:accounting"]
+
+
 def test_another_users_login_on_a_shared_ses_takes_what_follows() -> None:
     log = Log()
     log.add("USER_ACCT", 0, 5000, 7, ours("accounting", "alice", "success"))
