@@ -236,6 +236,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     info.update(found.as_dict())
     vendor = pamstack.vendor_problem(path)
     info["notes"] = [] if vendor is None else [f"install and uninstall refuse this file: {vendor}"]
+    info["notes"] += [
+        f"warning: {x} can refuse the session after pam_loginuid and before the module's session line: such a "
+        "refusal leaves only teleport:accounting res=success of ours (see `pam-teleport-audit doctor`)"
+        for x in found.refused_before
+    ]
     # Lines in place that no login can load (or that a non-root user can change) are not installed.
     unloadable = loadable.problems(found.modules, found.scripts)
     info["load_problems"] = unloadable

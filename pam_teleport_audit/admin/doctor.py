@@ -631,6 +631,7 @@ def stanza_checks(path: str) -> Iterator[Check]:
     problem = stanza_problem(path, state)
     if problem is not None:
         yield problem
+        yield from refusal_checks(path, state)
         return
     tty = {
         "ours": "pam_tty_audit from the stanza",
@@ -643,6 +644,7 @@ def stanza_checks(path: str) -> Iterator[Check]:
         f"{path}: complete and reached by every login, pam_loginuid then pam_tty_audit then the module; {tty}",
         "install with --tty-audit PATTERNS to record keystrokes",
     )
+    yield from refusal_checks(path, state)
     for line in module_lines:
         fail_closed = "fail_closed" in line.args[1:]
         control = (line.control or "").lower()
@@ -664,6 +666,32 @@ def stanza_checks(path: str) -> Iterator[Check]:
     if all(("fail_closed" in x.args[1:]) == ((x.control or "").lower() == "required") for x in module_lines):
         policy = "fail-closed" if module_lines and "fail_closed" in module_lines[0].args[1:] else "fail-open"
         yield Check("failure policy", PASS, f"{policy}, controls match")
+
+
+def refusal_checks(path: str, state: Status) -> Iterator[Check]:
+    """A session line that can refuse the session between pam_loginuid and ours (pamstack.refusers):
+    the login is refused, yet our records of it say only `teleport:accounting res=success`."""
+    if not state.refused_before:
+        if state.installed:
+            yield Check(
+                "session refusals",
+                PASS,
+                "no session line between pam_loginuid and the module's can refuse a login before the module sees it",
+            )
+        return
+    lines = "; ".join(state.refused_before)
+    yield Check(
+        "session refusals",
+        WARN,
+        f"{path}: {lines}: can refuse the session (requisite or die) after pam_loginuid and before the module's "
+        "session line, which then never runs: for a login it refuses the module writes only "
+        "`teleport:accounting res=success`, no res=failed, so an auditor reading its records alone sees a login "
+        "that was let in (only libpam's `PAM:session_open res=failed` of the same process, and "
+        "`pam-teleport-audit search`, show the refusal)",
+        "move the module's session line before it (put that line after the session block), or make it `required` "
+        "(libpam then runs the module's line, which records `teleport:session_open res=failed`, and the login is "
+        "still refused); docs/records.md",
+    )
 
 
 # auditd.conf's defaults (auditd 3.0 and 4.0): MB, or a percentage of the log's filesystem.

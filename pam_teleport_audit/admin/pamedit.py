@@ -67,6 +67,9 @@ class Status:
     # What libpam loads for the lines of ours, here or included (status checks that they load: see loadable).
     modules: list[str] = field(default_factory=list)  # their module tokens, as written (pam_python.so)
     scripts: list[str] = field(default_factory=list)  # the entry scripts they name
+    # FILE:LINE 'text' of each session line libpam can reach after pam_loginuid whose die (requisite,
+    # [...=die]) ends the stack before our session line: a refusal there leaves no res=failed of ours.
+    refused_before: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -596,6 +599,17 @@ def _order(lines: list[Line], stack: list[pamstack.Entry], session: Block | None
     return tty, problems
 
 
+def refused_before(stack: list[pamstack.Entry]) -> list[str]:
+    """FILE:LINE 'text' of each session line that can refuse the session after the first pam_loginuid and
+    before the first line of ours after it (pamstack.refusers); none when either is missing."""
+    found = [i for i, e in enumerate(stack) if e.unknown is None and e.line.module_name == "pam_loginuid"]
+    start = found[0] if found else None
+    at = next((i for i, e in enumerate(stack) if start is not None and i > start and is_ours(e.line)), None)
+    if start is None or at is None or stack[at].unknown is not None:
+        return []
+    return [f"{e.where} {e.line.text.strip()!r}" for e in pamstack.refusers(stack, start, at)]
+
+
 def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] | None) -> Status:
     lines = parse(data)
     blocks = find_blocks(lines)
@@ -654,6 +668,7 @@ def _status(data: bytes, resolve: Resolver, path: str, numbers: dict[int, int] |
         hand_edited=hand_edited,
         modules=list(dict.fromkeys(x.module or "" for x in loaded)),
         scripts=list(dict.fromkeys(x.args[0] for x in loaded if not x.args[0].endswith("\r"))),  # CR: a problem
+        refused_before=refused_before(stacks["session"]),
     )
 
 

@@ -18,6 +18,9 @@ Reachability (docs/installer.md):
   `teleport:login` failed before pam_loginuid, `teleport:accounting` after it, beside libpam's
   failed session_open, which search reads; docs/records.md).
 Anything the expansion cannot read or parse before the line makes it unprovable.
+
+A `die` that libpam can reach after pam_loginuid and that ends the session stack before our line
+loses the refusal from our records (refusers(): doctor warns).
 """
 
 from __future__ import annotations
@@ -314,3 +317,63 @@ def jumps_over(entries: list[Entry], at: int) -> list[Entry]:
 def locate(entries: list[Entry], top_index: int) -> int | None:
     """Position in the expanded stack of the service file's own line number top_index."""
     return next((k for k, e in enumerate(entries) if e.top == top_index and e.unknown is None), None)
+
+
+def _unit_end(entries: list[Entry], p: int) -> int:
+    """Index after entries[p]'s unit: a substack marker's own lines belong to it."""
+    q = p + 1
+    while q < len(entries) and entries[q].level > entries[p].level:
+        q += 1
+    return q
+
+
+def _next(entries: list[Entry], p: int, action: str) -> int:
+    """Index of the entry libpam runs after entries[p] takes `action` (len(entries): the stack ended).
+
+    As _pam_dispatch_aux: done and die end the entry's own level (the whole stack at level 0, else
+    its substack); a jump of N skips the next N units of that level and stops at its end (a jump
+    past it is libpam's "bad jump in stack", which also fails the substack: what runs next is the same).
+    """
+    level = entries[p].level
+    if action in ("done", "die"):
+        q = p + 1
+        while q < len(entries) and entries[q].level >= level:
+            q += 1
+        return q if level else len(entries)
+    q = p + 1
+    for _ in range(int(action) if action.isdigit() else 0):
+        if q >= len(entries) or entries[q].level < level:
+            break
+        q = _unit_end(entries, q)
+    return q
+
+
+def refusers(entries: list[Entry], start: int, at: int) -> list[Entry]:
+    """Entries libpam can reach from entries[start] (the session stack's pam_loginuid) whose `die`
+    (requisite, [...=die]) ends the stack, or the substack holding entries[at], before entries[at] runs.
+
+    Such a refusal comes after pam_loginuid changed the loginuid and before our open_session: the
+    module writes only `teleport:accounting res=success` for it (docs/records.md). Every path libpam
+    can take is followed, whatever the modules return: a line that is always jumped over (Debian's
+    `[default=1] pam_permit.so` before `requisite pam_deny.so`) is never reached. A `-` line counts as
+    written (a missing module returns PAM_MODULE_UNKNOWN, which a requisite turns into die). What ends the
+    stack with success or jumps past entries[at] is skippers()'s; an unknown entry, unprovable there.
+    """
+    found: set[int] = set()
+    todo = [_next(entries, start, a) for a in actions(entries[start].line) - {"die"}] or [start + 1]
+    seen: set[int] = set()
+    while todo:
+        p = todo.pop()
+        if p in seen or p >= at:
+            continue  # at: ours runs; past it: skipped with success or by a jump (skippers)
+        seen.add(p)
+        entry = entries[p]
+        if entry.unknown is not None or entry.substack:
+            todo.append(p + 1)  # a substack's own lines follow its marker
+            continue
+        for action in actions(entry.line) or {"ok"}:
+            q = _next(entries, p, action)
+            if action == "die" and q > at:
+                found.add(p)
+            todo.append(q)
+    return [entries[p] for p in sorted(found)]

@@ -140,3 +140,97 @@ def test_authselect_password_auth_ends_the_account_stack_for_local_users() -> No
         (["sufficient", "pam_localuser.so"], "(sufficient ends the account stack there)"),
         (["pam_usertype.so", "issystem"], "(sufficient ends the account stack there)"),
     ]
+
+
+# --- refusers: a die libpam can reach after pam_loginuid that ends the stack before our session line ---
+
+
+def refusing(text: str, files: dict[str, bytes]) -> list[str]:
+    """FILE:LINE of each line refusers() names between the service text's pam_loginuid and pam_ours."""
+    data = text.encode()
+    lines = parse(data)
+    entries = expand("svc", data, "session", dict_resolver(files))
+    start = next(k for k, e in enumerate(entries) if e.line.module_name == "pam_loginuid")
+    at = locate(entries, next(k for k, x in enumerate(lines) if "pam_ours" in x.text))
+    assert at is not None
+    return [e.where for e in pamstack.refusers(entries, start, at)]
+
+
+LOGINUID = "session required pam_loginuid.so\n"
+OURS = "session optional pam_ours.so\n"
+TWO = b"session required pam_a.so\nsession required pam_b.so\n"
+DENY_AFTER_JUMP = b"session [default=1] pam_permit.so\nsession requisite pam_deny.so\nsession required pam_permit.so\n"
+
+
+@pytest.mark.parametrize(
+    ("between", "files", "expected"),
+    [
+        ("session requisite pam_x.so\n", {}, ["svc:2"]),
+        ("session Requisite pam_x.so\n", {}, ["svc:2"]),
+        ("session [success=ok default=die] pam_x.so\n", {}, ["svc:2"]),
+        ("session [success=ok auth_err=die default=ignore] pam_x.so\n", {}, ["svc:2"]),
+        ("-session requisite pam_missing.so\n", {}, ["svc:2"]),  # a missing module fails: die
+        ("session required pam_x.so\n", {}, []),  # fails, but the stack runs on to ours
+        ("session optional pam_x.so\n", {}, []),
+        ("session [default=bad] pam_x.so\n", {}, []),
+        ("session [success=ok] pam_x.so\n", {}, []),  # unset values are bad, not die
+        ("session sufficient pam_x.so\n", {}, []),  # skips ours with success: skippers()'s
+        ("session include inc\n", {"inc": b"session requisite pam_deny.so\n"}, ["inc:1"]),
+        ("@include inc\n", {"inc": b"auth requisite pam_deny.so\nsession requisite pam_deny.so\n"}, ["inc:2"]),
+        (
+            "session include outer\n",
+            {"outer": b"session include inc\n", "inc": b"session requisite pam_x.so\n"},
+            ["inc:1"],
+        ),
+        ("session substack sub\n", {"sub": b"session requisite pam_deny.so\n"}, []),  # ends only the substack
+        ("session substack sub\n", {"sub": b"session sufficient pam_permit.so\nsession requisite pam_deny.so\n"}, []),
+        # Debian's common-session: pam_permit always jumps over pam_deny, whatever it returns
+        ("session include common-session\n", {"common-session": DENY_AFTER_JUMP}, []),
+        ("@include common-session\n", {"common-session": DENY_AFTER_JUMP}, []),
+        # a jump taken only on success: failure runs on to the requisite
+        ("session [success=1 default=ignore] pam_x.so\nsession requisite pam_deny.so\n", {}, ["svc:3"]),
+        ("session [default=1] pam_x.so\nsession requisite pam_deny.so\n", {}, []),
+        # a substack is one unit for a jump: [default=2] skips it and the requisite
+        ("session [default=2] pam_x.so\nsession substack two\nsession requisite pam_deny.so\n", {"two": TWO}, []),
+        # an include's lines count one by one: [default=2] lands on the requisite
+        ("session [default=2] pam_x.so\nsession include two\nsession requisite pam_deny.so\n", {"two": TWO}, ["svc:4"]),
+        # a jump in an included file counts on past its end
+        ("session include inc\nsession requisite pam_deny.so\n", {"inc": b"session [default=1] pam_permit.so\n"}, []),
+        # a jump inside a substack cannot leave it
+        (
+            "session substack sub\nsession requisite pam_deny.so\n",
+            {"sub": b"session [default=5] pam_permit.so\n"},
+            ["svc:3"],
+        ),
+        # only reached by a jump taken before pam_loginuid: not on a path from it
+        ("session [default=2] pam_x.so\n", {}, []),
+    ],
+)
+def test_refusers_follow_every_path_libpam_can_take_from_pam_loginuid(
+    between: str, files: dict[str, bytes], expected: list[str]
+) -> None:
+    assert refusing(LOGINUID + between + OURS, files) == expected
+
+
+def test_refusers_are_only_between_pam_loginuid_and_ours() -> None:
+    before = "session requisite pam_x.so\n" + LOGINUID + OURS + "session requisite pam_y.so\n"
+    assert refusing(before, {}) == []
+    # the loginuid line's own jump: [default=1] skips the requisite, success=1 only does not
+    assert refusing("session [default=1] pam_loginuid.so\nsession requisite pam_x.so\n" + OURS, {}) == []
+    assert refusing("session [success=1 default=ignore] pam_loginuid.so\nsession requisite pam_x.so\n" + OURS, {}) == [
+        "svc:2"
+    ]
+    # the requisite reached after a jump that first skips a line
+    jumped = (
+        LOGINUID
+        + "session [success=1 default=ignore] pam_x.so\nsession optional pam_y.so\nsession requisite pam_z.so\n"
+    )
+    assert refusing(jumped + OURS, {}) == ["svc:4"]
+
+
+def test_a_die_in_the_substack_holding_our_line_refuses_before_it() -> None:
+    files = {"sub": b"session requisite pam_x.so\nsession optional pam_ours.so\n"}
+    data = (LOGINUID + "session substack sub\n").encode()
+    entries = expand("svc", data, "session", dict_resolver(files))
+    at = next(k for k, e in enumerate(entries) if e.line.module_name == "pam_ours")
+    assert [e.where for e in pamstack.refusers(entries, 0, at)] == ["sub:1"]
