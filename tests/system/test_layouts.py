@@ -38,6 +38,8 @@ LAYOUTS = {
     "rhel-8-minimal": ("rhel-8-minimal/sshd", "rhel-8-minimal"),
     "rhel-9-sssd": ("rhel-9-sssd/sshd", "rhel-9-sssd"),
     "rhel-9-minimal": ("rhel-9-minimal/sshd", "rhel-9-minimal"),
+    "rhel-8-winbind": ("rhel-8-winbind/sshd", "rhel-8-winbind"),
+    "rhel-9-winbind": ("rhel-9-winbind/sshd", "rhel-9-winbind"),
     "rhel-9-tty-audit": ("rhel-9-tty-audit/sshd", "rhel-9-tty-audit"),
     "substack": ("hard/substack-sshd", "hard"),
     "session-sufficient": ("hard/session-sufficient", "hard"),
@@ -260,6 +262,13 @@ def test_layout_refusals_are_recorded_as_libpam_and_the_login_say(layout, refusa
     records = wait_for_records(session.started, lambda rs: len(ours(rs, tp_user)) >= expect, "-p", str(session.pid))
     libpam = {r["op"]: r["res"] for r in records if r.get("op", "").startswith("PAM:")}
     (found,) = find_sessions(records_since(session.started, "-p", str(session.pid)), tp_user)
+    # doctor warns exactly where the refusal leaves only teleport:accounting success of ours
+    (check,) = [c for c in doctor.stanza_checks(str(PAM_DIR / service)) if c.name == "session refusals"]
+    lost = bool(session.steps.get("open_session")) and ours(records, tp_user) == [
+        ("USER_ACCT", "teleport:accounting", "success")
+    ]
+    assert check.status == (doctor.WARN if lost else doctor.PASS), (check, ours(records, tp_user))
+    assert lost == always, "a requisite right after pam_loginuid loses the failed record in every layout"
     if session.steps.get("acct_mgmt"):
         assert libpam["PAM:accounting"] == "failed" and "PAM:session_open" not in libpam
         assert ours(records, tp_user) == [("USER_LOGIN", "teleport:login", "failed")]

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from pam_teleport_audit.admin import doctor
 from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
 from pam_teleport_audit.admin.search import find_sessions
 from pam_teleport_audit.admin.stanza import entry_script
 
-from .conftest import UNSET_SES, run_driver, unique, wait_for_records
+from .conftest import PAM_DIR, UNSET_SES, run_driver, unique, wait_for_records
 
 PERMIT = "account required pam_permit.so"
 
@@ -349,3 +350,69 @@ def test_a_refusal_between_pam_loginuid_and_our_session_line_is_listed_as_refuse
     (found,) = find_sessions(records_since(session.started, "-p", str(session.pid)), tp_user)
     assert (found.refused, found.result, found.end) == ("refused by a session module", "failed", None)
     assert found.ses == int(logins[0]["ses"])
+
+
+# What doctor's `session refusals` check is about, on the real stack: each stack of session lines
+# between pam_loginuid (and pam_tty_audit) and our session line, with what a login that one of them
+# can refuse really leaves. "lost": refused, and our records say only teleport:accounting success;
+# "recorded": refused, and ours say teleport:session_open failed; "let in": three records of ours.
+DENY_AFTER_JUMP = "session [default=1] pam_permit.so\nsession requisite pam_deny.so\nsession required pam_permit.so\n"
+TWO_PERMITS = "session required pam_permit.so\nsession required pam_permit.so\n"
+DOCTOR_CASES: dict[str, tuple[Callable[[Callable[[str], str]], str], str]] = {
+    "requisite": (BETWEEN["requisite"], "lost"),
+    "default=die": (BETWEEN["default=die"], "lost"),
+    "include with requisite": (BETWEEN["include with requisite"], "lost"),
+    # a missing module returns PAM_MODULE_UNKNOWN: `-` silences only the log, requisite dies
+    "-requisite, module missing": (lambda service: "-session requisite pam_pta_no_such_module.so", "lost"),
+    "jump on success only": (
+        lambda service: (
+            "session [success=1 default=ignore] pam_exec.so quiet /bin/false\nsession requisite pam_deny.so"
+        ),
+        "lost",
+    ),
+    "required": (lambda service: "session required pam_exec.so quiet /bin/false", "recorded"),
+    "substack with requisite": (lambda service: f"session substack {service(REQUISITE_FALSE)}", "recorded"),
+    # Debian's common-session: pam_permit jumps over pam_deny whatever it returns
+    "include, deny jumped over": (lambda service: f"session include {service(DENY_AFTER_JUMP)}", "let in"),
+    # a jump counts a substack as one unit: [default=2] skips it and the requisite
+    "jump over a substack": (
+        lambda service: (
+            f"session [default=2] pam_permit.so\nsession substack {service(TWO_PERMITS)}\nsession requisite pam_deny.so"
+        ),
+        "let in",
+    ),
+}
+OUTCOMES = {
+    "lost": [("USER_ACCT", "teleport:accounting", "success")],
+    "recorded": REFUSED_SESSION,
+    "let in": [
+        ("USER_ACCT", "teleport:accounting", "success"),
+        ("USER_START", "teleport:session_open", "success"),
+        ("USER_END", "teleport:session_close", "success"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(DOCTOR_CASES))
+def test_doctor_warns_exactly_where_a_refusal_loses_our_failed_record(case, pam_service, linux_user, driver) -> None:
+    """doctor's `session refusals` warning, against what the real stack (libpam 1.5 on the host, 1.7
+    in the debian13 roots) does with each stack: it warns on every stack whose refusal leaves no
+    res=failed of ours, and on no other."""
+    make, outcome = DOCTOR_CASES[case]
+    service = pam_service(stack(before=make(pam_service)))
+    checks = [c for c in doctor.stanza_checks(str(PAM_DIR / service)) if c.name == "session refusals"]
+    tp_user = unique("reach-")
+    session = run_driver(driver, service, linux_user(), user=tp_user, shell=False)
+    expected = OUTCOMES[outcome]
+    records = wait_for_records(
+        session.started,
+        lambda rs: len(ours(rs, tp_user)) >= len(expected) and len(libpam(rs)) >= 2,
+        "-p",
+        str(session.pid),
+    )
+    refused = session.steps.get("open_session", 0) != 0
+    assert refused == (outcome != "let in"), session.output
+    assert ours(records, tp_user) == expected
+    assert libpam(records)[1] == ("USER_START", "PAM:session_open", "failed" if refused else "success")
+    # the pasted lines are not installed (no markers): the check runs only where it finds a refuser
+    assert [c.status for c in checks] == ([doctor.WARN] if outcome == "lost" else []), checks
