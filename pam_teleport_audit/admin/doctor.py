@@ -688,9 +688,8 @@ def refusal_checks(path: str, state: Status) -> Iterator[Check]:
         "`teleport:accounting res=success`, no res=failed, so an auditor reading its records alone sees a login "
         "that was let in (only libpam's `PAM:session_open res=failed` of the same process, and "
         "`pam-teleport-audit search`, show the refusal)",
-        "move the module's session line before it (put that line after the session block), or make it `required` "
-        "(libpam then runs the module's line, which records `teleport:session_open res=failed`, and the login is "
-        "still refused); docs/records.md",
+        "make it `required` (it still refuses the login, but libpam then runs on to the module's line, which "
+        "records `teleport:session_open res=failed`), or put it after the module's session block; docs/records.md",
     )
 
 

@@ -99,7 +99,7 @@ def test_a_requisite_right_after_pam_loginuid_warns_in_every_layout(name: str, t
     assert check.status == doctor.WARN
     assert check.message.startswith(f"{service}: {where} {REFUSE.strip()!r}: can refuse the session")
     assert "`teleport:accounting res=success`, no res=failed" in check.message
-    assert "make it `required`" in check.fix and "before it" in check.fix
+    assert "make it `required`" in check.fix and "put it after the module's session block" in check.fix
     # the fix: `required` refuses too, but libpam runs on to our line, which records it
     text = Path(where.rsplit(":", 1)[0]).read_text().replace(REFUSE, REFUSE.replace("requisite", "required "))
     Path(where.rsplit(":", 1)[0]).write_text(text)
