@@ -25,6 +25,7 @@ LAYOUTS = {
     "debian-12-sss": ("debian-12-sss/sshd", "debian-12-sss"),
     "debian-13": ("debian-13/sshd", "debian-12"),
     "ubuntu-24.04": ("ubuntu-24.04/sshd", "ubuntu-24.04"),
+    "ubuntu-26.04": ("ubuntu-26.04/sshd", "ubuntu-24.04"),
     "rhel-8-sssd": ("rhel-8-sssd/sshd", "rhel-8-sssd"),
     "rhel-8-minimal": ("rhel-8-minimal/sshd", "rhel-8-minimal"),
     "rhel-8-winbind": ("rhel-8-winbind/sshd", "rhel-8-winbind"),
