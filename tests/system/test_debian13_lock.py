@@ -60,7 +60,8 @@ def wait_until(predicate, timeout: float = 60.0) -> bool:
 
 def test_run_waits_while_another_process_holds_the_lock(tmp_path: Path) -> None:
     lock = tmp_path / "tests.lock"
-    holder = subprocess.Popen(["flock", str(lock), "sleep", "120"])
+    # one process holds it (flock(1) would leave its child sleep holding it after the kill)
+    holder = subprocess.Popen(["sh", "-c", 'exec 9>"$1" && flock 9 && exec sleep 120', "sh", str(lock)])
     try:
         assert wait_until(lambda: is_locked(lock), 10)
         waiting = Run("echo ran", lock, tmp_path)
