@@ -89,7 +89,7 @@ class Line:
     number: int  # 1-based physical line number where it starts
     kind: Kind
     type: str | None = None  # lower-case stack name, without the '-'
-    dash: bool = False  # '-type': a missing module is silently skipped
+    dash: bool = False  # '-type': a missing module logs nothing; it still returns PAM_MODULE_UNKNOWN to its control
     control: str | None = None  # control token as written
     actions: dict[str, str] = field(default_factory=dict)  # of a [value=action ...] control
     module: str | None = None  # module path (or included file name)
