@@ -23,29 +23,12 @@ from pam_teleport_audit.admin.auditlog import AuditRecord, records_since
 from pam_teleport_audit.admin.pamfile import Kind, parse
 from pam_teleport_audit.admin.search import find_sessions
 from pam_teleport_audit.admin.stanza import entry_script
+from tests.unit.test_session_refusals import LAYOUTS
 
 from .conftest import OUR_OPS, PAM_DIR, ROOT, UNSET_SES, assert_recorded_session, run_driver, unique, wait_for_records
 
 FIXTURES = ROOT / "tests" / "fixtures" / "pam"
-# layout: (its sshd-like file, the folder its included files come from)
-LAYOUTS = {
-    "debian-12": ("debian-12/sshd", "debian-12"),
-    "debian-12-sss": ("debian-12-sss/sshd", "debian-12-sss"),
-    "debian-13": ("debian-13/sshd", "debian-12"),
-    "ubuntu-24.04": ("ubuntu-24.04/sshd", "ubuntu-24.04"),
-    "ubuntu-26.04": ("ubuntu-26.04/sshd", "ubuntu-24.04"),
-    "rhel-8-sssd": ("rhel-8-sssd/sshd", "rhel-8-sssd"),
-    "rhel-8-minimal": ("rhel-8-minimal/sshd", "rhel-8-minimal"),
-    "rhel-9-sssd": ("rhel-9-sssd/sshd", "rhel-9-sssd"),
-    "rhel-9-minimal": ("rhel-9-minimal/sshd", "rhel-9-minimal"),
-    "rhel-8-winbind": ("rhel-8-winbind/sshd", "rhel-8-winbind"),
-    "rhel-9-winbind": ("rhel-9-winbind/sshd", "rhel-9-winbind"),
-    "rhel-9-tty-audit": ("rhel-9-tty-audit/sshd", "rhel-9-tty-audit"),
-    "substack": ("hard/substack-sshd", "hard"),
-    "session-sufficient": ("hard/session-sufficient", "hard"),
-    # pam_loginuid only in system-login, through sshd's `session include system-remote-login`
-    "arch": ("arch/sshd", "arch"),
-}
+# layout: (its sshd-like file, the folder its included files come from), shared with the unit tests
 
 
 def module_exists(name: str) -> bool:

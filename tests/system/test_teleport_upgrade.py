@@ -128,6 +128,17 @@ def exe_of(rec: AuditRecord) -> str:
     return decode_value(rec["exe"]).decode()
 
 
+def paused(argv: list[str], point: str) -> tuple[subprocess.Popen, int]:
+    """The driver started with -P POINT, once it waits there (a line on its stdin lets it go on), and its pid."""
+    child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin and child.stdout
+    pid = int(child.stdout.readline().removeprefix("pid="))
+    for line in child.stdout:
+        if line.strip() == f"pause={point}":
+            return child, pid
+    raise AssertionError(f"the driver ended before pause={point}: exit {child.wait()}")
+
+
 # ---- (1) and (2): one login, the binary replaced between its account and session phases, or while
 # its session is open (close_session, then pam_end: a refused login's record is written there)
 
@@ -153,25 +164,13 @@ def test_an_upgrade_during_a_login(
     time.sleep(0.1)
     tp_user = unique("upgraded-")
     started = time.time()
-    child = subprocess.Popen(
-        child_argv(daemon, service, tp_user, login, "-P", point),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdin and child.stdout
-    pid = int(child.stdout.readline().removeprefix("pid="))
-    for line in child.stdout:
-        if line.strip() == f"pause={point}":
-            assert os.readlink(f"/proc/{pid}/exe") == install.first
-            install.upgrade()
-            if method == "teleport-update":
-                install.retire()
-            assert os.readlink(f"/proc/{pid}/exe") == install.first + " (deleted)"
-            child.stdin.write("\n")
-            child.stdin.flush()
-            break
-    out, _ = child.communicate(timeout=60)
+    child, pid = paused(child_argv(daemon, service, tp_user, login, "-P", point), point)
+    assert os.readlink(f"/proc/{pid}/exe") == install.first
+    install.upgrade()
+    if method == "teleport-update":
+        install.retire()
+    assert os.readlink(f"/proc/{pid}/exe") == install.first + " (deleted)"
+    out, _ = child.communicate("\n", timeout=60)
     assert child.returncode == 0, out
     records = records_by_pid(started, {pid}, lambda found: len(found[pid]) >= 6)[pid]
     ours = [r for r in records if r.get("teleportUser") == tp_user]
@@ -197,21 +196,9 @@ def test_an_upgrade_before_pam_end_of_a_refused_login(
     time.sleep(0.1)
     tp_user = unique("refused-")
     started = time.time()
-    child = subprocess.Popen(
-        child_argv(daemon, service, tp_user, linux_user(), "-P", "end"),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdin and child.stdout
-    pid = int(child.stdout.readline().removeprefix("pid="))
-    for line in child.stdout:
-        if line.strip() == "pause=end":
-            install.upgrade()
-            child.stdin.write("\n")
-            child.stdin.flush()
-            break
-    child.communicate(timeout=60)
+    child, pid = paused(child_argv(daemon, service, tp_user, linux_user(), "-P", "end"), "end")
+    install.upgrade()
+    child.communicate("\n", timeout=60)
     assert child.returncode != 0  # refused
     records = records_by_pid(started, {pid}, lambda found: len(found[pid]) >= 2)[pid]
     ours = [r for r in records if r.get("teleportUser") == tp_user]

@@ -19,7 +19,8 @@ from pam_teleport_audit.admin.stanza import Stanza
 from .pam_strategies import ENTRY
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "pam"
-# layout: (its sshd-like file, the folder its included files come from); as tests/system/test_layouts.py
+# layout: (its sshd-like file, the folder its included files come from); tests/system/test_layouts.py
+# logs in through each
 LAYOUTS = {
     "debian-12": ("debian-12/sshd", "debian-12"),
     "debian-12-sss": ("debian-12-sss/sshd", "debian-12-sss"),
@@ -36,6 +37,7 @@ LAYOUTS = {
     "substack": ("hard/substack-sshd", "hard"),
     "session-sufficient": ("hard/session-sufficient", "hard"),
     "existing-tty-audit": ("hard/existing-tty-audit", "debian-12"),
+    # pam_loginuid only in system-login, through sshd's `session include system-remote-login`
     "arch": ("arch/sshd", "arch"),
 }
 REFUSE = "session    requisite    pam_exec.so quiet /bin/false\n"
