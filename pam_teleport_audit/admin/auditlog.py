@@ -6,6 +6,7 @@ it understands both RAW and ENRICHED formats, and msg='…' user records.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -70,6 +71,14 @@ def read_conf(path: str) -> dict[str, str]:
             if sep and not key.strip().startswith("#"):
                 values[key.strip().lower()] = value.strip()
     return values
+
+
+def au_remote_active(audit_dir: str) -> bool:
+    """Whether auditd starts audisp-remote: plugins.d/au-remote.conf says active = yes."""
+    try:
+        return read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "").lower() == "yes"
+    except OSError:
+        return False
 
 
 # Keywords that take a word after the value (`space_left_action = exec /path`). auditd: the four

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..pam_module import DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive, exe_is_teleport, parse_options
 from . import bytecode, loadable, pamstack, teleportconf
-from .auditlog import UNSET_ID, conf_refusals, no_log_reason, read_conf
+from .auditlog import UNSET_ID, au_remote_active, conf_refusals, no_log_reason, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
@@ -812,12 +812,9 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
 def config_syntax_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     """Lines that stop auditd (or audisp-remote, when au-remote is active) at its next start. A running
     auditd read its file before the edit: it works until a restart or a reboot, then keeps nothing."""
-    files = [("auditd.conf", "auditd")]
-    try:
-        if read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "").lower() == "yes":
-            files.append(("audisp-remote.conf", "audisp-remote"))
-    except OSError:
-        pass
+    files = [("auditd.conf", "auditd")] + (
+        [("audisp-remote.conf", "audisp-remote")] if au_remote_active(audit_dir) else []
+    )
     for name, daemon in files:
         path = os.path.join(audit_dir, name)
         try:
@@ -838,11 +835,7 @@ def config_syntax_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
 
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:
     """On a sender: do records leave this host (audisp-remote active, running, its collector reachable)?"""
-    try:
-        plugin = read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf"))
-    except OSError:
-        plugin = {}
-    if plugin.get("active", "no").lower() != "yes":
+    if not au_remote_active(audit_dir):
         yield Check("remote logging", PASS, "not configured: records stay on this host (see docs/fleet.md)")
         return
     try:

@@ -16,7 +16,7 @@ import struct
 import time
 from collections.abc import Iterator
 
-from .auditlog import read_conf
+from .auditlog import au_remote_active, read_conf
 from .doctor import FAIL, PASS, WARN, Check, log_folder, space_mb
 
 MB_PER_NODE_DAY = 2
@@ -301,8 +301,7 @@ def checks(audit_dir: str = "/etc/audit", proc: str = "/proc", expected: int = 0
         nofile = open_files_limit(pid, proc) if pid else None
         yield from collector_checks(conf, nofile, established(port, proc), log_free_mb(conf), expected)
     try:
-        active = read_conf(os.path.join(audit_dir, "plugins.d", "au-remote.conf")).get("active", "no")
-        remote = read_conf(os.path.join(audit_dir, "audisp-remote.conf")) if active.lower() == "yes" else None
+        remote = read_conf(os.path.join(audit_dir, "audisp-remote.conf")) if au_remote_active(audit_dir) else None
     except OSError:
         remote = None  # doctor.remote_checks reports an unreadable config
     if remote is not None:
