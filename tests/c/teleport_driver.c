@@ -12,7 +12,8 @@
  *
  * usage: teleport start [ARGS...]
  *        teleport [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-]
- *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-P point]... login
+ *                 [-e NAME=VALUE]... [-R rhost] [-i line]... [-J loginuid] [-n] [-c count] [-S] [-P point]...
+ *                 login
  *   start    as `teleport start`, the daemon: run no PAM, wait until stdin is closed. Its children
  *            are then run as Teleport runs `teleport exec`: from /proc/DAEMON/exe, so that their
  *            /proc/self/exe names the daemon's binary, " (deleted)" once an upgrade replaced it
@@ -23,6 +24,10 @@
  *   -R RHOST  set PAM_RHOST (Teleport never does; for the tests of field bounds)
  *   -A       pam_authenticate after pam_acct_mgmt, as Teleport does with use_pam_auth
  *   -n       no shell: acct_mgmt, open_session, close_session only
+ *   -J LOGINUID  the lines are typed into the PTY master by a separate process (it prints
+ *            "writer=PID") that first sets its loginuid to LOGINUID (4294967295: unset, as the
+ *            teleport daemon's), as Teleport's daemon writes every participant's input, the
+ *            owner's and a joined peer's, into the master it holds (lib/srv/sess.go)
  *   -c N     run N whole transactions in this process (prints max RSS)
  *   -S       print each PAM step and its result
  *   -W       wait until stdin is closed before pam_start
@@ -42,6 +47,7 @@
 #include <grp.h>
 #include <pty.h>
 #include <pwd.h>
+#include <signal.h>
 #include <security/pam_appl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +69,38 @@ static void pause_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
+/* Type each line as a person would, then leave; drain the output as we go. */
+static void type_lines(int master, char **lines, int nlines) {
+    char buf[4096];
+    for (int i = 0; i <= nlines; i++) {
+        const char *line = i < nlines ? lines[i] : "exit";
+        pause_ms(100);
+        while (1) {
+            fd_set r; FD_ZERO(&r); FD_SET(master, &r);
+            struct timeval tv = {0, 50000};
+            if (select(master + 1, &r, NULL, NULL, &tv) <= 0) break;
+            if (read(master, buf, sizeof buf) <= 0) break;
+        }
+        if (write(master, line, strlen(line)) < 0 || write(master, "\n", 1) < 0) break;
+    }
+}
+
+/* -J: the lines are typed by another process with its own loginuid, as the teleport daemon writes
+ * every participant's input (the owner's, a joined peer's) into the PTY master it holds, while the
+ * shell that reads the slave is the exec child's. Returns the writer's pid, or -1. */
+static pid_t writer_process(int master, char **lines, int nlines, const char *loginuid) {
+    pid_t pid = fork();
+    if (pid != 0) return pid;
+    FILE *f = fopen("/proc/self/loginuid", "w");
+    if (!f || fputs(loginuid, f) < 0 || fclose(f) != 0) { perror("writer loginuid"); _exit(127); }
+    printf("writer=%d\n", (int)getpid());
+    fflush(stdout);
+    type_lines(master, lines, nlines);
+    _exit(0);
+}
+
+static const char *writer_loginuid = NULL;
+
 static int run_shell(const char *login, char **lines, int nlines) {
     struct passwd *pw = getpwnam(login);
     if (!pw) { fprintf(stderr, "no such user %s\n", login); return -1; }
@@ -83,18 +121,19 @@ static int run_shell(const char *login, char **lines, int nlines) {
         execle("/bin/sh", "sh", "-i", (char *)NULL, env);
         _exit(127);
     }
-    /* Type each line as a person would, then leave; drain the output as we go. */
     char buf[4096];
-    for (int i = 0; i <= nlines; i++) {
-        const char *line = i < nlines ? lines[i] : "exit";
-        pause_ms(100);
-        while (1) {
-            fd_set r; FD_ZERO(&r); FD_SET(master, &r);
-            struct timeval tv = {0, 50000};
-            if (select(master + 1, &r, NULL, NULL, &tv) <= 0) break;
-            if (read(master, buf, sizeof buf) <= 0) break;
+    if (writer_loginuid) {
+        pid_t writer = writer_process(master, lines, nlines, writer_loginuid);
+        int writer_status = 0;
+        if (writer < 0 || waitpid(writer, &writer_status, 0) < 0 || !WIFEXITED(writer_status) ||
+            WEXITSTATUS(writer_status) != 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, NULL, 0);
+            close(master);
+            return -1;
         }
-        if (write(master, line, strlen(line)) < 0 || write(master, "\n", 1) < 0) break;
+    } else {
+        type_lines(master, lines, nlines);
     }
     while (read(master, buf, sizeof buf) > 0) {}
     int status = 0;
@@ -182,7 +221,7 @@ int main(int argc, char **argv) {
         argv++;
         argc--;
     }
-    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SWA2:P:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:u:r:L:e:R:i:nc:SWA2:P:J:")) != -1) {
         switch (opt) {
         case 's': service = optarg; break;
         case 'u': tpuser = optarg; break;
@@ -198,12 +237,14 @@ int main(int argc, char **argv) {
         case 'A': authenticate = 1; break;
         case '2': tpuser2 = optarg; break;
         case 'P': if (npauses < 8) pauses[npauses++] = optarg; break;
+        case 'J': writer_loginuid = optarg; break;
         default: return 2;
         }
     }
     if (optind != argc - 1 || count < 1) {
         fprintf(stderr, "usage: %s [exec|networking] [-s service] [-u tpuser] [-r roles] [-L tplogin|-] "
-                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-n] [-c count] [-S] [-W] [-A] [-2 tpuser] [-P point]... login\n",
+                        "[-e NAME=VALUE]... [-R rhost] [-i line]... [-J loginuid] [-n] [-c count] [-S] [-W] [-A] [-2 tpuser] "
+                        "[-P point]... login\n",
                 argv[0]);
         return 2;
     }
