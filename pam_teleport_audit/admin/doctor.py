@@ -538,15 +538,18 @@ def teleport_config_checks(source: teleportconf.Source) -> Iterator[Check]:
             f"ssh_service.pam.enabled is not true in {source}",
             "set ssh_service.pam.enabled: true and restart Teleport",
         )
-    for name in settings.overridden:
-        # Teleport sets its own value, then environment:'s: the record would say what that one says,
-        # and a TELEPORT_LOGIN other than the login makes the module believe nothing at all.
+    for name, key in settings.overridden:
+        # Teleport sets its own value, then environment:'s: the record would say what that one says
+        # (a user's trait, with {{external.*}}), a TELEPORT_LOGIN other than the login makes the module
+        # believe nothing at all, and a removed TELEPORT_USERNAME leaves the login unrecorded.
+        as_libpam = "" if key == name else f" (the key {key!r}, which pam_putenv reads as {name})"
+        verb = "removes" if teleportconf.putenv_removes(key) else "sets"
         yield Check(
             "teleport config",
             FAIL,
-            f"ssh_service.pam.environment in {source} sets {name}, which replaces the value Teleport "
-            "passes: records would not name the Teleport user and login as Teleport knows them",
-            f"remove {name} from ssh_service.pam.environment and restart Teleport",
+            f"ssh_service.pam.environment in {source} {verb} {name}{as_libpam}, in place of the value "
+            "Teleport passes: records would not name the Teleport user and login as Teleport knows them",
+            f"remove {name if key == name else repr(key)} from ssh_service.pam.environment and restart Teleport",
         )
     if settings.enabled and not settings.overridden:
         yield Check(

@@ -69,8 +69,8 @@ class PamSettings:
 
     enabled: bool
     service: str
-    # TELEPORT_* names that `environment:` sets: Teleport applies them after its own values.
-    overridden: tuple[str, ...]
+    # (TELEPORT_* name, environment: key) for each key that sets or removes an identity variable.
+    overridden: tuple[tuple[str, str], ...]
 
 
 def start_config(argv: list[str]) -> str | None:
@@ -187,8 +187,39 @@ def pam_settings(config: dict[str, object]) -> PamSettings:
     return PamSettings(
         _string(pam.get("enabled")).lower() in TRUE_WORDS,
         _string(pam.get("service_name")) or DEFAULT_PAM_SERVICE,
-        tuple(name for name in IDENTITY_VARIABLES if isinstance(environment, dict) and name in environment),
+        overrides(environment if isinstance(environment, dict) else {}),
     )
+
+
+def putenv_name(key: str) -> str:
+    """The variable an environment: key names in the PAM environment. Teleport passes each entry as the
+    C string KEY=VALUE to pam_putenv (lib/pam Open), which ends at the first NUL and takes the name up to
+    the first `=`: the key `TELEPORT_USERNAME=x` sets TELEPORT_USERNAME to `x=VALUE`, the key
+    `TELEPORT_USERNAME=x\\0` (YAML's "\\0") sets it to `x`, and `TELEPORT_USERNAME\\0` is a name with no
+    `=`, which pam_putenv removes."""
+    return key.split("\0", 1)[0].split("=", 1)[0]
+
+
+def putenv_removes(key: str) -> bool:
+    """Whether pam_putenv removes the variable an environment: key names: Teleport's KEY=VALUE has an
+    `=` unless a NUL in the key cuts the C string before any."""
+    name, nul, _ = key.partition("\0")
+    return bool(nul) and "=" not in name
+
+
+def overrides(environment: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    """The environment: keys that set or remove TELEPORT_USERNAME, TELEPORT_LOGIN or TELEPORT_ROLES.
+
+    Teleport fills one map with its own three values, then writes every environment: entry into it
+    (lib/srv ctx.go getPAMConfig), so an entry named like one replaces Teleport's value; an entry whose
+    pam_putenv name is one (putenv_name) is a second key of the map, put after or before Teleport's own
+    in Go's random map order: it wins at some logins and not others."""
+    found = [(putenv_name(key), key) for key in environment if isinstance(key, str)]
+    return tuple(sorted(((name, key) for name, key in found if name in IDENTITY_VARIABLES), key=_by_variable))
+
+
+def _by_variable(override: tuple[str, str]) -> tuple[int, str]:
+    return IDENTITY_VARIABLES.index(override[0]), override[1]
 
 
 def _string(value: object) -> str:

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from pam_teleport_audit.admin.auditlog import decode_value
 from pam_teleport_audit.admin.doctor import config_syntax_checks
 from pam_teleport_audit.admin.stanza import entry_script
 from tests.unit.test_doctor import CONF_LINES
 
-from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, unique, wait_for_records
+from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, pid_records, run_driver, unique, wait_for_records
 from .fleet import audisp_remote
 from .namespaces import private_mounts
 from .test_faults import auditd_stopped
@@ -466,3 +467,40 @@ def test_doctor_fails_exactly_the_config_lines_the_real_daemons_refuse(
     assert refuses_its_config(private_mounts(run)) is refused, f"{daemon} with {line!r}"
     checks = [c for c in config_syntax_checks(str(tmp_path)) if f"/{daemon}.conf" in c.message]
     assert [c.status for c in checks] == ["fail" if refused else "pass"], checks
+
+
+def test_environment_keys_doctor_fails_do_replace_the_identity(host, driver, linux_user) -> None:
+    """ssh_service.pam.environment keys that pam_putenv reads as TELEPORT_USERNAME: doctor fails each,
+    from the real file; and the real libpam + module show why, given the C string Teleport's pam.Open
+    passes for each (KEY=VALUE, cut at a NUL) after Teleport's own, as Go's map order puts it at some logins."""
+    pam_file, config = host
+    base = config.read_text()
+    for key, verb in (
+        ("TELEPORT_USERNAME", "sets"),
+        ("TELEPORT_USERNAME=mallory", "sets"),
+        ('"TELEPORT_USERNAME=mallory\\0"', "sets"),
+        ('"TELEPORT_USERNAME\\0"', "removes"),
+    ):
+        config.write_text(base + f"    environment:\n      {key}: x\n")
+        code, checks = doctor(pam_file, config)
+        (failed,) = [c for c in checks["teleport config"] if c["status"] == "fail"]
+        assert code == 1 and f"{verb} TELEPORT_USERNAME" in failed["message"], (key, checks["teleport config"])
+
+    login, owner = linux_user(), unique("owner-")
+    for passed, recorded in (("TELEPORT_USERNAME=mallory=x", "mallory=x"), ("TELEPORT_USERNAME=mallory", "mallory")):
+        session = run_driver(driver, pam_file.name, login, user=owner, shell=False, extra=("-e", passed))
+        assert session.returncode == 0, session.output
+        ours = pid_records(session.started, session.pid, expect=7)
+        names = {decode_value(r["teleportUser"]) for r in ours if "teleportUser" in r.fields}
+        assert names == {recorded.encode()}, (passed, names)
+    # A name with no '=' removes the variable: the login runs, and nothing of ours names anyone.
+    session = run_driver(driver, pam_file.name, login, user=owner, shell=False, extra=("-e", "TELEPORT_USERNAME"))
+    assert session.returncode == 0, session.output
+    libpam = wait_for_records(
+        session.started, lambda rs: any(r.get("op") == "PAM:session_close" for r in rs), "-p", str(session.pid)
+    )
+    assert [r["op"] for r in libpam if r.type in ("USER_ACCT", "USER_START", "USER_END")] == [
+        "PAM:accounting",
+        "PAM:session_open",
+        "PAM:session_close",
+    ]

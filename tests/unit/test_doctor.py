@@ -280,6 +280,20 @@ PAM_ON = "ssh_service:\n  pam:\n    enabled: true\n"
         (PAM_ON + "    environment:\n      TELEPORT_USERNAME: '{{external.email}}'\n", ["fail"]),
         (PAM_ON + "    environment:\n      TELEPORT_LOGIN: root\n      TELEPORT_ROLES: x\n", ["fail", "fail"]),
         (PAM_ON + "    environment:\n      DEPARTMENT: '{{external.dept}}'\n", ["pass"]),
+        # pam_putenv takes the name up to the first '=' of the C string KEY=VALUE, which ends at a NUL:
+        # these keys set (or, without '=', remove) the variable, in the logins where Go's map order puts
+        # them after Teleport's own key.
+        (PAM_ON + "    environment:\n      TELEPORT_USERNAME=alice: x\n", ["fail"]),
+        (PAM_ON + '    environment:\n      "TELEPORT_USERNAME=alice\\0": x\n', ["fail"]),
+        (PAM_ON + '    environment:\n      "TELEPORT_USERNAME\\0x": x\n', ["fail"]),
+        (PAM_ON + '    environment:\n      "TELEPORT_LOGIN=": x\n      TELEPORT_ROLES=a b: c\n', ["fail", "fail"]),
+        (PAM_ON + "    environment:\n      TELEPORT_USERNAME: a\n      TELEPORT_USERNAME=b: c\n", ["fail", "fail"]),
+        # Other names, as PAM's environment is case-sensitive and a space belongs to the name.
+        *(
+            (PAM_ON + f"    environment:\n      {key}: x\n", ["pass"])
+            for key in ("teleport_username", "'TELEPORT_USERNAME '", "TELEPORT_USERNAMES", "X=TELEPORT_USERNAME")
+        ),
+        (PAM_ON + "    environment:\n      - TELEPORT_USERNAME\n", ["pass"]),  # not a map: it names no variable
         # YAML null: Teleport's string stays empty, so PAM is off, and the service is sshd
         ("ssh_service:\n  pam:\n    enabled: ~\n", ["fail"]),
     ],
@@ -291,7 +305,25 @@ def test_teleport_config(tmp_path: Path, text: str, expected: list[str]) -> None
     assert [check.status for check in checks] == expected, checks
     for check in checks:
         if "environment" in check.message:
-            assert check.message.endswith("as Teleport knows them") and check.fix.startswith("remove TELEPORT_")
+            assert check.message.endswith("as Teleport knows them")
+            assert check.fix.startswith(("remove TELEPORT_", "remove 'TELEPORT_"))
+
+
+@pytest.mark.parametrize(
+    ("key", "name", "removes"),
+    [
+        ("TELEPORT_USERNAME", "TELEPORT_USERNAME", False),  # Teleport's KEY=VALUE: sets it
+        ("TELEPORT_USERNAME=alice", "TELEPORT_USERNAME", False),
+        ("TELEPORT_USERNAME=alice\0ignored", "TELEPORT_USERNAME", False),
+        ("TELEPORT_USERNAME\0=x", "TELEPORT_USERNAME", True),  # the C string is TELEPORT_USERNAME: removes it
+        ("\0TELEPORT_USERNAME", "", True),
+        ("=TELEPORT_USERNAME", "", False),
+        ("TELEPORT_USERNAME ", "TELEPORT_USERNAME ", False),
+    ],
+)
+def test_putenv_name(key: str, name: str, removes: bool) -> None:
+    assert teleportconf.putenv_name(key) == name
+    assert teleportconf.putenv_removes(key) is removes
 
 
 def test_missing_teleport_config(tmp_path: Path) -> None:
