@@ -476,7 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--json", action="store_true", help="one JSON object: ok, the checks, the run time")
     test.set_defaults(func=cmd_selftest)
 
-    find = sub.add_parser("search", help="sessions, refused logins and input of a Teleport user, from the audit log")
+    find = sub.add_parser(
+        "search",
+        help="sessions, refused logins and input of a Teleport user, from the audit log",
+        # docs/records.md "Joined sessions": the kernel records a terminal's input as its reader's.
+        description="Input is listed under the session's owner, also what a Teleport user who joined the session "
+        "(tsh join, a moderated session) typed as a peer: the host's records cannot tell them apart. Teleport's "
+        "audit log names who joined (session.join).",
+    )
     find.add_argument("--teleport-user", required=True, metavar="NAME", help="the Teleport user name, as is")
     find.add_argument("--since", metavar="TIME", help="sessions with a record at or after TIME (started before it too)")
     find.add_argument("--until", metavar="TIME", help="sessions started at or before TIME")
