@@ -788,6 +788,17 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     except OSError:
         return  # no auditd.conf: the auditd check says what is wrong
     log = conf.get("log_file") or "/var/log/audit/audit.log"
+    if conf.get("local_events", "yes").lower() == "no":
+        # auditd then only collects other hosts' records and never registers with the kernel
+        # (auditd.c: no audit_set_pid); it reads the value only when it starts.
+        yield Check(
+            "audit log",
+            FAIL,
+            "auditd.conf has local_events = no: auditd takes no record of this host from the kernel, ours "
+            "included (it collects only what other hosts send it), from its next start if not already",
+            "set local_events = yes, then restart auditd (a reload does not change it)",
+        )
+        return
     reason = no_log_reason(conf)
     if reason is None:
         yield Check("audit log", PASS, f"auditd writes {log} (log_format {conf.get('log_format', 'RAW')})")

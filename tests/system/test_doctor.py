@@ -13,11 +13,22 @@ from typing import Any
 import pytest
 
 from pam_teleport_audit.admin.auditlog import decode_value
-from pam_teleport_audit.admin.doctor import config_syntax_checks
+from pam_teleport_audit.admin.doctor import config_syntax_checks, log_write_checks
 from pam_teleport_audit.admin.stanza import entry_script
+from pam_teleport_audit.pam_module import AuditSocket
 from tests.unit.test_doctor import CONF_LINES
 
-from .conftest import PAM_DIR, ROOT, audit_switched_off, driver_argv, pid_records, run_driver, unique, wait_for_records
+from .conftest import (
+    PAM_DIR,
+    ROOT,
+    audit_switched_off,
+    debian_stack,
+    driver_argv,
+    pid_records,
+    run_driver,
+    unique,
+    wait_for_records,
+)
 from .fleet import audisp_remote
 from .namespaces import private_mounts
 from .test_faults import auditd_stopped
@@ -504,3 +515,44 @@ def test_environment_keys_doctor_fails_do_replace_the_identity(host, driver, lin
         "PAM:session_open",
         "PAM:session_close",
     ]
+
+
+def test_an_auditd_with_local_events_no_takes_no_record_of_this_host(
+    tmp_path: Path, driver: Path, pam_service, linux_user
+) -> None:
+    """local_events = no, which doctor's `audit log` fails: the real auditd of this release started with
+    it, every capability kept (its own config, log and /run), never registers with the kernel, and a
+    Teleport-like login's records reach the machine's auditd and not it."""
+    (tmp_path / "plugins.d").mkdir()
+    base = Path("/etc/audit/auditd.conf").read_text()
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(f"{base}log_file = {tmp_path}/audit.log\nplugin_dir = {tmp_path}/plugins.d\nlocal_events = no\n")
+    conf.chmod(0o600)
+    (check,) = log_write_checks(str(tmp_path))
+    assert check.status == "fail" and "local_events = no" in check.message, check
+
+    def kernel_pid() -> int:
+        with AuditSocket() as audit:
+            return audit.status()["pid"]
+
+    before = kernel_pid()
+    aggregator = subprocess.Popen(
+        private_mounts(f"mount -t tmpfs none /run && exec /usr/sbin/auditd -f -c {tmp_path}"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert any("DAEMON_START" in line for line in aggregator.stdout or []), "auditd did not start"
+        tp_user = unique("agg-")
+        session = run_driver(driver, pam_service(debian_stack()), linux_user(), user=tp_user, shell=False)
+        assert session.returncode == 0, session.output
+        ours = pid_records(session.started, session.pid, expect=6)
+        assert [r.get("teleportUser") for r in ours if r.get("op", "").startswith("teleport:")] == [tp_user] * 3
+        assert kernel_pid() == before and aggregator.poll() is None
+    finally:
+        aggregator.terminate()
+        out = aggregator.communicate(timeout=30)[0]
+    # In -f it prints each event it takes: its own start and stop, nothing of this host's login.
+    assert "DAEMON_END" in out and tp_user not in out and "USER_START" not in out, out

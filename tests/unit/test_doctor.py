@@ -491,13 +491,28 @@ def test_two_daemons_with_the_same_config_are_not_warned_of(tmp_path: Path) -> N
         # auditd 3.0.9 still reads the deprecated NOLOG as write_logs = no (seen: no log file made)
         ("log_format = NOLOG\n", [], "fail", "log_format = NOLOG (deprecated"),
         ("log_format = nolog\nwrite_logs = yes\n", ["au-remote"], "warn", "log_format = NOLOG (deprecated"),
+        # An aggregator's setting: auditd never registers with the kernel, whatever it writes or hands on.
+        ("local_events = NO\n", ["au-remote"], "fail", "local_events = no: auditd takes no record of this host"),
+        ("local_events = no\nwrite_logs = no\n", [], "fail", "local_events = no: auditd takes no record"),
+        ("local_events = yes\n", [], "pass", "auditd writes /srv/audit/audit.log"),
     ],
-    ids=["writes", "nothing-kept", "plugins-only", "plugin-off", "nolog", "nolog-plugin"],
+    ids=[
+        "writes",
+        "nothing-kept",
+        "plugins-only",
+        "plugin-off",
+        "nolog",
+        "nolog-plugin",
+        "aggregate-only",
+        "aggregate-only-no-log",
+        "local-events",
+    ],
 )
 def test_a_host_whose_auditd_writes_no_log_is_named(
     tmp_path: Path, conf: str, plugins: list[str], verdict: str, says: str
 ) -> None:
-    """write_logs = no: records go only to plugins, and search here reads a log that stopped."""
+    """write_logs = no: records go only to plugins, and search here reads a log that stopped;
+    local_events = no: the kernel gives auditd nothing of this host."""
     (tmp_path / "plugins.d").mkdir()
     for name in plugins:
         active = "no" if name.endswith("-off") else "yes"
