@@ -110,10 +110,7 @@ def _info(args: argparse.Namespace) -> dict[str, object]:
 
 def _missing(path: str) -> FileNotFoundError:
     """A file libpam does not find: none there, or a symbolic link to nothing (fopen fails the same)."""
-    why = pamstack.missing_reason(path)
-    if os.path.islink(path):
-        why = f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist (libpam reads it as missing)"
-    return FileNotFoundError(errno.ENOENT, why)
+    return FileNotFoundError(errno.ENOENT, pamstack.missing_reason(path))
 
 
 def _read(path: str) -> bytes:

@@ -625,7 +625,9 @@ def stanza_checks(path: str) -> Iterator[Check]:
     except OSError as exc:
         vendor = pamstack.vendor_copy(path)
         if vendor is not None:
-            yield Check("stanza", FAIL, pamstack.missing_reason(path), f"`cp -p {vendor} {path}`, then install")
+            yield Check(
+                "stanza", FAIL, pamstack.missing_reason(path), f"{pamstack.copy_command(vendor, path)}, then install"
+            )
         else:
             yield Check(
                 "stanza", FAIL, f"cannot read {path}: {exc.strerror}", "pass --pam-file with Teleport's PAM file"

@@ -163,7 +163,7 @@ def editable(path: str) -> str:
 def removal(path: str) -> str:
     """The command that removes our lines from path (a vendor file, which uninstall refuses: from a copy)."""
     etc = editable(path)
-    copy = "" if etc == path else f"`cp -p {path} {etc}` then "
+    copy = "" if etc == path else f"{pamstack.copy_command(path, etc)} then "
     return f"{copy}`pam-teleport-audit uninstall --pam-file {etc}`"
 
 

@@ -80,21 +80,36 @@ def folder_resolver(service_path: str) -> Resolver:
 
 
 def vendor_copy(path: str) -> str | None:
-    """The vendor file libpam reads for the service of a missing /etc/pam.d/NAME, if there is one."""
+    """The vendor file libpam reads for the service of a missing /etc/pam.d/NAME, if there is one.
+
+    A symbolic link to nothing is missing too: libpam tries fopen() in each folder in turn.
+    """
     folder, name = os.path.split(os.path.abspath(path))
-    if folder != PAM_DIRS[0] or os.path.lexists(path):
+    if folder != PAM_DIRS[0] or os.path.exists(path):
         return None
     return next((c for c in (os.path.join(d, name) for d in VENDOR_DIRS) if os.path.isfile(c)), None)
 
 
+def copy_command(vendor: str, path: str) -> str:
+    """`cp -p VENDOR PATH`, over a symbolic link at PATH (cp will not write through a dangling one)."""
+    over = " --remove-destination" if os.path.islink(path) else ""
+    return f"`cp -p{over} {vendor} {path}`"
+
+
 def missing_reason(path: str) -> str:
-    """Why a PAM file is not there, and, when libpam reads a vendor copy instead, the fix."""
+    """Why a PAM file is not there (no file, or a symbolic link to nothing), and, when libpam reads a vendor
+    copy instead, the fix."""
     vendor = vendor_copy(path)
+    what = f"{path} does not exist"
+    if os.path.islink(path):
+        what = f"{path} is a symbolic link to {os.readlink(path)!r}, which does not exist"
+        if vendor is None:
+            return f"{what} (libpam reads it as missing)"
     if vendor is None:
-        return f"{path} does not exist"
+        return what
     return (
-        f"{path} does not exist: libpam uses the vendor file {vendor} for this service, which its package owns "
-        f"and overwrites on update; copy it first (`cp -p {vendor} {path}`), then run again on {path}"
+        f"{what}: libpam uses the vendor file {vendor} for this service, which its package owns "
+        f"and overwrites on update; copy it first ({copy_command(vendor, path)}), then run again on {path}"
     )
 
 
@@ -106,8 +121,8 @@ def vendor_problem(path: str) -> str | None:
     name = os.path.basename(path)
     return (
         f"{path} is in {folder}, which its package owns and overwrites on update (the edit would be lost "
-        f"silently); copy it to {PAM_DIRS[0]} (`cp -p {path} {PAM_DIRS[0]}/{name}`), which libpam reads first, and "
-        f"edit that"
+        f"silently); copy it to {PAM_DIRS[0]} ({copy_command(path, os.path.join(PAM_DIRS[0], name))}), which libpam "
+        f"reads first, and edit that"
     )
 
 

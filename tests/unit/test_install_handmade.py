@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -491,6 +492,51 @@ def test_uninstall_does_not_say_done_while_the_vendor_copy_loads_our_module(
     assert cli.main(["uninstall", "--pam-file", str(etc / "sshd")]) == cli.EXIT_OK
     assert cli.main(["status", "--pam-file", str(etc / "sshd")]) == cli.EXIT_NOT_INSTALLED
     assert (vendor / "sshd").read_bytes() == HAND
+
+
+def test_a_symbolic_link_to_nothing_is_missing_to_libpam_which_reads_the_vendor_copy(
+    suse: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpam fopen()s /etc/pam.d/NAME and, when that fails, /usr/lib/pam.d/NAME (_pam_open_config_file): a
+    symbolic link to nothing is as missing as no file (openSUSE Tumbleweed moved its vendor files from
+    /usr/etc/pam.d to /usr/lib/pam.d, which leaves a link made to the old one dangling). The old code took
+    the link for the file: uninstall said nothing to do while the vendor copy ran our module, and install,
+    status and doctor did not name the vendor file. The fix copies over the link (`cp -p` will not write
+    through a dangling one)."""
+    etc, vendor = suse
+    (vendor / "sshd").write_bytes(HAND)
+    (etc / "sshd").symlink_to("/usr/etc/pam.d/sshd-gone")
+    fix = f"`cp -p --remove-destination {vendor}/sshd {etc}/sshd`"
+    code, out = run(capsys, "uninstall", "--pam-file", str(etc / "sshd"))
+    assert code == cli.EXIT_REFUSED and f"{fix} then `pam-teleport-audit uninstall" in out["reason"]
+    for argv in (["install", "--entry", ENTRY], ["status"]):
+        code, out = run(capsys, *argv, "--pam-file", str(etc / "sshd"))
+        assert code == cli.EXIT_IO, argv
+        assert out["reason"].startswith(
+            f"[Errno 2] {etc}/sshd is a symbolic link to '/usr/etc/pam.d/sshd-gone', which does"
+        )
+        assert f"libpam uses the vendor file {vendor}/sshd for this service" in out["reason"] and fix in out["reason"]
+    (check,) = [c for c in doctor.stanza_checks(str(etc / "sshd")) if c.name == "stanza"]
+    assert check.status == doctor.FAIL and f"the vendor file {vendor}/sshd" in check.message and fix in check.fix
+    assert os.readlink(etc / "sshd") == "/usr/etc/pam.d/sshd-gone" and (vendor / "sshd").read_bytes() == HAND
+    # the fix as printed, then the uninstall it names
+    subprocess.run(["cp", "-p", "--remove-destination", str(vendor / "sshd"), str(etc / "sshd")], check=True)
+    assert not (etc / "sshd").is_symlink()
+    assert cli.main(["uninstall", "--pam-file", str(etc / "sshd")]) == cli.EXIT_OK
+    assert cli.main(["status", "--pam-file", str(etc / "sshd")]) == cli.EXIT_NOT_INSTALLED
+    assert (vendor / "sshd").read_bytes() == HAND
+    capsys.readouterr()
+    # no vendor copy: the link is reported as before, and uninstall has nothing to do
+    (vendor / "sshd").unlink()
+    (etc / "sshd").unlink()
+    (etc / "sshd").symlink_to("/usr/etc/pam.d/sshd-gone")
+    code, out = run(capsys, "status", "--pam-file", str(etc / "sshd"))
+    assert (code, out["reason"]) == (
+        cli.EXIT_IO,
+        f"[Errno 2] {etc}/sshd is a symbolic link to '/usr/etc/pam.d/sshd-gone', which does not exist (libpam "
+        "reads it as missing)",
+    )
+    assert run(capsys, "uninstall", "--pam-file", str(etc / "sshd"))[0] == cli.EXIT_OK
 
 
 def pasted(stanza: Stanza) -> bytes:
