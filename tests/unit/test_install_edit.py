@@ -26,6 +26,10 @@ STOCK = {
     "ubuntu-26.04": "ubuntu-24.04",
     "rhel-8": "rhel-8-sssd",
     "rhel-9": "rhel-9-sssd",
+    "authselect-local": "authselect-local",  # includes through symbolic links into authselect/
+    "opensuse-tumbleweed": "opensuse-tumbleweed",  # substacks, through pam-config's links to common-*-pc
+    "opensuse-tumbleweed-vendor": "opensuse-tumbleweed-vendor",
+    "sle-15": "opensuse-tumbleweed",
 }
 
 

@@ -39,6 +39,16 @@ LAYOUTS = {
     "existing-tty-audit": ("hard/existing-tty-audit", "debian-12"),
     # pam_loginuid only in system-login, through sshd's `session include system-remote-login`
     "arch": ("arch/sshd", "arch"),
+    # authselect's `local` profile (RHEL 10, Fedora 40+): password-auth and postlogin are symbolic links
+    # into authselect/, as /etc/pam.d's are into /etc/authselect
+    "authselect-local": ("authselect-local/sshd", "authselect-local"),
+    # openSUSE: `account substack common-account` and `session substack common-session`; with pam-config,
+    # common-* and postlogin-* are symbolic links to its common-*-pc and postlogin-*-pc
+    "opensuse-tumbleweed": ("opensuse-tumbleweed/sshd", "opensuse-tumbleweed"),
+    # the same sshd with the pam package's own files (/usr/lib/pam.d, no pam-config)
+    "opensuse-tumbleweed-vendor": ("opensuse-tumbleweed-vendor/sshd", "opensuse-tumbleweed-vendor"),
+    # SUSE's sshd with `include common-*` (no substack, no postlogin-*), through pam-config's links
+    "sle-15": ("sle-15/sshd", "opensuse-tumbleweed"),
 }
 REFUSE = "session    requisite    pam_exec.so quiet /bin/false\n"
 LOGINUID = "pam_loginuid.so"
@@ -48,13 +58,14 @@ TTY_LATE = "@include common-session\nsession    required     pam_tty_audit.so en
 
 
 def layout(tmp_path: Path, name: str) -> tuple[Path, list[Path]]:
-    """The layout's files in tmp_path: (the service, [the service, every file beside it])."""
+    """The layout's files in tmp_path, symbolic links kept as links (libpam opens an included name through
+    them): (the service, [the service, every regular file beside it or below, each once])."""
     sshd, folder = LAYOUTS[name]
-    for source in (FIXTURES / folder).iterdir():
-        shutil.copy(source, tmp_path / source.name)
+    shutil.copytree(FIXTURES / folder, tmp_path, symlinks=True, dirs_exist_ok=True)
     service = tmp_path / "svc"
     shutil.copy(FIXTURES / sshd, service)
-    return service, [service, *sorted(p for p in tmp_path.iterdir() if p != service)]
+    files = sorted(p for p in tmp_path.rglob("*") if p != service and p.is_file() and not p.is_symlink())
+    return service, [service, *files]
 
 
 def install(service: Path) -> None:
