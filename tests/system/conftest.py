@@ -106,6 +106,22 @@ def pam_service() -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture
+def pam_link() -> Iterator[Callable[[str], str]]:
+    """Factory: a scratch symbolic link /etc/pam.d/<name> -> target (a name in /etc/pam.d); return its name."""
+    made: list[Path] = []
+
+    def make(target: str) -> str:
+        path = PAM_DIR / unique("pta-test-")
+        path.symlink_to(target)
+        made.append(path)
+        return path.name
+
+    yield make
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture
 def linux_user() -> Iterator[Callable[[], str]]:
     """Factory: a scratch Linux user with a home; removed afterwards."""
     made: list[str] = []

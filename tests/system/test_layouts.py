@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,21 +52,31 @@ def for_this_host(data: bytes, names: dict[str, str]) -> bytes:
     return b"".join(out)
 
 
-def materialise(sshd: str, folder: str, pam_service: Callable[[str], str]) -> tuple[str, dict[str, str]]:
+def materialise(
+    sshd: str,
+    folder: str,
+    pam_service: Callable[[str], str],
+    pam_link: Callable[[str], str],
+    top: Callable[[str], str] | None = None,
+) -> tuple[str, dict[str, str]]:
     """Scratch copies of a layout's files under /etc/pam.d: the sshd-like service's name, and the
     scratch name of each file it includes, directly or through another included file (Arch:
-    sshd -> system-remote-login -> system-login -> system-auth)."""
+    sshd -> system-remote-login -> system-login -> system-auth). An included name that is a symbolic
+    link in the layout (pam-config's common-account -> common-account-pc, authselect's password-auth ->
+    /etc/authselect/password-auth) is a scratch link to the scratch copy of its target: libpam opens it
+    through the link. top: where the sshd-like file itself is written (default: pam_service)."""
     names: dict[str, str] = {}
 
-    def copy(data: bytes) -> str:
+    def copy(data: bytes, write: Callable[[str], str] = pam_service) -> str:
         wanted = {x.module for x in parse(data) if x.kind is Kind.AT_INCLUDE or (x.kind is Kind.RULE and x.is_include)}
         for name in sorted(n for n in wanted if n and n not in names):
             source = FIXTURES / folder / name
             assert source.is_file(), f"{sshd}: {name} is not in {folder}"
-            names[name] = copy(source.read_bytes())
-        return pam_service(for_this_host(data, names).decode())
+            target = copy(source.read_bytes())
+            names[name] = pam_link(target) if source.is_symlink() else target
+        return write(for_this_host(data, names).decode())
 
-    return copy((FIXTURES / sshd).read_bytes()), names
+    return copy((FIXTURES / sshd).read_bytes(), top or pam_service), names
 
 
 def pam_cli(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -96,8 +106,8 @@ def assert_session_records(records: list[AuditRecord]) -> None:
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_layout_installs_and_every_login_is_recorded(layout, driver, pam_service, linux_user):
-    service, _ = materialise(*LAYOUTS[layout], pam_service)
+def test_layout_installs_and_every_login_is_recorded(layout, driver, pam_service, pam_link, linux_user):
+    service, _ = materialise(*LAYOUTS[layout], pam_service, pam_link)
     before = (PAM_DIR / service).read_bytes()
     done = install(service)
     assert done.returncode == cli.EXIT_OK, done.stderr
@@ -109,10 +119,10 @@ def test_layout_installs_and_every_login_is_recorded(layout, driver, pam_service
         assert_session_records(records)
 
 
-def test_an_included_pam_tty_audit_is_the_one_libpam_runs_before_our_module(driver, pam_service, linux_user):
+def test_an_included_pam_tty_audit_is_the_one_libpam_runs_before_our_module(driver, pam_service, pam_link, linux_user):
     """password-auth brings `pam_tty_audit disable=* enable=root`: install adds none, and libpam's
     session record lists exactly one pam_tty_audit among the grantors, before pam_python."""
-    service, _ = materialise(*LAYOUTS["rhel-9-tty-audit"], pam_service)
+    service, _ = materialise(*LAYOUTS["rhel-9-tty-audit"], pam_service, pam_link)
     done = install(service)
     assert done.returncode == cli.EXIT_OK, done.stderr
     assert "keeping the existing pam_tty_audit" in done.stderr
@@ -123,6 +133,59 @@ def test_an_included_pam_tty_audit_is_the_one_libpam_runs_before_our_module(driv
     grantors = one(records, "PAM:session_open")["grantors"].split(",")
     assert grantors.count("pam_tty_audit") == 1
     assert grantors.index("pam_tty_audit") < grantors.index("pam_python")
+
+
+VENDOR_DIR = Path("/usr/lib/pam.d")
+
+
+@pytest.fixture
+def vendor_service() -> Iterator[Callable[[str], str]]:
+    """Factory: a scratch /usr/lib/pam.d/<name> (a package's vendor file) holding the text; return its name.
+    Removed afterwards, with any /etc/pam.d/<name> the test made from it."""
+    made: list[str] = []
+
+    def make(text: str) -> str:
+        name = unique("pta-test-")
+        (VENDOR_DIR / name).write_text(text)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        (VENDOR_DIR / name).unlink(missing_ok=True)
+        (PAM_DIR / name).unlink(missing_ok=True)
+
+
+def test_tumbleweed_vendor_sshd_is_copied_then_installed_and_every_login_is_recorded(
+    driver, pam_service, pam_link, vendor_service, linux_user
+):
+    """openSUSE Tumbleweed with pam-config: sshd only in /usr/lib/pam.d (the openssh package), the files it
+    includes pam-config's links in /etc/pam.d. install on /etc/pam.d/NAME changes nothing and prints the
+    copy to make; after it, install edits the copy, libpam reads its substacks and includes through the
+    links, and both logins are recorded through it; uninstall gives back the vendor file's bytes.
+
+    (Without pam-config the included files are in /usr/lib/pam.d too: libpam reads them there since
+    Linux-PAM 1.2.0, but Debian 12's libpam 1.5.2-6+deb12u3 resolves include and substack names in
+    /etc/pam.d only (observed with strace), so that layout is proven here from /etc/pam.d copies.)"""
+    VENDOR_DIR.mkdir(exist_ok=True)
+    service, names = materialise(*LAYOUTS["opensuse-tumbleweed"], pam_service, pam_link, top=vendor_service)
+    etc, vendor = PAM_DIR / service, VENDOR_DIR / service
+    assert not etc.exists() and all((PAM_DIR / n).is_symlink() for n in names.values())
+    done = install(service)
+    assert done.returncode == cli.EXIT_IO, done.stdout + done.stderr
+    assert f"libpam uses the vendor file {vendor} for this service" in done.stderr
+    assert f"`cp -p {vendor} {etc}`" in done.stderr and not etc.exists()
+    subprocess.run(["cp", "-p", str(vendor), str(etc)], check=True)
+    done = install(service)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    status = pam_cli("status", "--pam-file", str(etc))
+    assert status.returncode == cli.EXIT_OK, status.stdout + status.stderr
+    checks = {c.name: c for c in doctor.stanza_checks(str(etc))}
+    assert checks["stanza"].status == doctor.PASS and checks["session refusals"].status == doctor.PASS
+    for login in (linux_user(), "root"):
+        assert_session_records(assert_recorded_session(driver, service, login, "tw-"))
+    assert pam_cli("uninstall", "--pam-file", str(etc)).returncode == cli.EXIT_OK
+    assert etc.read_bytes() == vendor.read_bytes()
 
 
 def move_account_block_after(path: Path, include: str) -> None:
@@ -143,9 +206,9 @@ def move_account_block_after(path: Path, include: str) -> None:
         ("debian-12-sss", "common-account", "account\tsufficient\t\t\t\t\tpam_localuser.so"),
     ],
 )
-def test_the_old_place_is_present_but_unreachable_and_named(layout, include, skipper, pam_service):
+def test_the_old_place_is_present_but_unreachable_and_named(layout, include, skipper, pam_service, pam_link):
     """Where the old installer put the account block (after the account stack's include)."""
-    service, names = materialise(*LAYOUTS[layout], pam_service)
+    service, names = materialise(*LAYOUTS[layout], pam_service, pam_link)
     path = PAM_DIR / service
     assert install(service).returncode == cli.EXIT_OK
     move_account_block_after(path, names[include])
@@ -161,8 +224,8 @@ def test_the_old_place_is_present_but_unreachable_and_named(layout, include, ski
     assert pam_cli("status", "--pam-file", str(path)).returncode == cli.EXIT_OK
 
 
-def test_a_hand_edited_sufficient_before_the_session_line_is_named(pam_service):
-    service, _ = materialise(*LAYOUTS["session-sufficient"], pam_service)
+def test_a_hand_edited_sufficient_before_the_session_line_is_named(pam_service, pam_link):
+    service, _ = materialise(*LAYOUTS["session-sufficient"], pam_service, pam_link)
     path = PAM_DIR / service
     assert install(service).returncode == cli.EXIT_OK
     text = path.read_text()
@@ -187,8 +250,8 @@ def test_a_hand_edited_sufficient_before_the_session_line_is_named(pam_service):
     assert doc.returncode == 1 and f"{path}:{line} 'session    sufficient   pam_permit.so'" in doc.stdout
 
 
-def test_include_that_ends_the_session_stack_is_refused_with_the_file_unchanged(pam_service):
-    service, _ = materialise("hard/include-sshd", "hard", pam_service)
+def test_include_that_ends_the_session_stack_is_refused_with_the_file_unchanged(pam_service, pam_link):
+    service, _ = materialise("hard/include-sshd", "hard", pam_service, pam_link)
     before = (PAM_DIR / service).read_bytes()
     done = install(service)
     assert done.returncode == cli.EXIT_REFUSED
@@ -215,32 +278,64 @@ def ours(records: list[AuditRecord], tp_user: str) -> list[tuple[str, str, str]]
     return [(r.type, r["op"], r["res"]) for r in records if r.get("teleportUser") == tp_user]
 
 
-# What each refusal is added to the installed layout as: (refuses in every layout?, how)
-REFUSALS = {
-    "expired account": (False, lambda login, files: subprocess.run(["chage", "-E", "0", login], check=True)),
-    "requisite right after pam_loginuid": (True, lambda login, files: after_loginuid(files)),
-    "required at the end of the service file": (
-        False,
-        lambda login, files: files[0].write_text(
-            files[0].read_text() + "session required pam_exec.so quiet /bin/false\n"
-        ),
-    ),
+def nologin(files: list[Path], tmp: Path) -> bool:
+    """Every account line's pam_nologin reads a nologin file of the test's (file=), which exists: as an
+    /etc/nologin would, without shutting the host's own logins out. A layout without one is unchanged.
+    True when one was found: the account stack must then refuse the login."""
+    flag = tmp / "nologin"
+    flag.write_text("no logins (test)\n")
+    found = False
+    for path in files:
+        lines = path.read_text().splitlines(keepends=True)
+        for k, x in enumerate(lines):
+            if x.split()[:1] in (["account"], ["-account"]) and "pam_nologin.so" in x:
+                lines[k] = x.replace("pam_nologin.so", f"pam_nologin.so file={flag}", 1)
+                found = True
+        path.write_text("".join(lines))
+    return found
+
+
+def expire(login: str, files: list[Path], tmp: Path) -> bool:
+    subprocess.run(["chage", "-E", "0", login], check=True)
+    return False
+
+
+def requisite_after_loginuid(login: str, files: list[Path], tmp: Path) -> bool:
+    after_loginuid(files)
+    return False
+
+
+def required_at_the_end(login: str, files: list[Path], tmp: Path) -> bool:
+    files[0].write_text(files[0].read_text() + "session required pam_exec.so quiet /bin/false\n")
+    return False
+
+
+# What each refusal is added to the installed layout as: (refuses in every layout?, how). How returns True
+# when the layout's account stack must then refuse the login.
+REFUSALS: dict[str, tuple[bool, Callable[[str, list[Path], Path], bool]]] = {
+    "expired account": (False, expire),
+    "requisite right after pam_loginuid": (True, requisite_after_loginuid),
+    "required at the end of the service file": (False, required_at_the_end),
+    "nologin file (pam_nologin in the account stack)": (False, lambda login, files, tmp: nologin(files, tmp)),
 }
 
 
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-def test_layout_refusals_are_recorded_as_libpam_and_the_login_say(layout, refusal, driver, pam_service, linux_user):
+def test_layout_refusals_are_recorded_as_libpam_and_the_login_say(
+    layout, refusal, driver, pam_service, pam_link, linux_user, tmp_path
+):
     """Each installed layout with a refusal added (in its own files, through its includes, substacks and
     jumps): our records agree with libpam's of the same phase and with what happened to the login, and
     search lists the login as refused exactly when it was (docs/records.md)."""
-    service, names = materialise(*LAYOUTS[layout], pam_service)
+    service, names = materialise(*LAYOUTS[layout], pam_service, pam_link)
     assert install(service).returncode == cli.EXIT_OK
     login = linux_user()
     always, make = REFUSALS[refusal]
-    make(login, [PAM_DIR / service, *(PAM_DIR / n for n in names.values())])
+    refuses_account = make(login, [PAM_DIR / service, *(PAM_DIR / n for n in names.values())], tmp_path)
     tp_user = unique(f"{layout[:6]}-")
     session = run_driver(driver, service, login, user=tp_user, shell=False)
+    assert not refuses_account or session.steps.get("acct_mgmt"), session.output
     expect = 3 if session.returncode == 0 else 1
     records = wait_for_records(session.started, lambda rs: len(ours(rs, tp_user)) >= expect, "-p", str(session.pid))
     libpam = {r["op"]: r["res"] for r in records if r.get("op", "").startswith("PAM:")}
