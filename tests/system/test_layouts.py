@@ -204,6 +204,8 @@ def move_account_block_after(path: Path, include: str) -> None:
     [
         ("rhel-9-sssd", "password-auth", "account     sufficient                                   pam_localuser.so"),
         ("debian-12-sss", "common-account", "account\tsufficient\t\t\t\t\tpam_localuser.so"),
+        # through pam-config's link common-account -> common-account-pc
+        ("sle-15-sss", "common-account", "account\tsufficient\tpam_localuser.so"),
     ],
 )
 def test_the_old_place_is_present_but_unreachable_and_named(layout, include, skipper, pam_service, pam_link):

@@ -30,6 +30,7 @@ STOCK = {
     "opensuse-tumbleweed": "opensuse-tumbleweed",  # substacks, through pam-config's links to common-*-pc
     "opensuse-tumbleweed-vendor": "opensuse-tumbleweed-vendor",
     "sle-15": "opensuse-tumbleweed",
+    "opensuse-tumbleweed-sss": "opensuse-tumbleweed-sss",  # pam-config -a --sss: account sufficient
 }
 
 

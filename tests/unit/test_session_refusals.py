@@ -49,6 +49,10 @@ LAYOUTS = {
     "opensuse-tumbleweed-vendor": ("opensuse-tumbleweed-vendor/sshd", "opensuse-tumbleweed-vendor"),
     # SUSE's sshd with `include common-*` (no substack, no postlogin-*), through pam-config's links
     "sle-15": ("sle-15/sshd", "opensuse-tumbleweed"),
+    # `pam-config -a --sss`: common-account-pc gets `account sufficient pam_localuser.so`, which ends only
+    # the substack in Tumbleweed's sshd and the whole account stack in sshd-sle's `include`
+    "opensuse-tumbleweed-sss": ("opensuse-tumbleweed-sss/sshd", "opensuse-tumbleweed-sss"),
+    "sle-15-sss": ("sle-15/sshd", "opensuse-tumbleweed-sss"),
 }
 REFUSE = "session    requisite    pam_exec.so quiet /bin/false\n"
 LOGINUID = "pam_loginuid.so"
