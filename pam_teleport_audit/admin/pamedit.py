@@ -161,7 +161,13 @@ def editable(path: str) -> str:
 
 
 def removal(path: str) -> str:
-    """The command that removes our lines from path (a vendor file, which uninstall refuses: from a copy)."""
+    """The command that removes our lines from path (a vendor file, which uninstall refuses: from a copy).
+
+    Behind a symbolic link (authselect's password-auth -> /etc/authselect/password-auth, pam-config's
+    common-session -> common-session-pc), the file it points to: libpam reads that file's bytes, and
+    uninstall refuses to replace a link."""
+    if os.path.islink(path) and os.path.exists(path):
+        path = os.path.realpath(path)
     etc = editable(path)
     copy = "" if etc == path else f"{pamstack.copy_command(path, etc)} then "
     return f"{copy}`pam-teleport-audit uninstall --pam-file {etc}`"

@@ -336,6 +336,36 @@ def test_a_line_of_ours_in_an_included_file_is_seen(folder: Path, capsys: pytest
     assert run(capsys, "install", "--entry", ENTRY, "--pam-file", str(pam))[0] == cli.EXIT_REFUSED
 
 
+@pytest.mark.parametrize(
+    ("layout", "name", "real"),
+    [
+        ("opensuse-tumbleweed", "common-session", "common-session-pc"),  # pam-config's link, same folder
+        ("authselect-local", "password-auth", "authselect/password-auth"),  # authselect's, another folder
+    ],
+)
+def test_the_fix_for_our_line_in_an_included_link_names_the_file_behind_it(
+    layout: str, name: str, real: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpam reads an included name through its link (pam-config's common-session -> common-session-pc,
+    authselect's password-auth -> /etc/authselect/password-auth); uninstall refuses to replace a link. The
+    old fix named the link, so running it was refused (exit 4); it names the file behind it now, and
+    running it takes the line out there, the link left as it was."""
+    shutil.copytree(FIXTURES / layout, tmp_path, symlinks=True, dirs_exist_ok=True)
+    pam, link, target = tmp_path / "sshd", tmp_path / name, tmp_path / real
+    original = target.read_bytes()
+    target.write_bytes(original + PASTED_SESSION)
+    code, out = run(capsys, "status", "--pam-file", str(pam))
+    assert code == cli.EXIT_UNMANAGED and out["unmanaged_files"] == [str(link)], out
+    assert f"`pam-teleport-audit uninstall --pam-file {target}` (it removes them)" in out["summary"], out["summary"]
+    code, out = run(capsys, "uninstall", "--pam-file", str(pam))
+    assert (
+        code == cli.EXIT_REFUSED and f"`pam-teleport-audit uninstall --pam-file {target}` edits only" in out["reason"]
+    )
+    assert run(capsys, "uninstall", "--pam-file", str(target))[0] == cli.EXIT_OK
+    assert target.read_bytes() == original and link.is_symlink() and os.readlink(link) == real
+    assert run(capsys, "status", "--pam-file", str(pam))[0] == cli.EXIT_NOT_INSTALLED
+
+
 def test_a_line_of_ours_in_an_included_account_file_is_seen_through_include_and_substack() -> None:
     line = f"account required pam_python.so {ENTRY}\n".encode()
     for word in (b"include", b"substack"):
