@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from ..pam_module import DELETED_SUFFIX, AuditError, AuditSocket, daemon_alive, exe_is_teleport, parse_options
 from . import bytecode, loadable, pamstack, teleportconf
-from .auditlog import UNSET_ID, au_remote_active, conf_refusals, no_log_reason, read_conf
+from .auditlog import UNSET_ID, AuditBuild, au_remote_active, audit_build, conf_problems, no_log_reason, read_conf
 from .loadable import MODULE_DIRS, SAFE_PATH, embedded_python, find_pam_python
 from .pamedit import HAND_EDITED_FIX, is_ours, unmanaged_fix, unmanaged_summary
 
@@ -825,28 +825,38 @@ def log_write_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
     )
 
 
-def config_syntax_checks(audit_dir: str = "/etc/audit") -> Iterator[Check]:
-    """Lines that stop auditd (or audisp-remote, when au-remote is active) at its next start. A running
-    auditd read its file before the edit: it works until a restart or a reboot, then keeps nothing."""
+def config_syntax_checks(audit_dir: str = "/etc/audit", build: AuditBuild | None = None) -> Iterator[Check]:
+    """Lines and values that stop auditd (or audisp-remote, when au-remote is active) at its next start,
+    or that it drops. A running auditd read its file before the edit: it works until a restart or a
+    reboot, then keeps nothing. build: what the installed auditd takes (None: found here)."""
     files = [("auditd.conf", "auditd")] + (
         [("audisp-remote.conf", "audisp-remote")] if au_remote_active(audit_dir) else []
     )
     for name, daemon in files:
         path = os.path.join(audit_dir, name)
         try:
-            refusals = conf_refusals(path, daemon)
+            problems = conf_problems(path, daemon, build or audit_build())
         except OSError:
             continue  # none: the auditd and remote logging checks say what is wrong
-        if refusals:
+        refused = [str(p) for p in problems if p.refused]
+        if refused:
             stops = "keeps no record" if daemon == "auditd" else "sends no record"
             yield Check(
                 "audit config",
                 FAIL,
-                f"{path}: {'; '.join(refusals)}: {daemon} exits at its next start (restart, reboot) and {stops}",
-                "write each such line as `key = value`, spaces around =, comments on lines of their own",
+                f"{path}: {'; '.join(refused)}: {daemon} exits at its next start (restart, reboot) and {stops}",
+                "write each such line as `key = value`, spaces around =, comments on lines of their own, "
+                "with a value its keyword takes (said above; see auditd.conf(5))",
+            )
+        elif problems:
+            yield Check(
+                "audit config",
+                WARN,
+                f"{path}: {'; '.join(map(str, problems))}: its setting is not used",
+                "shorten the line (a shorter path, or a symlink to the folder)",
             )
         else:
-            yield Check("audit config", PASS, f"every line of {path} is `key = value` as {daemon} splits it")
+            yield Check("audit config", PASS, f"every line of {path} is `key = value` with a value {daemon} takes")
 
 
 def remote_checks(audit_dir: str = "/etc/audit", proc: str = "/proc", timeout: float = 2.0) -> Iterator[Check]:

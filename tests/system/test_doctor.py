@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pam_teleport_audit.admin.auditlog import decode_value
+from pam_teleport_audit.admin.auditlog import audit_build, conf_problems, decode_value
 from pam_teleport_audit.admin.doctor import config_syntax_checks, log_write_checks
 from pam_teleport_audit.admin.stanza import entry_script
 from pam_teleport_audit.pam_module import AuditSocket
-from tests.unit.test_doctor import CONF_LINES
+from tests.unit.test_doctor import CONF_LINES, conf_folder, expected_refusal
 
 from .conftest import (
     PAM_DIR,
@@ -438,46 +438,80 @@ def test_every_auditctl_signal_we_name_is_one_auditctl_takes() -> None:
 
 
 def refuses_its_config(argv: list[str]) -> bool:
-    """Whether a daemon stopped on its config: both exit 6 then. Past it, auditd 3 runs (it says
-    DAEMON_START), auditd 4 exits 4 without CAP_AUDIT_CONTROL, audisp-remote given no input exits 0."""
+    """Whether a daemon stopped at start: it exits, and not 0, before auditd says DAEMON_START (exit 6 on its
+    config, 1 at start: resolve_node, audisp-remote's queue). audisp-remote past its start, given no input,
+    exits 0."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout or []:
             if "DAEMON_START" in line:
                 return False
-        return proc.wait(timeout=10) == 6
+        return proc.wait(timeout=10) != 0
     finally:
         proc.kill()
         proc.wait()
 
 
-@pytest.mark.parametrize(("daemon", "line", "refused"), CONF_LINES)
-def test_doctor_fails_exactly_the_config_lines_the_real_daemons_refuse(
-    tmp_path: Path, daemon: str, line: str, refused: bool
-) -> None:
-    """The real auditd and audisp-remote of this release, on a copy of the machine's config with one
-    line added: doctor's config check fails where the daemon does not start, and only there. auditd
-    runs without CAP_AUDIT_CONTROL (it cannot take the kernel from the machine's auditd), with a
-    private /run (its pid file) and its own log; /usr/sbin/auditd, not the `auditd` that
-    scripts/debian13's roots put first on PATH to start the host's."""
-    (tmp_path / "plugins.d").mkdir()
+def run_daemon_on(tmp_path: Path, daemon: str, lines: str, hostname: str | None = None) -> bool:
+    """The real auditd or audisp-remote of this release on a copy of the machine's config with lines added
+    (auditd: its own log and plugins, local_events = no): whether it stopped at start. auditd runs without
+    CAP_AUDIT_CONTROL (it cannot take the kernel from the machine's auditd; with local_events = no it does
+    not try, and so goes on to resolve its node name), with a private /run (its pid file) and its own log;
+    /usr/sbin/auditd, not the `auditd` that scripts/debian13's roots put first on PATH to start the host's.
+    hostname: in a UTS namespace of its own with that name."""
+    conf_folder(tmp_path)
+    uts = f"hostname {hostname} && " if hostname else ""
     if daemon == "auditd":
         base = Path("/etc/audit/auditd.conf").read_text()
-        base += f"log_file = {tmp_path}/audit.log\nplugin_dir = {tmp_path}/plugins.d\n"
+        base += f"log_file = {tmp_path}/audit.log\nplugin_dir = {tmp_path}/plugins.d\nlocal_events = no\n"
         auditd = f"exec /usr/sbin/auditd -f -c {tmp_path}"
-        run = f"mount -t tmpfs none /run && exec capsh --drop=cap_audit_control -- -c '{auditd}'"
+        run = f"{uts}mount -t tmpfs none /run && exec capsh --drop=cap_audit_control -- -c '{auditd}'"
     else:
         stock = Path("/etc/audit/audisp-remote.conf").read_text().splitlines(keepends=True)
         # Its stock `remote_server =` has no value, which is itself a line audisp-remote refuses.
         base = "".join(x for x in stock if not x.startswith("remote_server")) + "remote_server = 127.0.0.1\n"
-        run = f"mount --bind {tmp_path}/audisp-remote.conf /etc/audit/audisp-remote.conf && exec audisp-remote"
+        run = f"{uts}mount --bind {tmp_path}/audisp-remote.conf /etc/audit/audisp-remote.conf && exec audisp-remote"
         (tmp_path / "plugins.d" / "au-remote.conf").write_text("active = yes\n")
-    (tmp_path / f"{daemon}.conf").write_bytes(f"{base}{line}\n".encode())
-    if daemon == "auditd":
-        (tmp_path / "auditd.conf").chmod(0o600)  # auditd refuses a config others may write
-    assert refuses_its_config(private_mounts(run)) is refused, f"{daemon} with {line!r}"
+    (tmp_path / f"{daemon}.conf").write_bytes(f"{base}{lines.replace('{tmp}', str(tmp_path))}\n".encode())
+    (tmp_path / f"{daemon}.conf").chmod(0o600)  # auditd refuses a config others may write
+    argv = private_mounts(run)
+    if hostname:
+        argv.insert(argv.index("--mount") + 1, "--uts")
+    return refuses_its_config(argv)
+
+
+@pytest.mark.parametrize(("daemon", "line", "refused"), CONF_LINES)
+def test_doctor_fails_exactly_the_config_lines_the_real_daemons_refuse(
+    tmp_path: Path, daemon: str, line: str, refused: object
+) -> None:
+    """The real auditd and audisp-remote of this release, on a copy of the machine's config with lines
+    added: doctor's config check, for the auditd installed here (auditctl -v, its listener), fails where
+    the daemon does not start, warns where it starts without a line, and passes where it starts with all."""
+    expect = expected_refusal(refused, audit_build())
+    assert run_daemon_on(tmp_path, daemon, line) is (expect is True), f"{daemon} with {line!r}"
     checks = [c for c in config_syntax_checks(str(tmp_path)) if f"/{daemon}.conf" in c.message]
-    assert [c.status for c in checks] == ["fail" if refused else "pass"], checks
+    verdict = {True: "fail", False: "pass", "skipped": "warn"}[expect]  # type: ignore[index]
+    assert [c.status for c in checks] == [verdict], checks
+
+
+@pytest.mark.parametrize(
+    ("name_format", "host", "refused"),
+    [
+        ("fqd", "localhost", False),
+        ("numeric", "localhost", False),
+        ("fqd", "pta-no-such-host", True),
+        ("numeric", "pta-no-such-host", True),
+        ("hostname", "pta-no-such-host", False),
+    ],
+)
+def test_doctor_fails_a_node_name_auditd_cannot_resolve(
+    tmp_path: Path, name_format: str, host: str, refused: bool
+) -> None:
+    """name_format fqd or numeric: auditd resolves the host's name at start and exits 1 when it cannot
+    ("Cannot resolve hostname"); doctor resolves the same name the same way (getaddrinfo, AI_ADDRCONFIG)."""
+    assert run_daemon_on(tmp_path, "auditd", f"name_format = {name_format}", hostname=host) is refused
+    problems = conf_problems(str(tmp_path / "auditd.conf"), "auditd", audit_build(), hostname=host)
+    assert [p.refused for p in problems] == ([True] if refused else []), problems
 
 
 def test_environment_keys_doctor_fails_do_replace_the_identity(host, driver, linux_user) -> None:

@@ -564,9 +564,14 @@ def test_a_sender_with_log_format_nolog_fails(tmp_path: Path, log_format: str) -
     assert checks["sender log format"].status == "fail", checks
 
 
-# (daemon, a line appended to a valid config, whether the daemon then exits at start), each run with
-# auditd and audisp-remote 3.0.9 (tests/system/test_doctor.py runs them again on every release).
-CONF_LINES = [
+# (daemon, lines appended to a valid config, whether the daemon then exits at start), each run with the real
+# auditd and audisp-remote of Debian 12 (3.0.9), 13 (4.0.2) and forky (4.1.2) and Ubuntu 24.04 (3.1.2) and
+# 26.04 (4.1.2): tests/system/test_doctor.py runs them again on every release. What the daemon says is in the
+# comments. Besides True and False: "skipped" (it starts without that line: doctor warns), "listener" (refused
+# where auditd has its TCP listener, Debian's; Ubuntu's ignores tcp_* values), and (VERSION, before, from):
+# refused before that auditd version is `before`, from it on `from`. {tmp} is the test's folder, which holds
+# nobody.log, a file owned by nobody.
+CONF_LINES: list[tuple[str, str, object]] = [
     ("auditd", "log_format = ENRICHED # comment", True),  # 'Keyword "log_format" has invalid option "#"'
     ("auditd", "log_format=ENRICHED", True),  # "Wrong number of arguments", "Not processing any more lines"
     ("auditd", "log_format = ENRICHED RAW", True),
@@ -584,45 +589,266 @@ CONF_LINES = [
     ("auditd", "admin_space_left_action = exec /bin/true # why", False),
     ("auditd", "# log_format = ENRICHED # a comment may hold anything", False),
     ("auditd", "", False),
+    # Values each keyword's parser refuses: "Option X not found", "Value X should only be numbers", ...
+    ("auditd", "log_format = ENRICHED#x", True),
+    ("auditd", "no_such_keyword = 1", True),  # 'Unknown keyword "no_such_keyword"'
+    ("auditd", "num_logs = 1000", True),  # "num_logs must be 999 or less"
+    ("auditd", "num_logs = 999", False),
+    ("auditd", "max_log_file_action = rotat", True),
+    ("auditd", "max_log_file_action = keep_logs", False),
+    ("auditd", "max_log_file_action = exec", True),  # 4.1: "Executable path needed"; before: not an option
+    ("auditd", "max_log_file_action = exec /bin/true", True),  # 4.1 too: 'has invalid option "/bin/true"'
+    ("auditd", "flush = async", True),
+    ("auditd", "flush = DATA", False),
+    ("auditd", "write_logs = true", True),
+    ("auditd", "write_logs = NO", False),
+    ("auditd", "local_events = 1", True),
+    ("auditd", "q_depth = 100000", True),  # "q_depth must be 99999 or less"
+    ("auditd", "q_depth = 99999", False),
+    ("auditd", "q_depth = 10", False),  # "q_depth should be larger than 512": a warning only
+    ("auditd", "q_depth = -1", True),
+    ("auditd", "priority_boost = 2147483648", True),  # "converted number ... is too large"
+    ("auditd", "max_log_file = 99999999999999999999999", True),  # "Numerical result out of range"
+    ("auditd", "max_log_file = 0", False),
+    ("auditd", "end_of_event_timeout = 2s", True),
+    ("auditd", "space_left = 100%", True),  # "Percentages should be less than 100"
+    ("auditd", "space_left = 99%", False),
+    ("auditd", "space_left = 75MB", True),
+    ("auditd", "space_left = 7 5", True),  # 'invalid option "5"'
+    ("auditd", "log_file = /nonexistent/audit.log", True),  # "Could not open dir /nonexistent"
+    ("auditd", "log_file = /a/x", True),  # "The directory name: /a is too short"
+    ("auditd", "log_file = /tmp", True),  # its folder, /, is too short
+    ("auditd", "log_file = {tmp}/nobody.log", True),  # "is not owned by root"
+    ("auditd", "log_file = /tmp/pta-no-such.log", False),  # auditd creates it
+    ("auditd", "log_group = nosuchgroup", True),  # "Group ID is non-numeric and unknown"
+    ("auditd", "log_group = 12345", False),
+    ("auditd", "plugin_dir = /nonexistent", False),  # starts with no plugins ("No plugins found")
+    ("auditd", "disk_full_action = exec /missing", True),  # "Unable to stat /missing"
+    ("auditd", "disk_full_action = exec /etc/passwd", True),  # "permissions should be 0750, 0755, 0555 or 0550"
+    ("auditd", "disk_full_action = exec bin/true", True),  # "Absolute path needed"
+    ("auditd", "disk_full_action = exec", True),  # "Executable path needed"
+    ("auditd", "disk_full_action = exec /bin/true", False),
+    ("auditd", "space_left_action = exec /tmp", True),  # "is not a regular file"
+    ("auditd", "disk_full_action = email", True),  # "Illegal option email for disk_full_action"
+    ("auditd", "disk_error_action = rotate", True),
+    ("auditd", "space_left_action = email", False),  # only says /usr/lib/sendmail is not executable
+    ("auditd", "space_left_action = halt", ((4, 0, 4), False, True)),  # "The HALT option ... has been deprecated"
+    ("auditd", "admin_space_left_action = halt", False),
+    ("auditd", "overflow_action = rotate", True),
+    ("auditd", "overflow_action = halt", False),
+    ("auditd", "verify_email = maybe", True),
+    ("auditd", "action_mail_acct = a", True),  # "is too short"
+    ("auditd", "action_mail_acct = root@localhost", True),  # "should have . after @"
+    ("auditd", "action_mail_acct = r!oot", True),  # "has illegal character"
+    ("auditd", "action_mail_acct = foo+bar@example.com", ((4, 0, 5), True, False)),
+    ("auditd", "action_mail_acct = root@example.invalid", False),  # a lookup failure is not a refusal
+    ("auditd", "verify_email = no\naction_mail_acct = r!oot", False),
+    ("auditd", "transport = udp", True),
+    ("auditd", "transport = KRB5", False),
+    ("auditd", "enable_krb5 = maybe", True),
+    ("auditd", "distribute_network = perhaps", True),
+    ("auditd", "use_libwrap = maybe", True),
+    ("auditd", "max_restarts = x", True),
+    ("auditd", "tcp_listen_port = 0", "listener"),  # "converted number (0) is too small"
+    ("auditd", "tcp_listen_port = 70000", "listener"),
+    ("auditd", "tcp_listen_port = 60", False),
+    ("auditd", "tcp_max_per_addr = 2000", "listener"),
+    ("auditd", "tcp_client_ports = 2-1", "listener"),  # "converted range (2-1) is reversed"
+    ("auditd", "tcp_client_ports = 1024-65535", False),
+    ("auditd", "tcp_listen_queue = 0", "listener"),
+    ("auditd", "report_interval = 1h", ((4, 0, 5), True, False)),  # a keyword 3.x and 4.0.2 do not know
+    ("auditd", "report_interval = 1y", True),  # 4.1: "Unknown time unit"
+    ("auditd", "dispatcher = /sbin/nothing", False),  # deprecated, ignored
+    ("auditd", "name = foo bar", True),
+    # Values checked together once the file is read (sanity_check) or at start (resolve_node).
+    ("auditd", "space_left = 50", True),  # "space_left(50) must be larger than admin_space_left(50)"
+    ("auditd", "admin_space_left = 100", True),
+    ("auditd", "space_left = 10%\nadmin_space_left = 20%", False),  # percentages are not compared
+    ("auditd", "freq = 0", True),  # "incremental flushing chosen, but 0 selected for freq"
+    ("auditd", "flush = none\nfreq = 0", False),
+    ("auditd", "log_group = adm\nlog_file = /var/log/audit.log", True),  # "chgrp will alter a system directory"
+    ("auditd", "log_group = 0\nlog_file = /var/log/audit.log", False),
+    ("auditd", "name_format = user", True),  # "User defined name missing": exit 1 at start
+    ("auditd", "name_format = user\nname = web-1", False),
+    ("auditd", "log_file = /var/log/audit/" + "x" * 140, "skipped"),  # "Skipping line 44 ...: too long"
+    ("auditd", "name = " + "x" * 151, False),  # 158 characters and a newline: what fgets reads into 160 bytes
+    ("auditd", "name = " + "x" * 152, "skipped"),
     ("audisp-remote", "port = 60 # why", True),
     ("audisp-remote", "port\t= 60", True),
     ("audisp-remote", "port=60", True),
     ("audisp-remote", "port = 60", False),
     ("audisp-remote", "network_failure_action = stop # why", False),  # every *_action takes an option
     ("audisp-remote", "network_failure_action = exec /bin/true", False),
+    ("audisp-remote", "port = 70000", True),
+    ("audisp-remote", "port = sixty", True),
+    ("audisp-remote", "transport = udp", True),
+    ("audisp-remote", "transport = KRB5", False),
+    ("audisp-remote", "format = json", True),
+    ("audisp-remote", "format = ascii", False),
+    ("audisp-remote", "mode = store", True),
+    ("audisp-remote", "mode = forward\nformat = ascii", True),  # '"mode=forward" is valid only with "format=managed"'
+    ("audisp-remote", "mode = forward\nqueue_file = /nonexistent/q", True),  # exit 1: no queue
+    ("audisp-remote", "queue_file = /nonexistent/q", False),  # mode immediate keeps its queue in memory
+    ("audisp-remote", "queue_file = relative/q", True),
+    ("audisp-remote", "queue_depth = 0", True),
+    ("audisp-remote", "local_port = any", False),
+    ("audisp-remote", "local_port = 70000", True),
+    ("audisp-remote", "network_retry_time = 0", True),
+    ("audisp-remote", "heartbeat_timeout = -1", True),
+    ("audisp-remote", "network_failure_action = exec /missing", True),
+    ("audisp-remote", "network_failure_action = exec /etc/passwd", True),  # "permissions should be 0750"
+    ("audisp-remote", "network_failure_action = reconnect", True),
+    ("audisp-remote", "remote_ending_action = reconnect", False),
+    ("audisp-remote", "startup_failure_action = stop", True),  # "startup_failure_action has invalid option"
+    ("audisp-remote", "startup_failure_action = exec /bin/true", False),
+    ("audisp-remote", "overflow_action = stop", True),
+    ("audisp-remote", "enable_krb5 = maybe", True),
+    ("audisp-remote", "no_such = 1", True),
+    ("audisp-remote", "remote_server = nosuch.invalid", False),  # a name that does not resolve: it starts
+    ("audisp-remote", "queue_file = /var/spool/audit/" + "x" * 110, True),  # read as two lines: 'x...' has no =
+    ("audisp-remote", "krb5_principal = " + "x" * 110, False),  # 127 characters: one piece, then an empty line
+    ("audisp-remote", "krb5_principal = " + "x" * 111, True),  # 128: a second piece, `x`
 ]
+# The releases measured: (auditd version, built with its TCP listener).
+BUILDS = [
+    auditlog.AuditBuild((3, 0, 9)),
+    auditlog.AuditBuild((3, 1, 2), listener=False),
+    auditlog.AuditBuild((4, 0, 2)),
+    auditlog.AuditBuild((4, 1, 2)),
+    auditlog.AuditBuild((4, 1, 2), listener=False),
+]
+# A valid config of each (Debian 12's stock files, with a server and the test's folders).
+CONF_BASES = {
+    "auditd": "local_events = yes\nwrite_logs = yes\nlog_file = {tmp}/audit.log\nlog_group = adm\n"
+    "log_format = ENRICHED\nflush = INCREMENTAL_ASYNC\nfreq = 50\nmax_log_file = 8\nnum_logs = 5\n"
+    "priority_boost = 4\nname_format = NONE\nmax_log_file_action = ROTATE\nspace_left = 75\n"
+    "space_left_action = SYSLOG\nverify_email = yes\naction_mail_acct = root\nadmin_space_left = 50\n"
+    "admin_space_left_action = SUSPEND\ndisk_full_action = SUSPEND\ndisk_error_action = SUSPEND\n"
+    "use_libwrap = yes\ntcp_listen_queue = 5\ntcp_max_per_addr = 1\ntcp_client_max_idle = 0\ntransport = TCP\n"
+    "krb5_principal = auditd\ndistribute_network = no\nq_depth = 2000\noverflow_action = SYSLOG\n"
+    "max_restarts = 10\nplugin_dir = {tmp}/plugins.d\nend_of_event_timeout = 2\n",
+    "audisp-remote": "remote_server = 127.0.0.1\nport = 60\ntransport = tcp\nqueue_file = /var/spool/audit/remote.log\n"
+    "mode = immediate\nqueue_depth = 10240\nformat = managed\nnetwork_retry_time = 1\nmax_tries_per_record = 3\n"
+    "max_time_per_record = 5\nheartbeat_timeout = 0 \nnetwork_failure_action = stop\ndisk_low_action = ignore\n"
+    "disk_full_action = warn_once\ndisk_error_action = warn_once\nremote_ending_action = reconnect\n"
+    "generic_error_action = syslog\ngeneric_warning_action = syslog\nqueue_error_action = stop\n"
+    "overflow_action = syslog\nstartup_failure_action = warn_once_continue\n",
+}
 
 
+def expected_refusal(refused: object, build: auditlog.AuditBuild) -> bool | str:
+    """A CONF_LINES verdict on this build: True, False or "skipped"."""
+    if refused == "listener":
+        return build.listener
+    if isinstance(refused, tuple):
+        since, before, after = refused
+        return after if build.version is None or build.version >= since else before
+    return refused  # type: ignore[return-value]
+
+
+def conf_folder(tmp_path: Path) -> Path:
+    """The test's folder for CONF_LINES: plugins.d and nobody.log, a log file owned by nobody."""
+    (tmp_path / "plugins.d").mkdir(exist_ok=True)
+    log = tmp_path / "nobody.log"
+    log.write_text("")
+    os.chown(log, 65534, 65534)
+    return tmp_path
+
+
+def assert_doctor_verdict(problems: list[auditlog.ConfProblem], expect: bool | str, first: int) -> None:
+    """Refused: a refusal, on an appended line (or the file as a whole); else none, and "skipped" a warning."""
+    refused = [p for p in problems if p.refused]
+    assert bool(refused) is (expect is True), problems
+    assert all(p.line == 0 or p.line >= first for p in refused), (first, problems)
+    assert bool(problems) is (expect is not False), problems
+
+
+@pytest.mark.parametrize("build", BUILDS, ids=lambda b: f"{'.'.join(map(str, b.version))}{'' if b.listener else '-nl'}")
 @pytest.mark.parametrize(("daemon", "line", "refused"), CONF_LINES)
-def test_lines_the_audit_daemons_refuse_are_found(tmp_path: Path, daemon: str, line: str, refused: bool) -> None:
-    """A comment after a value, `key=value`, a tab: auditd or audisp-remote exits at its next start."""
-    conf = tmp_path / "daemon.conf"
-    conf.write_bytes(f"# a valid config\n\n{line}\n".encode())
-    found = auditlog.conf_refusals(str(conf), daemon)
-    assert found == ([found[0]] if refused else []) and (not refused or found[0].startswith("line 3: ")), found
+def test_lines_the_audit_daemons_refuse_are_found(
+    tmp_path: Path, daemon: str, line: str, refused: object, build: auditlog.AuditBuild
+) -> None:
+    """A comment after a value, `key=value`, a tab, a value the keyword's parser refuses, values that do not
+    go together: auditd or audisp-remote exits at its next start; a line too long: auditd skips it."""
+    folder = conf_folder(tmp_path)
+    base = CONF_BASES[daemon].format(tmp=folder)
+    conf = folder / "daemon.conf"
+    conf.write_bytes(f"# a valid config\n\n{base}{line.replace('{tmp}', str(folder))}\n".encode())
+    problems = auditlog.conf_problems(str(conf), daemon, build)
+    assert_doctor_verdict(problems, expected_refusal(refused, build), base.count("\n") + 3)
+
+
+@pytest.mark.parametrize(
+    ("name_format", "host", "refused"),
+    [
+        ("fqd", "localhost", False),
+        ("numeric", "localhost", False),
+        ("fqd", "pta-no-such-host", True),  # resolve_node: "Cannot resolve hostname", auditd exits 1
+        ("numeric", "pta-no-such-host", True),
+        ("hostname", "pta-no-such-host", False),
+    ],
+)
+def test_a_node_name_that_does_not_resolve_stops_auditd(
+    tmp_path: Path, name_format: str, host: str, refused: bool
+) -> None:
+    """name_format fqd or numeric resolves the host's name at start: auditd does not start when it cannot
+    (tests/system/test_doctor.py runs auditd with these names)."""
+    folder = conf_folder(tmp_path)
+    conf = folder / "auditd.conf"
+    conf.write_text(CONF_BASES["auditd"].format(tmp=folder) + f"name_format = {name_format}\n")
+    problems = auditlog.conf_problems(str(conf), "auditd", BUILDS[0], hostname=host)
+    assert [p.refused for p in problems] == ([True] if refused else []), problems
+    assert not refused or f"{host} does not resolve" in problems[0].why
 
 
 @pytest.mark.parametrize(("remote", "verdicts"), [("no", ["fail"]), ("yes", ["fail", "fail"])])
 def test_doctor_fails_an_audit_config_that_stops_its_daemon(tmp_path: Path, remote: str, verdicts: list[str]) -> None:
     """auditd.conf always; audisp-remote.conf only when au-remote is active (else nothing starts it)."""
-    (tmp_path / "plugins.d").mkdir()
-    (tmp_path / "plugins.d" / "au-remote.conf").write_text(f"active = {remote}\n")
-    (tmp_path / "auditd.conf").write_text("log_format = ENRICHED # keep names\n")
-    (tmp_path / "audisp-remote.conf").write_text("port=60\n")
-    checks = list(doctor.config_syntax_checks(str(tmp_path)))
+    folder = conf_folder(tmp_path)
+    (folder / "plugins.d" / "au-remote.conf").write_text(f"active = {remote}\n")
+    auditd, remote_conf = (CONF_BASES[d].format(tmp=folder) for d in ("auditd", "audisp-remote"))
+    (folder / "auditd.conf").write_text(f"log_format = ENRICHED # keep names\n{auditd}")
+    (folder / "audisp-remote.conf").write_text(f"port=60\n{remote_conf}")
+    checks = list(doctor.config_syntax_checks(str(folder), BUILDS[0]))
     assert [c.status for c in checks] == verdicts, checks
     assert "line 1: a comment after the value" in checks[0].message and "auditd exits" in checks[0].message
+    (folder / "auditd.conf").write_text(f"num_logs = 1000\n{auditd}")
+    (check, *_) = doctor.config_syntax_checks(str(folder), BUILDS[0])
+    assert check.status == "fail" and "line 1: num_logs = 1000: auditd takes 0 to 999" in check.message, check
+    (folder / "auditd.conf").write_text(auditd)
+    (folder / "audisp-remote.conf").write_text(remote_conf)
+    assert {c.status for c in doctor.config_syntax_checks(str(folder), BUILDS[0])} == {"pass"}
+
+
+def test_an_auditd_conf_without_space_left_stops_auditd(tmp_path: Path) -> None:
+    """space_left and admin_space_left both default to 0, and sanity_check wants space_left larger: auditd
+    3.0.9 exits 6 on a file of one line, `log_format = ENRICHED`, which doctor passed."""
     (tmp_path / "auditd.conf").write_text("log_format = ENRICHED\n")
-    (tmp_path / "audisp-remote.conf").write_text("port = 60\n")
-    assert {c.status for c in doctor.config_syntax_checks(str(tmp_path))} == {"pass"}
+    (check,) = doctor.config_syntax_checks(str(tmp_path), BUILDS[0])
+    assert check.status == "fail" and "space_left (0) must be larger than admin_space_left (0): set both" in (
+        check.message
+    ), check
+    (tmp_path / "auditd.conf").write_text("")  # no line at all: auditd checks nothing, and starts
+    assert [c.status for c in doctor.config_syntax_checks(str(tmp_path), BUILDS[0])] == ["pass"]
+
+
+def test_a_line_auditd_skips_is_a_warning(tmp_path: Path) -> None:
+    """auditd reads 159 bytes of a line and skips a longer one ("too long"): it starts, without that setting."""
+    folder = conf_folder(tmp_path)
+    long_path = f"{folder}/{'x' * 150}.log"
+    (folder / "auditd.conf").write_text(CONF_BASES["auditd"].format(tmp=folder) + f"log_file = {long_path}\n")
+    (check,) = doctor.config_syntax_checks(str(folder), BUILDS[0])
+    assert check.status == "warn" and "over 158 characters: auditd skips it" in check.message, check
 
 
 def test_an_audit_config_with_a_latin1_comment_is_read(tmp_path: Path) -> None:
     """An old comment in ISO-8859-1 made every check that reads auditd.conf raise UnicodeDecodeError."""
-    (tmp_path / "auditd.conf").write_bytes(b"# r\xe9seau de l'usine\nlog_file = /srv/audit/audit.log\n")
-    (check,) = doctor.log_write_checks(str(tmp_path))
-    assert check.status == "pass" and "/srv/audit/audit.log" in check.message, check
-    assert [c.status for c in doctor.config_syntax_checks(str(tmp_path))] == ["pass"]
+    folder = conf_folder(tmp_path)
+    base = CONF_BASES["auditd"].format(tmp=folder).encode()
+    (folder / "auditd.conf").write_bytes(b"# r\xe9seau de l'usine\n" + base)
+    (check,) = doctor.log_write_checks(str(folder))
+    assert check.status == "pass" and f"{folder}/audit.log" in check.message, check
+    assert [c.status for c in doctor.config_syntax_checks(str(folder), BUILDS[0])] == ["pass"]
 
 
 def test_a_process_named_in_any_bytes_does_not_stop_the_remote_check(tmp_path: Path) -> None:
