@@ -290,6 +290,8 @@ def _value_error(kind: str, arg: object, value: str, option: str | None, daemon:
             return "a file in a folder of 4 or more characters (auditd's check)"
         if not os.path.isdir(folder):
             return f"a file in a folder that exists ({folder} does not)"
+        if os.path.islink(value):  # the parser follows it; at start, auditd's O_NOFOLLOW open fails: exit 1
+            return "a file, not a symbolic link (auditd opens its log with O_NOFOLLOW)"
         if os.path.lexists(value):
             st = os.stat(value) if os.path.exists(value) else None
             if st is None or not stat.S_ISREG(st.st_mode) or st.st_uid != 0:

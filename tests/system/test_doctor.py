@@ -590,3 +590,39 @@ def test_an_auditd_with_local_events_no_takes_no_record_of_this_host(
         out = aggregator.communicate(timeout=30)[0]
     # In -f it prints each event it takes: its own start and stop, nothing of this host's login.
     assert "DAEMON_END" in out and tp_user not in out and "USER_START" not in out, out
+
+
+@pytest.mark.parametrize(
+    ("setup", "refused"),
+    [
+        ("ln -s {tmp}/real.log {tmp}/logs/audit.log", True),  # "Couldn't open log file ... (Too many levels ...)"
+        ("chown nobody {tmp}/logs", False),  # auditd makes the folder root's, mode 750
+        ("true", False),
+    ],
+)
+def test_doctor_fails_a_log_file_auditd_will_not_open(tmp_path: Path, setup: str, refused: bool) -> None:
+    """auditd opens its log only when it runs in the background (with -f it writes to stdout), with
+    O_NOFOLLOW: its parser takes a symbolic link to a root-owned file, and then auditd exits 1 at start. A
+    real auditd of this release, daemonized (local_events = no: it leaves the kernel to the machine's), in a
+    private /run; its parent's exit status says whether it started, and it is stopped by its pid file."""
+    conf_folder(tmp_path)
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "real.log").write_text("")
+    subprocess.run(["sh", "-c", setup.format(tmp=tmp_path)], check=True)
+    base = Path("/etc/audit/auditd.conf").read_text()
+    conf = tmp_path / "auditd.conf"
+    conf.write_text(
+        f"{base}log_file = {tmp_path}/logs/audit.log\nplugin_dir = {tmp_path}/plugins.d\nlocal_events = no\n"
+    )
+    conf.chmod(0o600)
+    run = (
+        f"mount -t tmpfs none /run && capsh --drop=cap_audit_control -- -c '/usr/sbin/auditd -c {tmp_path}'; "
+        "echo $?; sleep 0.5; cat /run/auditd.pid 2>/dev/null || true"
+    )
+    out = subprocess.run(private_mounts(run), capture_output=True, text=True, check=True).stdout.split()
+    if len(out) > 1:
+        subprocess.run(["kill", out[1]], check=True)
+    assert (out[0] != "0") is refused, out
+    (check,) = (c for c in config_syntax_checks(str(tmp_path)) if "/auditd.conf" in c.message)
+    assert check.status == ("fail" if refused else "pass"), check
+    assert not refused or "not a symbolic link" in check.message

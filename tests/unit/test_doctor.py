@@ -863,3 +863,14 @@ def test_a_process_named_in_any_bytes_does_not_stop_the_remote_check(tmp_path: P
         (tmp_path / str(pid) / "comm").write_bytes(name)
     checks = list(doctor.remote_checks(str(tmp_path), proc=str(tmp_path), timeout=0.1))
     assert not any("no audisp-remote process runs" in c.message for c in checks), checks
+
+
+def test_a_log_file_that_is_a_symbolic_link_stops_auditd(tmp_path: Path) -> None:
+    """auditd's parser follows a log_file link to a root-owned file, then its O_NOFOLLOW open at start fails and
+    it exits 1 (run daemonized in tests/system/test_doctor.py: with -f it never opens the log)."""
+    folder = conf_folder(tmp_path)
+    (folder / "real.log").write_text("")
+    (folder / "link.log").symlink_to(folder / "real.log")
+    (folder / "auditd.conf").write_text(CONF_BASES["auditd"].format(tmp=folder) + f"log_file = {folder}/link.log\n")
+    (check,) = doctor.config_syntax_checks(str(folder), BUILDS[0])
+    assert check.status == "fail" and "not a symbolic link" in check.message, check
