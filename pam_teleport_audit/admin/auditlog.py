@@ -150,7 +150,7 @@ REMOTE_ACTION_NAMES += ["generic_warning", "queue_error", "startup_failure"]
 REMOTE_VALUES: dict[str, tuple[str, object]] = {
     "remote_server": ("any", None),
     "port": ("uint", (0, 65535)),
-    "local_port": ("uint", (0, 65535)),  # or `any`
+    "local_port": ("uint_or_any", (0, 65535)),
     "transport": ("words", "tcp krb5"),
     "mode": ("words", "immediate forward"),
     "queue_file": ("abspath", None),
@@ -256,7 +256,7 @@ def _time(value: str) -> str | None:
     if len(value) - len(number) > 1 or not number.lstrip("-").isdigit():
         return "a number of seconds, or of m, h, d or M"
     seconds = int(number) * {"m": 60, "h": 3600, "d": 86400, "M": 2592000}.get(value[-1], 1)
-    return None if 0 <= seconds <= 40 * 86400 else "40 days at most"
+    return None if 0 <= seconds <= 40 * 86400 else "0 to 40 days"
 
 
 def _value_error(kind: str, arg: object, value: str, option: str | None, daemon: str, build: AuditBuild) -> str | None:
@@ -269,11 +269,9 @@ def _value_error(kind: str, arg: object, value: str, option: str | None, daemon:
             bad = _uint(low, 0, 65535) or (_uint(high, 0, 65535) if high else None)
             return bad or (None if not high or int(low) <= int(high) else "MIN-MAX, MIN <= MAX")
         kind = "uint"
-    if kind == "uint":
+    if kind in ("uint", "uint_or_any"):
         low, high = arg  # type: ignore[misc]
-        if daemon == "audisp-remote" and value.lower() == "any" and arg == REMOTE_VALUES["local_port"][1]:
-            return None
-        return _uint(value, low, high)
+        return None if kind == "uint_or_any" and value.lower() == "any" else _uint(value, low, high)
     if kind == "words" or kind == "exec":
         words = str(arg).split()
         if value.lower() not in words:
@@ -283,6 +281,8 @@ def _value_error(kind: str, arg: object, value: str, option: str | None, daemon:
         number = value.removesuffix("%")
         if not number.isascii() or not number.isdigit():
             return "a number of MiB, or a percentage such as 25%"
+        if int(number) > ULONG_MAX:
+            return "a number of MiB below 2**64"
         return "a percentage below 100" if value.endswith("%") and int(number) > 99 else None
     if kind == "log_file":
         folder = os.path.dirname(value) or "."
@@ -399,6 +399,16 @@ def _line_problem(
     return None
 
 
+def _gid(group: str) -> int:
+    """log_group's gid, as auditd's parser finds it (a line that does not resolve was refused)."""
+    if group[:1].isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return 0
+
+
 def _file_problems(daemon: str, seen: dict[str, tuple[int, str]], hostname: str | None) -> list[ConfProblem]:
     """The checks of values together, once the file is read (sanity_check), and at start (resolve_node,
     init_queue): each stops the daemon."""
@@ -441,8 +451,10 @@ def _file_problems(daemon: str, seen: dict[str, tuple[int, str]], hostname: str 
         )
     if value("flush", "none").startswith("incremental") and value("freq", "0") == "0":
         problems.append(ConfProblem(line("flush", "freq"), "incremental flush needs freq above 0"))
-    group = value("log_group", "0")
-    if group not in ("0", "root") and os.path.dirname(value("log_file", "/var/log/audit/audit.log")) == "/var/log":
+    if (
+        _gid(value("log_group", "0")) != 0
+        and os.path.dirname(value("log_file", "/var/log/audit/audit.log")) == "/var/log"
+    ):
         problems.append(
             ConfProblem(
                 line("log_group", "log_file"),

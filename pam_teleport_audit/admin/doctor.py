@@ -832,10 +832,11 @@ def config_syntax_checks(audit_dir: str = "/etc/audit", build: AuditBuild | None
     files = [("auditd.conf", "auditd")] + (
         [("audisp-remote.conf", "audisp-remote")] if au_remote_active(audit_dir) else []
     )
+    build = build or audit_build()
     for name, daemon in files:
         path = os.path.join(audit_dir, name)
         try:
-            problems = conf_problems(path, daemon, build or audit_build())
+            problems = conf_problems(path, daemon, build)
         except OSError:
             continue  # none: the auditd and remote logging checks say what is wrong
         refused = [str(p) for p in problems if p.refused]

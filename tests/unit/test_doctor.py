@@ -693,6 +693,8 @@ CONF_LINES: list[tuple[str, str, object]] = [
     ("audisp-remote", "queue_depth = 0", True),
     ("audisp-remote", "local_port = any", False),
     ("audisp-remote", "local_port = 70000", True),
+    ("audisp-remote", "port = any", True),  # `any` is local_port's only
+    ("auditd", "log_group = root\nlog_file = /var/log/audit.log", False),  # gid 0: no chgrp
     ("audisp-remote", "network_retry_time = 0", True),
     ("audisp-remote", "heartbeat_timeout = -1", True),
     ("audisp-remote", "network_failure_action = exec /missing", True),
