@@ -485,11 +485,6 @@ def _file_problems(daemon: str, seen: dict[str, tuple[int, str]], hostname: str 
     return problems
 
 
-def conf_refusals(path: str, daemon: str = "auditd", build: AuditBuild | None = None) -> list[str]:
-    """The lines of a config on which its daemon stops at its next start: `line N: why`."""
-    return [str(p) for p in conf_problems(path, daemon, build) if p.refused]
-
-
 def no_log_reason(conf: dict[str, str]) -> str | None:
     """Why auditd with this auditd.conf keeps no log of its own (None: it writes log_file). auditd
     reads values in any case; the deprecated `log_format = NOLOG` still turns write_logs off (and
