@@ -781,6 +781,38 @@ def test_lines_the_audit_daemons_refuse_are_found(
 
 
 @pytest.mark.parametrize(
+    ("version", "daemon", "line", "refused"),
+    [
+        # 4.2 (read in its parsers): TLS keywords and transport = tls, in both daemons; before it, unknown.
+        ((4, 2, 1), "auditd", "transport = tls", False),
+        ((4, 2, 1), "auditd", "tls_psk_file = /etc/audit/psk", False),
+        ((4, 2, 1), "auditd", "tls_allowed_clients = /etc/audit/clients", False),
+        ((4, 2, 1), "audisp-remote", "tls_crypto_profile = system", False),
+        ((4, 1, 2), "auditd", "transport = tls", True),
+        ((4, 1, 2), "auditd", "tls_psk_file = /etc/audit/psk", True),
+        ((4, 1, 2), "audisp-remote", "transport = tls", True),
+        # Past the newest parsers read, or an unknown version: a keyword or word not in the tables may be
+        # a new one, so it is not called refused; what the tables do know still is.
+        ((4, 2, 1), "auditd", "quic_port = 60", True),
+        ((4, 3), "auditd", "quic_port = 60", False),
+        ((4, 3), "auditd", "log_format = json", False),
+        (None, "audisp-remote", "transport = quic", False),
+        ((4, 3), "auditd", "num_logs = 1000", True),
+        (None, "auditd", "flush=data", True),
+    ],
+)
+def test_keywords_by_auditd_version(
+    tmp_path: Path, version: tuple[int, ...] | None, daemon: str, line: str, refused: bool
+) -> None:
+    """No false alarm on a newer auditd than the tables were read from, and 4.2's additions known."""
+    folder = conf_folder(tmp_path)
+    conf = folder / "daemon.conf"
+    conf.write_text(CONF_BASES[daemon].format(tmp=folder) + f"{line}\n")
+    problems = auditlog.conf_problems(str(conf), daemon, auditlog.AuditBuild(version))
+    assert_doctor_verdict(problems, refused, CONF_BASES[daemon].count("\n") + 1)
+
+
+@pytest.mark.parametrize(
     ("name_format", "host", "refused"),
     [
         ("fqd", "localhost", False),
