@@ -229,22 +229,22 @@ def _uint(value: str, low: int, high: int) -> str | None:
 
 
 def _exe(path: str | None, daemon: str) -> str | None:
-    """Why the daemon's check_exe_name refuses `exec PATH`, or None."""
+    """Why the daemon's check_exe_name refuses `exec PATH`, or None (the caller names the path)."""
     if not path:
         return "`exec` needs a path after it"
     if not path.startswith("/"):
-        return f"{path} is not an absolute path"
+        return "not an absolute path"
     try:
         st = os.stat(path)
     except OSError as exc:
-        return f"{path}: {exc.strerror}"
+        return str(exc.strerror)
     mode = st.st_mode & 0o777
     if not stat.S_ISREG(st.st_mode) or st.st_uid != 0:
-        return f"{path} is not a regular file owned by root"
+        return "not a regular file owned by root"
     if daemon == "auditd" and mode not in (0o750, 0o755, 0o555, 0o550):
-        return f"{path} has mode {mode:o}: auditd takes 0750, 0755, 0555 or 0550"
+        return f"mode {mode:o}: auditd takes 0750, 0755, 0555 or 0550"
     if daemon != "auditd" and mode & 0o772 != 0o750:
-        return f"{path} has mode {mode:o}: audisp-remote takes 0750 (others may read and run it)"
+        return f"mode {mode:o}: audisp-remote takes 0750 (others may read and run it)"
     return None
 
 
@@ -407,7 +407,11 @@ def _line_problem(
         spec = ("any", None)  # verify_email = no on an earlier line: the address is not checked
     if unread and spec[0] in ("words", "exec") and words[2].lower() not in str(spec[1]).split():
         return None
-    error = _value_error(*spec, words[2], words[3] if len(words) > 3 else None, daemon, build)
+    option = words[3] if len(words) > 3 else None
+    error = _value_error(*spec, words[2], option, daemon, build)
+    if error and spec[0] == "exec" and words[2].lower() == "exec":
+        # what is wrong with the path (_exe), not a value the keyword takes
+        return f"{key} = exec{' ' + option if option else ''}: {error}"
     if error:
         return f"{key} = {words[2]}: {daemon} takes {error}"
     seen[key] = (number, words[2].lower() if spec[0] != "any" else words[2])

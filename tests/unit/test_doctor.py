@@ -781,6 +781,33 @@ def test_lines_the_audit_daemons_refuse_are_found(
 
 
 @pytest.mark.parametrize(
+    ("daemon", "line", "why"),
+    [
+        ("auditd", "disk_full_action = exec /missing", "disk_full_action = exec /missing: No such file or directory"),
+        ("auditd", "disk_full_action = exec bin/true", "disk_full_action = exec bin/true: not an absolute path"),
+        ("auditd", "disk_full_action = exec", "disk_full_action = exec: `exec` needs a path after it"),
+        ("auditd", "space_left_action = exec /tmp", "space_left_action = exec /tmp: not a regular file owned by root"),
+        ("auditd", "space_left_action = exec {tmp}/x", "space_left_action = exec {tmp}/x: mode 700: auditd takes"),
+        ("audisp-remote", "disk_low_action = exec {tmp}/x", "disk_low_action = exec {tmp}/x: mode 700: audisp-remote"),
+        ("auditd", "disk_full_action = hlat", "disk_full_action = hlat: auditd takes ignore syslog rotate exec"),
+    ],
+)
+def test_a_refused_exec_path_is_named_not_called_a_value_the_keyword_takes(
+    tmp_path: Path, daemon: str, line: str, why: str
+) -> None:
+    """doctor's message names the path and what is wrong with it (it said `space_left_action = exec: auditd
+    takes /missing: No such file or directory`); a word the keyword does not take still lists its words."""
+    folder = conf_folder(tmp_path)
+    (folder / "x").write_text("")
+    os.chmod(folder / "x", 0o700)  # root's (the unit suite runs as root, as the conf tests need)
+    conf = folder / "daemon.conf"
+    conf.write_text(f"{CONF_BASES[daemon].format(tmp=folder)}{line.format(tmp=folder)}\n")
+    problems = [str(p) for p in auditlog.conf_problems(str(conf), daemon, auditlog.AuditBuild((4, 0, 2)))]
+    assert len(problems) == 1, problems
+    assert problems[0].split(": ", 1)[1].startswith(why.format(tmp=folder)), problems
+
+
+@pytest.mark.parametrize(
     ("version", "daemon", "line", "refused"),
     [
         # 4.2 (read in its parsers): TLS keywords and transport = tls, in both daemons; before it, unknown.
