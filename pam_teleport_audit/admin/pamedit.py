@@ -373,8 +373,10 @@ def install(
             notes.append("warning: that pam_tty_audit runs before pam_loginuid, so its records lack the session id")
         stanza = dataclasses.replace(stanza, tty_audit=None)
     elif stanza.tty_audit is not None:
+        # Only the default pattern takes everyone: name the users a narrowed one takes, not "every login".
+        whose = "every login" if stanza.tty_audit == "*" else f"every login of a user matching {stanza.tty_audit}"
         keystrokes = (
-            f"pam_tty_audit enable={stanza.tty_audit} records the keystrokes of every login through {path}, "
+            f"pam_tty_audit enable={stanza.tty_audit} records the keystrokes of {whose} through {path}, "
             "OpenSSH's included; narrow it with --tty-audit PATTERNS or turn it off with --tty-audit off"
         )
     session_at = (loginuid if existing_tty is None else max(loginuid, existing_tty)) + 1

@@ -61,6 +61,16 @@ def test_debian_install_gives_exactly_the_shipped_example() -> None:
     assert len(result.notes) == 1 and "keystrokes of every login" in result.notes[0]
 
 
+def test_the_keystroke_note_names_the_users_narrowed_patterns_take() -> None:
+    """With --tty-audit root,admin* the note said "records the keystrokes of every login" (only the
+    default `*` does): it names the patterns' users."""
+    narrowed = install(fixture("debian-12/sshd"), dataclasses.replace(STANZA, tty_audit="root,admin*"), DEBIAN)
+    assert narrowed.notes == [
+        "pam_tty_audit enable=root,admin* records the keystrokes of every login of a user matching root,admin* "
+        "through this file, OpenSSH's included; narrow it with --tty-audit PATTERNS or turn it off with --tty-audit off"
+    ]
+
+
 @pytest.mark.parametrize(("distro", "folder"), list(STOCK.items()))
 def test_stock_files_install_uninstall_and_status(distro: str, folder: str) -> None:
     original = fixture(f"{distro}/sshd")
