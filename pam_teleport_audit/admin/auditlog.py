@@ -454,7 +454,7 @@ def _file_problems(daemon: str, seen: dict[str, tuple[int, str]], hostname: str 
             problems.append(
                 ConfProblem(
                     line("mode", "queue_file"),
-                    f"mode = forward keeps its queue in {queue}, which does not exist: audisp-remote exits at start",
+                    f"mode = forward keeps its queue in {queue}, which does not exist",
                 )
             )
         return problems

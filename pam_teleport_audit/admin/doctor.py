@@ -847,7 +847,7 @@ def config_syntax_checks(audit_dir: str = "/etc/audit", build: AuditBuild | None
                 FAIL,
                 f"{path}: {'; '.join(refused)}: {daemon} exits at its next start (restart, reboot) and {stops}",
                 "write each such line as `key = value`, spaces around =, comments on lines of their own, "
-                "with a value its keyword takes (said above; see auditd.conf(5))",
+                f"with a value its keyword takes (said above; see {name}(5))",
             )
         elif problems:
             yield Check(

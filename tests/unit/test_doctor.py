@@ -873,6 +873,8 @@ def test_doctor_fails_an_audit_config_that_stops_its_daemon(tmp_path: Path, remo
     checks = list(doctor.config_syntax_checks(str(folder), BUILDS[0]))
     assert [c.status for c in checks] == verdicts, checks
     assert "line 1: a comment after the value" in checks[0].message and "auditd exits" in checks[0].message
+    # each file's fix names its own manual page (the audisp-remote one said auditd.conf(5))
+    assert [c.fix.rsplit("see ", 1)[1] for c in checks] == ["auditd.conf(5))", "audisp-remote.conf(5))"][: len(checks)]
     (folder / "auditd.conf").write_text(f"num_logs = 1000\n{auditd}")
     (check, *_) = doctor.config_syntax_checks(str(folder), BUILDS[0])
     assert check.status == "fail" and "line 1: num_logs = 1000: auditd takes 0 to 999" in check.message, check
