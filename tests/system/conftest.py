@@ -89,36 +89,31 @@ def debian_stack(*options: str, fail_closed: bool = False) -> str:
     return text
 
 
-@pytest.fixture
-def pam_service() -> Iterator[Callable[[str], str]]:
-    """Factory: write a scratch /etc/pam.d/<name> holding the given stack; return its name."""
+def _scratch_pam_entries(create: Callable[[Path, str], object]) -> Iterator[Callable[[str], str]]:
+    """A factory of /etc/pam.d entries with unique names, made by create(path, arg); removed afterwards."""
     made: list[Path] = []
 
-    def make(text: str) -> str:
+    def make(arg: str) -> str:
         path = PAM_DIR / unique("pta-test-")
-        path.write_text(text)
+        create(path, arg)
         made.append(path)
         return path.name
 
     yield make
     for path in made:
         path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def pam_service() -> Iterator[Callable[[str], str]]:
+    """Factory: write a scratch /etc/pam.d/<name> holding the given stack; return its name."""
+    yield from _scratch_pam_entries(Path.write_text)
 
 
 @pytest.fixture
 def pam_link() -> Iterator[Callable[[str], str]]:
     """Factory: a scratch symbolic link /etc/pam.d/<name> -> target (a name in /etc/pam.d); return its name."""
-    made: list[Path] = []
-
-    def make(target: str) -> str:
-        path = PAM_DIR / unique("pta-test-")
-        path.symlink_to(target)
-        made.append(path)
-        return path.name
-
-    yield make
-    for path in made:
-        path.unlink(missing_ok=True)
+    yield from _scratch_pam_entries(Path.symlink_to)
 
 
 @pytest.fixture

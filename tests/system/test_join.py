@@ -12,7 +12,6 @@ does; these tests prove on the real stack that the records and `search` give eve
 
 from __future__ import annotations
 
-import json
 import pwd
 import subprocess
 import time
@@ -20,6 +19,7 @@ import time
 import pytest
 
 from .conftest import UNSET_SES, debian_stack, driver_argv, unique, wait_for_records
+from .test_search import json_sessions
 
 
 @pytest.mark.parametrize("writer", ["unset", "another user"])
@@ -67,25 +67,7 @@ def test_a_joined_peers_input_is_recorded_as_the_owners(driver, pam_service, lin
     assert changed["ses"] == UNSET_SES if writer == "unset" else changed["ses"] not in (ses, UNSET_SES)
 
     # search gives both lines to the owner's Teleport user, as typed input of the owner's session.
-    search = subprocess.run(
-        [
-            "/usr/bin/python3",
-            "-m",
-            "pam_teleport_audit",
-            "search",
-            "--teleport-user",
-            owner,
-            "--since",
-            f"@{int(started)}",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert search.returncode == 0, search.stderr
-    (session,) = [json.loads(line) for line in search.stdout.splitlines()]
+    (session,) = json_sessions("--teleport-user", owner, "--since", f"@{int(started)}")
     assert session["teleport_user"] == owner and session["ses"] == int(ses) and session["auid"] == int(owner_uid)
     assert [k["text"] for k in session["input"]] == [f"{own_line}\n", f"{peer_line}\n", "exit\n"]
     assert session["input_joined"] is True
