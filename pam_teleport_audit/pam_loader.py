@@ -28,12 +28,19 @@ def load(scope: "dict[str, object]", exe: str, args: "list[str]") -> "Callable[.
     imported). Once the import is done the folder leaves sys.path, and our
     top-level names leave sys.modules: the interpreter is shared with any other
     pam_python module of the same PAM handle, whose own `pam_module` ours must
-    not shadow. The functions keep their module's globals without the entry.
+    not shadow. Nor may theirs shadow ours: a `pam_module` or `pam_fallback`
+    another script imported is set aside while ours are imported and put back
+    after, or the Teleport login would load no module of ours and go
+    unrecorded. The functions keep their module's globals without the entry.
     A binary that pam_entry.py let through only for a teleport_exe= option is
     not loaded for unless one of those paths is it, or resolves to it (a
     symlink, as teleport-update makes): /proc/self/exe names the file itself.
     """
     folder = __file__.rpartition("/")[0]
+    modules = sys.modules
+    aside: dict[str, object] = {
+        name: modules.pop(name) for name in IN_PAM_MODULES if name in modules and folder_of(modules[name]) != folder
+    }
     try:
         if not exe.endswith("/teleport") and not exe.startswith("/memfd:") and exe not in listed(args):
             return not_teleport
@@ -49,9 +56,15 @@ def load(scope: "dict[str, object]", exe: str, args: "list[str]") -> "Callable[.
         if sys.path and sys.path[0] == folder:
             del sys.path[0]
         for name in IN_PAM_MODULES:
-            if getattr(sys.modules.get(name), "__file__", "").rpartition("/")[0] == folder:
-                del sys.modules[name]
+            if name in modules and folder_of(modules[name]) == folder:
+                del modules[name]
+        modules.update(aside)  # type: ignore[arg-type]
     return scope["pam_sm_acct_mgmt"]  # type: ignore[return-value]
+
+
+def folder_of(module: object) -> str:
+    """The folder a module was loaded from; "" for one without a file."""
+    return (getattr(module, "__file__", None) or "").rpartition("/")[0]
 
 
 def not_teleport(pamh: object, flags: int, args: "list[str]") -> int:

@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from pam_teleport_audit.admin.auditlog import AuditRecord, decode_value, records_since
 
 from .conftest import OUR_OPS, UNSET_SES, debian_stack, pid_records, run_driver, unique, wait_for_records
@@ -269,3 +271,51 @@ def test_another_pam_python_script_gets_its_own_pam_module(driver, pam_service, 
     assert session.steps == {"acct_mgmt": 0, "open_session": 0, "close_session": 0}
     records = pid_records(session.started, session.pid, expect=7)
     assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
+
+
+# An administrator's own pam_python script, BEFORE ours in the account stack: it imports a module of
+# its folder whose top-level name is one of ours, and later checks that name is still its module.
+EARLIER_SCRIPT = """\
+import sys
+
+
+def pam_sm_acct_mgmt(pamh, flags, args):
+    sys.path.insert(0, args[0].rpartition("/")[0])
+    mine = __import__(args[1])
+    return pamh.PAM_SUCCESS if getattr(mine, "WHOSE", None) == "other" else pamh.PAM_PERM_DENIED
+
+
+def pam_sm_open_session(pamh, flags, args):
+    mine = __import__(args[1])  # from sys.modules: ours must have left theirs there
+    return pamh.PAM_SUCCESS if getattr(mine, "WHOSE", None) == "other" else pamh.PAM_SESSION_ERR
+
+
+def pam_sm_close_session(pamh, flags, args):
+    return pamh.PAM_SUCCESS
+"""
+
+
+@pytest.mark.parametrize("name", ["pam_module"])
+def test_an_earlier_pam_python_scripts_module_named_like_ours_does_not_shadow_it(
+    driver, pam_service, linux_user, tmp_path, name
+):
+    """Every pam_python script of a handle shares one interpreter. A script before ours that imported its
+    own top-level `pam_module` left it in sys.modules, where ours used to find it: pam_loader got their
+    pam_module and gave the handle our fallback, so the Teleport login went unrecorded, and with
+    fail_closed was refused. Now ours is imported and theirs put back, for their session line to find."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / f"{name}.py").write_text('WHOSE = "other"\n')
+    (other / "other_entry.py").write_text(EARLIER_SCRIPT)
+    theirs = f"pam_python.so {other / 'other_entry.py'} {name}"
+    ours = "account    required   pam_python.so"  # fail_closed: a fallback of ours refuses the login
+    stack = debian_stack(fail_closed=True).replace(ours, f"account required {theirs}\n{ours}", 1)
+    stack += f"session required {theirs}\n"
+    login = linux_user()
+    tp_user = unique("shadow-")
+    session = run_driver(driver, pam_service(stack), login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    assert session.steps == {"acct_mgmt": 0, "open_session": 0, "close_session": 0}
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
+    assert by_op(records, "PAM:session_open")["terminal"] == "ssh"  # our account line ran as ours

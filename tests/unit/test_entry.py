@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,6 +154,40 @@ def test_a_broken_module_gives_the_fallback(tmp_path: Path, fail_closed: bool, c
     assert str(copy) not in sys.path  # the folder went once the import was done
     assert scope["pam_sm_acct_mgmt"].__code__.co_filename == str(copy / "pam_fallback.py")  # the copy's
     assert not [name for name in IN_PAM if name in sys.modules]  # they went too
+
+
+def foreign(name: str, folder: Path) -> types.ModuleType:
+    """A module another pam_python script of the handle imported under one of our names."""
+    module = types.ModuleType(name)
+    module.__file__ = str(folder / f"{name}.py")
+    return module
+
+
+@pytest.mark.parametrize("name", ["pam_module"])
+def test_another_scripts_module_named_like_ours_neither_shadows_ours_nor_goes(sink, tmp_path: Path, name: str) -> None:  # noqa: F811
+    """One interpreter runs every pam_python script of a handle: a script before ours that imported its own
+    `pam_module` used to hand ours its module (no record of the Teleport login). Ours is loaded now, and
+    theirs is where their script will look for it again."""
+    theirs = sys.modules[name] = foreign(name, tmp_path)
+    scope = exec_entry(SCRIPT)
+    assert scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(SCRIPT), THIS_EXE]) == 25
+    assert scope["pam_sm_open_session"].__code__.co_filename == str(SCRIPT.parent / "pam_module.py")  # type: ignore[attr-defined]
+    assert callable(scope["pam_sm_end"])
+    assert sys.modules[name] is theirs
+    assert [other for other in IN_PAM if other in sys.modules] == [name]  # ours went, theirs stayed
+
+
+def test_another_scripts_pam_fallback_does_not_stand_in_for_ours(tmp_path: Path) -> None:
+    copy = tmp_path / "pam_teleport_audit"
+    shutil.copytree(ROOT / "pam_teleport_audit", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "pam_module.py").write_text("this is not python (\n")
+    del sys.modules["pam_module"]  # the copy's, broken, is what the script must meet
+    theirs = sys.modules["pam_fallback"] = foreign("pam_fallback", tmp_path)
+    scope = exec_entry(copy / "pam_entry.py")
+    args = [str(copy / "pam_entry.py"), THIS_EXE, f"log_socket={tmp_path / 'no-log'}"]
+    assert login(scope, args) == [25, 25, 25]  # fail-open: our fallback's answer
+    assert scope["pam_sm_acct_mgmt"].__code__.co_filename == str(copy / "pam_fallback.py")  # type: ignore[attr-defined]
+    assert sys.modules["pam_fallback"] is theirs
 
 
 def test_a_broken_loader_is_left_to_pam_python(tmp_path: Path) -> None:
