@@ -755,6 +755,7 @@ class TeleportAuditModule:
         self.options = parse_options(())  # the last line's: pam_sm_end gets no arguments
         self._args: list[str] = []  # what self.options was parsed from
         self.opened = False  # our open_session ran for the identity
+        self.accounted = False  # and wrote its record: a second line of ours must not write it again
         self.closed = False  # our close_session ran: nothing is left to say at pam_end
         # Each distinct problem is logged once per PAM handle: one line per
         # login, not one per phase.
@@ -813,7 +814,7 @@ class TeleportAuditModule:
         self.identity, reason = trusted_identity(
             lambda name: pam_env(pamh, name), pam_item(pamh, "user"), self.exe, os.geteuid(), options["teleport_exe"]
         )
-        self.opened = self.closed = False
+        self.opened = self.closed = self.accounted = False
         if self.identity is None:
             # A program named teleport (or listed) that set TELEPORT_USERNAME and is not believed:
             # a misconfiguration (teleport_exe=, the binary's mode) or a forgery; either way, say so.
@@ -833,7 +834,9 @@ class TeleportAuditModule:
         return PAM_IGNORE
 
     def _open(self, pamh: "PamHandle", options: "Options") -> int:
-        if not self._still_trusted(pamh, options, "session"):
+        # accounted: a second session line of ours runs this same state (pam_python keeps one per script
+        # path and handle: a hand-edited duplicate, or the stanza and an included file that has it too).
+        if self.accounted or not self._still_trusted(pamh, options, "session"):
             return PAM_IGNORE
         # Teleport opens a session only once acct_mgmt succeeded: the account outcome is known.
         self.opened = True
@@ -844,6 +847,7 @@ class TeleportAuditModule:
             why = f"Teleport runs with loginuid {uid}, which pam_loginuid left: this session has no session id"
             self._log(pamh, options, "session", LOG_WARNING, f"{why} of its own (ses=); start Teleport from systemd")
         self._write(pamh, options, "session", [(OP_ACCOUNTING, True)])
+        self.accounted = True
         return PAM_SUCCESS
 
     def _close(self, pamh: "PamHandle", options: "Options") -> int:

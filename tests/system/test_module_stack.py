@@ -319,3 +319,22 @@ def test_an_earlier_pam_python_scripts_module_named_like_ours_does_not_shadow_it
     records = pid_records(session.started, session.pid, expect=7)
     assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
     assert by_op(records, "PAM:session_open")["terminal"] == "ssh"  # our account line ran as ours
+
+
+def test_our_session_line_twice_in_one_stack_gives_one_set_of_records(driver, pam_service, linux_user):
+    """The stanza, and an included file that has our session line too (pasted into common-session by hand):
+    pam_python runs both lines with one state (one per script path and handle). Each record is written
+    once: it used to write teleport:accounting once per line (and libpam's session_open then listed
+    pam_python twice among its grantors). `status` calls such a file broken (exit 7)."""
+    line = debian_stack().splitlines()
+    ours = next(text for text in line if text.startswith("session") and "pam_python.so" in text)
+    included = pam_service(f"{ours}\n")
+    stack = debian_stack().replace("@include common-session\n", f"@include common-session\n@include {included}\n")
+    login = linux_user()
+    tp_user = unique("twice-")
+    session = run_driver(driver, pam_service(stack), login, user=tp_user, shell=False)
+    assert session.returncode == 0, session.output
+    records = pid_records(session.started, session.pid, expect=7)
+    assert [r["op"] for r in records if r.get("teleportUser") == tp_user] == OUR_OPS
+    # The second line ignores: it is not a grantor of libpam's record.
+    assert by_op(records, "PAM:session_open")["grantors"].split(",").count("pam_python") == 1

@@ -108,6 +108,23 @@ def test_teleport_login_writes_each_record_once_its_outcome_is_known(sink) -> No
     assert sink.logs == []
 
 
+def test_a_second_session_line_of_ours_adds_no_record(sink) -> None:
+    """The same script on two session lines (a pasted duplicate, or the stanza and an included file that has
+    it too) is one state to pam_python: it used to write teleport:accounting once per line."""
+    pamh = FakePamh()
+    module = pam_module.TeleportAuditModule()
+    args = [ENTRY]
+    assert [module.acct_mgmt(pamh, 0, args), module.acct_mgmt(pamh, 0, args)] == [25, 25]
+    assert [module.open_session(pamh, 0, args), module.open_session(pamh, 0, args)] == [0, 25]
+    assert [module.close_session(pamh, 0, args), module.close_session(pamh, 0, args)] == [0, 25]
+    module.end(pamh)
+    assert ops(sink) == [
+        (AUDIT_USER_ACCT, "teleport:accounting", "success"),
+        (AUDIT_USER_START, "teleport:session_open", "success"),
+        (AUDIT_USER_END, "teleport:session_close", "success"),
+    ]
+
+
 def test_refused_before_our_session_line_gives_one_failed_login_record(sink) -> None:
     pamh = FakePamh()
     module = pam_module.TeleportAuditModule()
