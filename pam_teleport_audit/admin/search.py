@@ -653,6 +653,10 @@ def find_sessions(
             _refused_open(session)
         if ours and rec.type == "USER_END" and op == OP_SESSION_CLOSE:
             session.end, session.end_result = rec.time, rec.fields.get("res")
+        elif rec.type == "USER_END" and op == "PAM:session_close" and rec.fields.get("res") == "failed":
+            # A close module after our line failed (ours is written where our line runs, libpam's once the
+            # whole stack ran): the session ended, and libpam says its close did not succeed.
+            session.end_result = "failed" if session.end is not None else session.end_result
 
     def take_without_ses(
         session: Session, rec: AuditRecord, key: tuple[str | None, int], ours: bool, teleport: dict[str, str] | None

@@ -660,3 +660,51 @@ def test_names_and_roles_that_could_read_as_others_are_told_apart(driver, pam_se
     assert texts[byte].endswith("roles 'ops,dev',qa"), texts[byte]
     assert f"Teleport user {base}\\xff as {login} " in texts[chars], texts[chars]
     assert texts[chars].endswith("roles ops,dev,qa"), texts[chars]
+
+
+def close_then_delete(driver, service: str, login: str, name: str) -> subprocess.CompletedProcess[str]:
+    """A session whose Linux user is deleted while it is open (userdel by an administrator or a tool; Teleport's
+    insecure-drop host users are deleted only after the close): the driver pauses before its close."""
+    argv = driver_argv(driver, service, login, user=name, shell=False, extra=("-P", "close"))
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        lines = []
+        while (line := proc.stdout.readline()) and line != "pause=close\n":
+            lines.append(line)
+        subprocess.run(["userdel", login], check=True, capture_output=True)
+        out, _ = proc.communicate("\n", timeout=30)
+    return subprocess.CompletedProcess(argv, proc.returncode, "".join(lines) + out, "")
+
+
+@pytest.mark.parametrize("how", ["a close module fails", "the user is deleted"])
+def test_live_a_close_libpam_records_as_failed_ends_the_session_failed(driver, pam_service, linux_user, tmp_path, how):
+    """A close that fails after our line: a session module that fails only at close (pam_exec of a script
+    that fails when PAM_TYPE is close_session), or the Linux user deleted while the session is open
+    (pam_close_session then fails with PAM_USER_UNKNOWN and libpam's record says acct="?"). Our
+    teleport:session_close says success, written where our line runs; libpam's session_close, written
+    after the whole stack, says failed. search used to end the session `(success)`; the end is what libpam
+    says of the close."""
+    script = tmp_path / "fail-close"
+    script.write_text('#!/bin/sh\n[ "$PAM_TYPE" != close_session ]\n')
+    script.chmod(0o755)
+    tmp_path.chmod(0o755)
+    login = linux_user()
+    name = unique("closefail-")
+    started = time.time()
+    if how == "a close module fails":
+        service = pam_service(stack_with(after_ours=f"session    required   pam_exec.so quiet {script}"))
+        argv = driver_argv(driver, service, login, user=name, shell=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        code = 4  # PAM_SYSTEM_ERR
+    else:
+        proc = close_then_delete(driver, pam_service(debian_stack()), login, name)
+        code = 10  # PAM_USER_UNKNOWN
+    assert proc.returncode == 70 + code and "open_session=0" in proc.stdout, proc
+    (found,) = wait_for_search(
+        "--teleport-user", name, "--since", f"@{int(started)}", until=lambda f: f and f[0]["end"]
+    )
+    closes = [(e["op"], e["res"]) for e in found["events"] if e["type"] == "USER_END"]
+    assert closes == [("teleport:session_close", "success"), ("PAM:session_close", "failed")]
+    assert (found["result"], found["end_result"], found["refused"]) == ("success", "failed", None)
+    out = run_search("--teleport-user", name, "--since", f"@{int(started)}").stdout
+    assert re.search(r"\bended .* \(failed\)", out), out

@@ -146,6 +146,22 @@ def test_a_session_module_refusal_after_ours() -> None:
     assert session.ses == 74 and session.end is None
 
 
+def test_a_close_module_failing_after_ours_ends_the_session_failed() -> None:
+    """Our teleport:session_close is written where our line runs; a module after it can still fail the
+    close (pam_exec, pam_mount, pam_tty_audit as a user): libpam's record of the close, written after the
+    whole stack, says failed, and so must the session's end (it used to say success)."""
+    log = Log()
+    log.login(0, 710, 75)
+    log.add("USER_ACCT", 0.001, 710, 75, ours("accounting", "alice", "success"))
+    log.add("USER_START", 0.002, 710, 75, pam("session_open", "success"))
+    log.add("USER_START", 1, 710, 75, ours("session_open", "alice", "success"))
+    log.add("USER_END", 1, 710, 75, ours("session_close", "alice", "success"))
+    log.add("USER_END", 1.001, 710, 75, pam("session_close", "failed"))
+    (session,) = find_sessions(log.records(), "alice")
+    assert (session.result, session.end, session.end_result) == ("success", log.start + 1, "failed")
+    assert session.refused is None
+
+
 def test_a_session_module_refusal_before_ours_after_pam_loginuid() -> None:
     """`session requisite` (or default=die) between pam_loginuid and our line refuses: our line never ran,
     so our only record is teleport:accounting from pam_end, after libpam's failed session_open. That is a
