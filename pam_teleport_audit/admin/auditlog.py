@@ -348,30 +348,19 @@ def conf_problems(
         lines = f.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    longest = LINE_MAX[daemon]
     for number, line in enumerate(lines, 1):
-        if len(line) > LINE_MAX[daemon]:
+        pieces, why_cut = [line], ""
+        if len(line) > longest:
             if daemon == "auditd":
-                problems.append(ConfProblem(number, f"over {LINE_MAX[daemon]} characters: auditd skips it", False))
+                problems.append(ConfProblem(number, f"over {longest} characters: auditd skips it", False))
                 continue
             # audisp-remote reads it as pieces of 127 bytes: each is a line of its own.
-            pieces = [line[i : i + LINE_MAX[daemon]] for i in range(0, len(line), LINE_MAX[daemon])]
-        else:
-            pieces = [line]
-        for piece in pieces:
-            problem = _line_problem(piece, daemon, table, build, seen, number)
-            if problem:
-                problems.append(
-                    ConfProblem(
-                        number,
-                        problem
-                        + (
-                            ""
-                            if len(pieces) == 1
-                            else (f" (the line is over {LINE_MAX[daemon]} characters: {daemon} reads it in pieces)")
-                        ),
-                    )
-                )
-                break
+            pieces = [line[i : i + longest] for i in range(0, len(line), longest)]
+            why_cut = f" (the line is over {longest} characters: {daemon} reads it in pieces)"
+        problem = next(filter(None, (_line_problem(p, daemon, table, build, seen, number) for p in pieces)), None)
+        if problem:
+            problems.append(ConfProblem(number, problem + why_cut))
     if any(p.refused for p in problems) or not lines:
         return problems  # the daemon stops at the first; with no line at all it checks nothing more
     problems += _file_problems(daemon, seen, hostname)
