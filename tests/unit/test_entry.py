@@ -163,11 +163,11 @@ def foreign(name: str, folder: Path) -> types.ModuleType:
     return module
 
 
-@pytest.mark.parametrize("name", ["pam_module"])
-def test_another_scripts_module_named_like_ours_neither_shadows_ours_nor_goes(sink, tmp_path: Path, name: str) -> None:  # noqa: F811
+def test_another_scripts_module_named_like_ours_neither_shadows_ours_nor_goes(sink, tmp_path: Path) -> None:  # noqa: F811
     """One interpreter runs every pam_python script of a handle: a script before ours that imported its own
     `pam_module` used to hand ours its module (no record of the Teleport login). Ours is loaded now, and
     theirs is where their script will look for it again."""
+    name = "pam_module"  # their module named like ours (a `pam_loader` is not guarded: docs/architecture.md)
     theirs = sys.modules[name] = foreign(name, tmp_path)
     scope = exec_entry(SCRIPT)
     assert scope["pam_sm_acct_mgmt"](FakePamh(), 0, [str(SCRIPT), THIS_EXE]) == 25
